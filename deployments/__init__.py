@@ -1,0 +1,1 @@
+"""Work-pool and concurrency-limit setup, serve entry points."""

@@ -1,0 +1,1 @@
+"""insarflow flows: compose tasks; the stack configuration model and the CLI live here."""

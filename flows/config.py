@@ -1,0 +1,540 @@
+"""The stack configuration: one pydantic model tree is the whole run.
+
+YAML in and out, ``extra="forbid"`` everywhere, a description on every field (the
+Prefect UI renders the model as a form, ``insarflow config`` writes it as a commented
+template). Validation happens here, before anything is downloaded; every message
+names the field, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+Engine = Literal["isce2", "simulator"]
+Coregistration = Literal["geometry", "NESD"]
+Polarization = Literal["vv", "vh", "hh", "hv"]
+FlightDirection = Literal["ASCENDING", "DESCENDING"]
+UnwrapErrorMethod = Literal["no", "bridging", "phase_closure", "bridging+phase_closure"]
+TroposphereMethod = Literal["no", "pyaps", "height_correlation", "gacos"]
+ExportFormat = Literal["zarr", "geotiff", "netcdf"]
+
+
+class Model(BaseModel):
+    """Base: unknown keys are errors, values are re-validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def bbox_problems(bbox: tuple[float, float, float, float]) -> list[str]:
+    """Every problem with a bounding box given as S N W E, each with its fix."""
+    south, north, west, east = bbox
+    problems = []
+    lat_bad = [v for v in (south, north) if not -90 <= v <= 90]
+    if lat_bad:
+        hint = ""
+        if all(-90 <= v <= 90 for v in (west, east)):
+            hint = (
+                f" It looks like W E S N order; ISCE2 then fails much later with "
+                f"'IndexError: too many indices for array'. Did you mean "
+                f"[{west}, {east}, {south}, {north}]?"
+            )
+        problems.append(
+            f"latitude {lat_bad[0]} is outside [-90, 90]: bbox must be S N W E.{hint}"
+        )
+    if south >= north:
+        problems.append(
+            f"south {south} is not below north {north}: give the smaller latitude first "
+            "(S N W E)."
+        )
+    lon_bad = [v for v in (west, east) if not -180 <= v <= 180]
+    if lon_bad:
+        problems.append(f"longitude {lon_bad[0]} is outside [-180, 180]: bbox must be S N W E.")
+    elif west >= east and not lat_bad:
+        problems.append(
+            f"west {west} is not below east {east}: give the western longitude first "
+            "(areas crossing the antimeridian are not supported)."
+        )
+    return problems
+
+
+class AreaConfig(Model):
+    """Where: a bounding box or a WKT polygon (exactly one)."""
+
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="Bounding box in S N W E order (degrees), as stackSentinel.py -b expects. "
+        "Bursts touching it are kept (it does not clip).",
+    )
+    wkt: str | None = Field(
+        default=None, description="Alternatively, the area as a WKT POLYGON in lon/lat degrees."
+    )
+
+    @field_validator("bbox")
+    @classmethod
+    def _check_bbox(
+        cls, v: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if v is not None and (problems := bbox_problems(v)):
+            raise ValueError("\n".join(problems))
+        return v
+
+    @field_validator("wkt")
+    @classmethod
+    def _check_wkt(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from shapely import wkt as shapely_wkt
+        from shapely.errors import ShapelyError
+
+        try:
+            geom = shapely_wkt.loads(v)
+        except ShapelyError as exc:
+            raise ValueError(f"not a valid WKT polygon ({exc}); fix: e.g. 'POLYGON((W S, E S, E N, W N, W S))'") from exc
+        if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+            raise ValueError(f"WKT must be a POLYGON, got {geom.geom_type}; fix: give a polygon")
+        minx, miny, maxx, maxy = geom.bounds
+        if not (-90 <= miny <= maxy <= 90 and -180 <= minx <= maxx <= 180):
+            raise ValueError("WKT coordinates must be lon lat degrees (x = longitude, y = latitude)")
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AreaConfig:
+        if (self.bbox is None) == (self.wkt is None):
+            raise ValueError("give exactly one of area.bbox (S N W E) or area.wkt (POLYGON)")
+        return self
+
+    def snwe(self) -> tuple[float, float, float, float]:
+        """The area as S N W E (the polygon's bounds when a WKT is given)."""
+        if self.bbox is not None:
+            return self.bbox
+        from shapely import wkt as shapely_wkt
+
+        minx, miny, maxx, maxy = shapely_wkt.loads(self.wkt).bounds
+        return (miny, maxy, minx, maxx)
+
+
+class AcquisitionConfig(Model):
+    """Which Sentinel-1 acquisitions, and how to fetch them."""
+
+    track: int = Field(ge=1, le=175, description="Relative orbit (track) number, 1-175.")
+    frame: int | None = Field(default=None, ge=0, description="ASF frame number (optional).")
+    flight_direction: FlightDirection | None = Field(
+        default=None, description="ASCENDING or DESCENDING (optional filter)."
+    )
+    start: date = Field(description="First acquisition date to include (YYYY-MM-DD).")
+    end: date = Field(description="Last acquisition date to include (YYYY-MM-DD).")
+    polarization: Polarization = Field(default="vv", description="Polarization to process.")
+    platforms: list[Literal["S1A", "S1B", "S1C"]] = Field(
+        default_factory=lambda: ["S1A", "S1B", "S1C"], description="Platforms to search."
+    )
+    exclude_dates: list[date] = Field(
+        default_factory=list, description="Acquisition dates to leave out of the stack."
+    )
+    max_parallel_downloads: int = Field(
+        default=4, ge=1, le=16, description="Concurrent SLC downloads (ASF allows a few)."
+    )
+    dem_source: Literal["copernicus", "isce2"] = Field(
+        default="copernicus",
+        description="copernicus: GLO-30 via dem-stitcher (ellipsoidal heights); "
+        "isce2: ISCE2's dem.py -a stitch (SRTM, needs ISCE2).",
+    )
+    credentials_secret_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding 'username:password' for Earthdata. "
+        "Otherwise ~/.netrc (mode 600) or EARTHDATA_USERNAME/EARTHDATA_PASSWORD are used.",
+    )
+
+    @model_validator(mode="after")
+    def _dates_ordered(self) -> AcquisitionConfig:
+        if self.start >= self.end:
+            raise ValueError(
+                f"start {self.start} is not before end {self.end}: swap them or widen the range"
+            )
+        return self
+
+
+class TopsStackConfig(Model):
+    """stackSentinel.py options (see its --help); --num_proc is never used."""
+
+    swaths: list[int] = Field(
+        default_factory=lambda: [1, 2, 3], description="IW swaths to process, subset of 1 2 3 (-n)."
+    )
+    reference_date: date | None = Field(
+        default=None, description="Reference (coregistration) date (-m); default: the first date."
+    )
+    coregistration: Coregistration = Field(
+        default="NESD",
+        description="geometry or NESD (-C): NESD refines azimuth coregistration from burst "
+        "overlaps, costs more time and disk.",
+    )
+    connections: int = Field(default=3, ge=1, description="Interferograms per date to later dates (-c).")
+    azimuth_looks: int = Field(default=3, ge=1, description="Azimuth looks (-z).")
+    range_looks: int = Field(default=9, ge=1, description="Range looks (-r).")
+    filter_strength: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Goldstein filter strength in [0, 1] (-f)."
+    )
+    num_overlap_connections: int = Field(
+        default=3, ge=1, description="NESD: overlap interferograms per date (-O)."
+    )
+    esd_coherence_threshold: float = Field(
+        default=0.85, ge=0.0, le=1.0, description="NESD: coherence threshold for ESD (-e)."
+    )
+    use_gpu: bool = Field(default=False, description="Run topo/geo2rdr on a GPU (--useGPU).")
+    ion_param_file: Path | None = Field(
+        default=None,
+        description="Ionosphere parameter file (--param_ion); enables run_17..run_24.",
+    )
+
+    @field_validator("swaths")
+    @classmethod
+    def _check_swaths(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if s not in (1, 2, 3)]
+        if bad or not v:
+            raise ValueError(
+                f"swaths {v} must be a non-empty subset of 1, 2, 3 (IW1-IW3); "
+                f"remove {bad if bad else 'nothing'}: e.g. [1, 2, 3]"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError(f"swaths {v} lists a swath twice; list each once")
+        return sorted(v)
+
+
+class ReferencePoint(Model):
+    """A reference point as latitude/longitude."""
+
+    lat: float = Field(ge=-90, le=90, description="Latitude in degrees.")
+    lon: float = Field(ge=-180, le=180, description="Longitude in degrees.")
+
+
+_MINTPY_KEY = re.compile(r"^mintpy\.[A-Za-z0-9_.]+$")
+
+
+class MintpyConfig(Model):
+    """MintPy smallbaselineApp options."""
+
+    reference_point: ReferencePoint | None = Field(
+        default=None, description="Spatial reference point; default: MintPy chooses (auto)."
+    )
+    reference_date: date | None = Field(
+        default=None, description="Temporal reference date; default: MintPy chooses (auto)."
+    )
+    unwrap_error: UnwrapErrorMethod = Field(
+        default="bridging", description="Unwrapping-error correction method."
+    )
+    troposphere: TroposphereMethod = Field(
+        default="no",
+        description="Tropospheric correction. 'pyaps' needs ERA5 through the CDS API "
+        "(~/.cdsapirc with a key); 'no' unless that is set up.",
+    )
+    max_memory_gb: float = Field(
+        default=4.0, gt=0, description="mintpy.compute.maxMemory in GB per worker."
+    )
+    allow_missing_interferograms: bool = Field(
+        default=False,
+        description="Drop interferograms with missing/incomplete files instead of failing.",
+    )
+    extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra raw mintpy.* keys for smallbaselineApp.cfg (unknown keys are errors).",
+    )
+
+    @field_validator("extra")
+    @classmethod
+    def _check_extra(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not _MINTPY_KEY.match(k)]
+        if bad:
+            raise ValueError(
+                f"extra keys {bad} are not mintpy.* keys; fix: use the full key, "
+                "e.g. 'mintpy.network.coherenceBased'"
+            )
+        return v
+
+
+class ExportConfig(Model):
+    """Products written after MintPy."""
+
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: ["zarr", "geotiff"], description="Export formats."
+    )
+    figures: bool = Field(default=True, description="Write PNG figures and embed them in the report.")
+    chunk_size: int = Field(
+        default=256, ge=16, le=4096, description="Spatial chunk edge (pixels) of the zarr store."
+    )
+
+
+class JobqueueConfig(Model):
+    """A dask-jobqueue cluster (SLURM or PBS)."""
+
+    kind: Literal["slurm", "pbs"] = Field(description="Batch system.")
+    queue: str | None = Field(default=None, description="Queue / partition.")
+    account: str | None = Field(default=None, description="Account / project to charge.")
+    cores: int = Field(default=8, ge=1, description="Cores per job.")
+    memory_gb: float = Field(default=32, gt=0, description="Memory per job in GB.")
+    walltime: str = Field(default="04:00:00", description="Walltime per job (HH:MM:SS).")
+    jobs: int = Field(default=2, ge=1, description="Number of jobs (workers) to start.")
+    gpus_per_job: int = Field(default=0, ge=0, description="GPUs per job, advertised as resource GPU.")
+
+
+class ComputeConfig(Model):
+    """Where tasks run: a local Dask cluster, an existing scheduler, or a batch cluster."""
+
+    workers: int = Field(default=2, ge=1, description="Local Dask workers.")
+    threads_per_worker: int = Field(default=1, ge=1, description="Threads per local worker.")
+    memory_gb: float = Field(
+        default=8.0,
+        gt=0,
+        description="Memory budget (GB) for concurrently running topsStack lines; each line "
+        "reserves its estimate so the sum stays below this.",
+    )
+    gpus: int = Field(default=0, ge=0, description="GPUs available to local workers.")
+    scheduler_address: str | None = Field(
+        default=None, description="Address of an existing Dask scheduler (tcp://host:8786)."
+    )
+    jobqueue: JobqueueConfig | None = Field(
+        default=None, description="Start a dask-jobqueue cluster instead of a local one."
+    )
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> ComputeConfig:
+        if self.scheduler_address and self.jobqueue:
+            raise ValueError("give compute.scheduler_address or compute.jobqueue, not both")
+        return self
+
+
+class SimulatorConfig(Model):
+    """The synthetic scene used with engine: simulator (demo, teaching, testing)."""
+
+    seed: int = Field(default=42, description="Random seed; same seed, same products.")
+    dates: int = Field(default=12, ge=3, le=200, description="Number of synthetic acquisitions.")
+    interval_days: int = Field(default=12, ge=1, description="Days between acquisitions.")
+    length: int = Field(default=150, ge=20, description="Multilooked raster length (azimuth).")
+    width: int = Field(default=200, ge=20, description="Multilooked raster width (range).")
+
+
+class StackConfig(Model):
+    """One InSAR stack: what to process, how, and where."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Stack name (letters, digits, _ . -); names deployments and products.",
+    )
+    work_dir: Path = Field(description="Work directory; all stages write below it.")
+    engine: Engine = Field(
+        default="isce2",
+        description="isce2: real ISCE2 topsStack (must be installed); simulator: the built-in "
+        "stand-in with a synthetic scene (never chosen silently).",
+    )
+    area: AreaConfig = Field(description="Area of interest.")
+    acquisition: AcquisitionConfig = Field(description="Sentinel-1 search and download.")
+    topsstack: TopsStackConfig = Field(
+        default_factory=TopsStackConfig, description="ISCE2 topsStack options."
+    )
+    mintpy: MintpyConfig = Field(default_factory=MintpyConfig, description="MintPy options.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Products.")
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Compute resources.")
+    simulator: SimulatorConfig = Field(
+        default_factory=SimulatorConfig, description="Synthetic scene (engine: simulator only)."
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StackConfig:
+        ref = self.topsstack.reference_date
+        acq = self.acquisition
+        if ref is not None and not acq.start <= ref <= acq.end:
+            raise ValueError(
+                f"topsstack.reference_date {ref} is outside acquisition.start..end "
+                f"({acq.start}..{acq.end}); pick a date inside the range or leave it empty"
+            )
+        return self
+
+    @property
+    def paths(self) -> WorkPaths:
+        return WorkPaths.from_work_dir(self.work_dir)
+
+    def fingerprint(self) -> str:
+        """Short hash of the configuration (provenance of products)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class WorkPaths(BaseModel):
+    """The work-directory layout, derived from ``work_dir``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+    slc: Path
+    orbits: Path
+    dem: Path
+    aux: Path
+    stack: Path
+    mintpy: Path
+    products: Path
+    logs: Path
+
+    @classmethod
+    def from_work_dir(cls, work_dir: Path) -> WorkPaths:
+        root = work_dir.expanduser().absolute()
+        return cls(
+            root=root,
+            slc=root / "SLC",
+            orbits=root / "orbits",
+            dem=root / "dem",
+            aux=root / "aux",
+            stack=root / "stack",
+            mintpy=root / "mintpy",
+            products=root / "products",
+            logs=root / "logs",
+        )
+
+
+# --------------------------------------------------------------------------- YAML I/O
+
+
+class ConfigError(ValueError):
+    """A configuration that failed validation; ``issues`` lists every problem."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = [f"{len(issues)} problem(s) in {source}:"]
+        lines += [f"  {issue.field}: {issue.message}" for issue in issues]
+        super().__init__("\n".join(lines))
+
+
+class ConfigIssue(BaseModel):
+    """One validation problem: the field, the value given, and the message with its fix."""
+
+    field: str
+    value: Any = None
+    message: str
+
+
+def _issues(exc: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check the spelling (see `insarflow config`)"
+        elif err["type"] == "missing":
+            msg = "required field is missing; add it (see `insarflow config`)"
+        for part in msg.split("\n"):
+            issues.append(ConfigIssue(field=loc, value=err.get("input"), message=part))
+    return issues
+
+
+def parse_config(data: Any, source: str = "config") -> StackConfig:
+    """Validate a mapping; raise :class:`ConfigError` listing every problem at once."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source,
+            [ConfigIssue(field="(top level)", value=data, message="expected a YAML mapping")],
+        )
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _issues(exc)) from None
+
+
+def load_config_text(text: str, source: str = "config") -> StackConfig:
+    """Parse YAML text into a validated :class:`StackConfig`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            source, [ConfigIssue(field="(yaml)", message=f"not valid YAML: {exc}")]
+        ) from None
+    return parse_config(data, source)
+
+
+def load_config(path: Path) -> StackConfig:
+    """Read and validate a YAML configuration file."""
+    return load_config_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def dump_config(config: StackConfig) -> str:
+    """The configuration as YAML (round-trips through :func:`load_config_text`)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------- commented template
+
+
+def example_config() -> StackConfig:
+    """The reference study (track 142, eastern China) as a configuration."""
+    return StackConfig(
+        name="track142-eastchina",
+        work_dir=Path("./track142"),
+        area=AreaConfig(bbox=(34.00, 34.60, 116.50, 117.95)),
+        acquisition=AcquisitionConfig(
+            track=142, frame=106, start=date(2024, 12, 1), end=date(2025, 4, 15)
+        ),
+        topsstack=TopsStackConfig(
+            swaths=[3],
+            coregistration="geometry",
+            connections=3,
+            azimuth_looks=1,
+            range_looks=6,
+            filter_strength=0.6,
+            use_gpu=True,
+        ),
+    )
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _commented(model: BaseModel, indent: int) -> list[str]:
+    lines: list[str] = []
+    pad = " " * indent
+    data = model.model_dump(mode="json")
+    for name, field in type(model).model_fields.items():
+        if field.description:
+            for i, chunk in enumerate(_wrap(field.description, 88 - indent)):
+                lines.append(f"{pad}# {chunk}" if i == 0 else f"{pad}#   {chunk}")
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            lines.extend(_commented(value, indent + 2))
+        else:
+            lines.append(f"{pad}{name}: {_yaml_scalar(data[name])}")
+    return lines
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=max(width, 30)) or [""]
+
+
+def config_template(config: StackConfig | None = None) -> str:
+    """A YAML template with every field's description as a comment."""
+    config = config or example_config()
+    header = [
+        "# insarflow stack configuration",
+        "# Validate with `insarflow validate FILE`; see what would run with `insarflow plan FILE`.",
+    ]
+    # Optional sub-models left as null still get documented.
+    return "\n".join([*header, *_commented(config, 0)]) + "\n"
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of :class:`StackConfig` (what the Prefect UI form is built from)."""
+    return StackConfig.model_json_schema()

@@ -1,0 +1,141 @@
+"""What a stack configuration would run: dates, pairs, run-file steps and line counts.
+
+The line counts follow what stackSentinel.py writes (checked against the real run
+files in the fixtures: 59 lines for 4 dates, NESD, 2 connections).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from flows.config import StackConfig
+
+GEOMETRY_LAYERS = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
+BURSTS_PER_SWATH = 9  # a Sentinel-1 IW slice; used when real bursts are not known yet
+SAFE_ZIP_GB = 4.5  # a dual-pol IW SLC zip
+FULL_RES_BURST_MB = 1500 * 21000 * 8 / 2**20  # ~1,500 lines x 21,000 samples complex64
+
+
+def sequential_pairs(dates: list[str], connections: int) -> list[tuple[str, str]]:
+    """Each date paired with its next ``connections`` dates, as stackSentinel does."""
+    return [
+        (d1, dates[j])
+        for i, d1 in enumerate(dates)
+        for j in range(i + 1, min(i + 1 + connections, len(dates)))
+    ]
+
+
+@dataclass
+class StackPlan:
+    """The shape of the work for one stack."""
+
+    dates: list[str]
+    reference: str
+    pairs: list[tuple[str, str]]
+    steps: list[tuple[str, int]] = field(default_factory=list)
+    bursts: int = 0
+    disk_gb: float = 0.0
+    peak_memory_mb: int = 0
+    dates_are_estimated: bool = False
+
+    @property
+    def total_lines(self) -> int:
+        return sum(n for _, n in self.steps)
+
+
+def run_file_steps(
+    n_dates: int, n_pairs: int, n_misreg_pairs: int, coregistration: str, ion: bool
+) -> list[tuple[str, int]]:
+    """(run file name, number of lines) in stackSentinel's order and numbering."""
+    secondaries = n_dates - 1
+    names: list[tuple[str, int]] = [
+        ("unpack_topo_reference", 1),
+        ("unpack_secondary_slc", secondaries),
+        ("average_baseline", secondaries),
+    ]
+    if coregistration == "NESD":
+        names += [
+            ("extract_burst_overlaps", 1),
+            ("overlap_geo2rdr", secondaries),
+            ("overlap_resample", secondaries),
+            ("pairs_misreg", n_misreg_pairs),
+            ("timeseries_misreg", 2),
+        ]
+    names += [
+        ("fullBurst_geo2rdr", secondaries),
+        ("fullBurst_resample", secondaries),
+        ("extract_stack_valid_region", 1),
+        ("merge_reference_secondary_slc", n_dates + len(GEOMETRY_LAYERS)),
+        ("generate_burst_igram", n_pairs),
+        ("merge_burst_igram", n_pairs),
+        ("filter_coherence", n_pairs),
+        ("unwrap", n_pairs),
+    ]
+    if ion:
+        names += [
+            ("subband_and_resamp", n_dates),
+            ("generateIgram_ion", n_misreg_pairs),
+            ("mergeBurstsIon", n_misreg_pairs),
+            ("unwrap_ion", n_misreg_pairs),
+            ("look_ion", n_misreg_pairs),
+            ("computeIon", n_misreg_pairs),
+            ("filtIon", n_misreg_pairs),
+            ("invertIon", 1),
+        ]
+    return [(f"run_{i:02d}_{name}", n) for i, (name, n) in enumerate(names, start=1)]
+
+
+def expected_dates(config: StackConfig) -> tuple[list[str], bool]:
+    """The stack's dates: exact for the simulator, a 12-day estimate for a real search."""
+    acq = config.acquisition
+    if config.engine == "simulator":
+        sim = config.simulator
+        return [
+            (acq.start + timedelta(days=i * sim.interval_days)).strftime("%Y%m%d")
+            for i in range(sim.dates)
+        ], False
+    out: list[str] = []
+    day: date = acq.start
+    while day <= acq.end:
+        if day not in acq.exclude_dates:
+            out.append(day.strftime("%Y%m%d"))
+        day += timedelta(days=12)
+    return out, True
+
+
+def plan_stack(config: StackConfig, dates: list[str] | None = None) -> StackPlan:
+    """Plan the stack for ``dates`` (default: :func:`expected_dates`)."""
+    from tasks.topsstack.resources import estimate_memory_mb
+
+    estimated = False
+    if dates is None:
+        dates, estimated = expected_dates(config)
+    ts = config.topsstack
+    ref = ts.reference_date.strftime("%Y%m%d") if ts.reference_date else dates[0]
+    pairs = sequential_pairs(dates, ts.connections)
+    misreg = sequential_pairs(dates, ts.num_overlap_connections)
+    steps = run_file_steps(
+        len(dates), len(pairs), len(misreg), ts.coregistration, ts.ion_param_file is not None
+    )
+    bursts = BURSTS_PER_SWATH * len(ts.swaths)
+    looks = ts.range_looks * ts.azimuth_looks
+    # Disk: SAFE zips + coregistered full-res bursts + merged SLCs + multilooked products.
+    slc_gb = len(dates) * SAFE_ZIP_GB * len(ts.swaths) / 3
+    coreg_gb = len(dates) * bursts * FULL_RES_BURST_MB * 2 / 1024  # burst SLCs + merged
+    burst_igram_gb = len(pairs) * bursts * FULL_RES_BURST_MB / 1024
+    merged_gb = len(pairs) * bursts * FULL_RES_BURST_MB * 3 / looks / 1024
+    peak = max(
+        estimate_memory_mb(name.split("_", 2)[2], "pair", bursts, ts.range_looks, ts.azimuth_looks)
+        for name, _ in steps
+    )
+    return StackPlan(
+        dates=dates,
+        reference=ref,
+        pairs=pairs,
+        steps=steps,
+        bursts=bursts,
+        disk_gb=round(slc_gb + coreg_gb + burst_igram_gb + merged_gb, 1),
+        peak_memory_mb=peak,
+        dates_are_estimated=estimated,
+    )

@@ -1,0 +1,1 @@
+"""ISCE2 topsStack stage: command builder, run-file parser, dependency graph, executor."""

@@ -1,0 +1,45 @@
+"""Shared test fixtures.
+
+The real-data fixtures live outside the repository (``../shared/fixtures`` or
+``$INSARFLOW_FIXTURES``). Tests that need them skip when absent, unless
+``INSARFLOW_REQUIRE_FIXTURES=1`` (set by ``.ci/run``) turns absence into an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fixtures_path() -> Path:
+    override = os.environ.get("INSARFLOW_FIXTURES")
+    return Path(override) if override else REPO_ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """Root of the real-data fixtures; skip (or fail under CI) when missing."""
+    path = _fixtures_path()
+    if not path.is_dir():
+        message = (
+            f"real-data fixtures not found at {path}; put ../shared/fixtures beside the "
+            "repository or set INSARFLOW_FIXTURES"
+        )
+        if os.environ.get("INSARFLOW_REQUIRE_FIXTURES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A real Prefect engine with a throwaway API database (no server configured)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
