@@ -167,6 +167,8 @@ def run_command(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
         duration = time.monotonic() - start
         log.write(
             f"### rc={returncode} duration={duration:.2f}s peak_rss={peak[0]:.1f}MB\n"

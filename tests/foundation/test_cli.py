@@ -1,0 +1,84 @@
+"""The CLI through its installed entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = shutil.which("insarflow", path=str(Path(sys.executable).parent))
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    assert EXE, "the insarflow console script is not installed in this environment"
+    return subprocess.run(
+        [EXE, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False,
+        env={"COLUMNS": "200", "PATH": str(Path(sys.executable).parent), "HOME": str(Path.home())},
+    )
+
+
+def test_version() -> None:
+    out = run("--version")
+    assert out.returncode == 0
+    assert out.stdout.startswith("insarflow ")
+
+
+def test_config_round_trips_through_validate() -> None:
+    template = run("config")
+    assert template.returncode == 0
+    checked = run("validate", "-", stdin=template.stdout)
+    assert checked.returncode == 0, checked.stderr
+    assert "valid" in checked.stdout
+
+
+def test_schema() -> None:
+    out = run("config", "--schema")
+    schema = json.loads(out.stdout)
+    assert schema["title"] == "StackConfig"
+    assert schema["additionalProperties"] is False
+
+
+def test_validate_prints_all_four_errors_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: t142\nwork_dir: /tmp/t142\n"
+        "area: {bbox: [117.95, 116.5, 34.0, 34.6]}\n"  # W E S N order, and south > north
+        "acquisition: {track: 142, start: 2025-04-15, end: 2024-12-01}\n"
+        "topsstack: {swaths: [1, 2, 4]}\n"
+    )
+    out = run("validate", str(bad))
+    assert out.returncode == 2
+    err = " ".join(out.stderr.split())
+    assert "4 problem(s)" in err
+    assert "looks like W E S N order" in err
+    assert "south 117.95 is not below north 116.5" in err
+    assert "start 2025-04-15 is not before end 2024-12-01: swap them" in err
+    assert "remove [4]" in err
+
+
+def test_validate_missing_file(tmp_path: Path) -> None:
+    out = run("validate", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 2
+    assert "not found" in out.stderr
+
+
+@pytest.mark.parametrize("coreg,lines", [("NESD", 59), ("geometry", 44)])
+def test_plan_counts_lines_like_stacksentinel(tmp_path: Path, coreg: str, lines: int) -> None:
+    # 4 synthetic dates, 2 connections: the real nesd_4dates fixture has 59 lines.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: s\nwork_dir: /tmp/s\nengine: simulator\n"
+        "area: {bbox: [34.0, 34.6, 116.5, 117.95]}\n"
+        "acquisition: {track: 142, start: 2025-04-06, end: 2025-05-12}\n"
+        f"topsstack: {{coregistration: {coreg}, connections: 2, num_overlap_connections: 3}}\n"
+        "simulator: {dates: 4}\n"
+    )
+    out = run("plan", str(cfg))
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert f"total │ {lines}" in text
+    assert "4 dates 20250406..20250512" in text

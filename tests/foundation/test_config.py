@@ -1,0 +1,175 @@
+"""The stack configuration: YAML round trip and every validation rule's message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flows.config import (
+    ConfigError,
+    StackConfig,
+    config_template,
+    dump_config,
+    example_config,
+    load_config_text,
+    parse_config,
+)
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "t142",
+        "work_dir": "/tmp/t142",
+        "area": {"bbox": [34.0, 34.6, 116.5, 117.95]},
+        "acquisition": {"track": 142, "start": "2024-12-01", "end": "2025-04-15"},
+    }
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data
+
+
+def issues_of(data: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return [(i.field, i.message) for i in info.value.issues]
+
+
+def test_yaml_round_trip_model_yaml_model() -> None:
+    cfg = example_config()
+    text = dump_config(cfg)
+    again = load_config_text(text)
+    assert again == cfg
+    assert dump_config(again) == text
+
+
+def test_template_is_commented_and_valid() -> None:
+    text = config_template()
+    assert load_config_text(text) == example_config()
+    # every field's description appears as a comment
+    for name, field in StackConfig.model_fields.items():
+        assert field.description
+        assert f"# {field.description[:30]}" in text, name
+    assert "# Goldstein filter strength" in text
+
+
+def test_every_field_has_a_description() -> None:
+    schema = StackConfig.model_json_schema()
+    missing = [
+        f"{model}.{prop}"
+        for model, body in {"StackConfig": schema, **schema["$defs"]}.items()
+        for prop, spec in body.get("properties", {}).items()
+        if "description" not in spec
+    ]
+    assert missing == []
+
+
+def test_wesn_bbox_is_rejected_with_the_swap_suggested() -> None:
+    [(field, message)] = issues_of(minimal(area__bbox=[116.5, 117.95, 34.0, 34.6]))
+    assert field == "area.bbox"
+    assert message == (
+        "latitude 116.5 is outside [-90, 90]: bbox must be S N W E. It looks like W E S N "
+        "order; ISCE2 then fails much later with 'IndexError: too many indices for array'. "
+        "Did you mean [34.0, 34.6, 116.5, 117.95]?"
+    )
+
+
+def test_south_above_north() -> None:
+    assert issues_of(minimal(area__bbox=[34.6, 34.0, 116.5, 117.95])) == [
+        ("area.bbox", "south 34.6 is not below north 34.0: give the smaller latitude first (S N W E).")
+    ]
+
+
+def test_west_east_reversed() -> None:
+    [(field, message)] = issues_of(minimal(area__bbox=[34.0, 34.6, 117.95, 116.5]))
+    assert field == "area.bbox"
+    assert message.startswith("west 117.95 is not below east 116.5")
+
+
+def test_start_after_end() -> None:
+    assert issues_of(minimal(acquisition__start="2025-05-01")) == [
+        ("acquisition", "start 2025-05-01 is not before end 2025-04-15: swap them or widen the range")
+    ]
+
+
+@pytest.mark.parametrize("swaths", [[4], [0, 1], []])
+def test_swaths_outside_1_2_3(swaths: list[int]) -> None:
+    [(field, message)] = issues_of(minimal(topsstack__swaths=swaths))
+    assert field == "topsstack.swaths"
+    assert message.startswith(f"swaths {swaths} must be a non-empty subset of 1, 2, 3")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("topsstack__azimuth_looks", 0, "greater than or equal to 1"),
+        ("topsstack__range_looks", -3, "greater than or equal to 1"),
+        ("topsstack__filter_strength", 1.5, "less than or equal to 1"),
+        ("topsstack__connections", 0, "greater than or equal to 1"),
+        ("topsstack__coregistration", "ESD", "'geometry' or 'NESD'"),
+        ("acquisition__track", 176, "less than or equal to 175"),
+    ],
+)
+def test_ranges(key: str, value: Any, fragment: str) -> None:
+    [(field, message)] = issues_of(minimal(**{key: value}))
+    assert field == key.replace("__", ".")
+    assert fragment in message
+
+
+def test_unknown_key_is_an_error() -> None:
+    assert issues_of(minimal(topsstack__num_proc=4)) == [
+        ("topsstack.num_proc", "unknown key; remove it or check the spelling (see `insarflow config`)")
+    ]
+
+
+def test_all_errors_reported_at_once() -> None:
+    data = minimal(
+        area__bbox=[117.95, 116.5, 34.0, 34.6],
+        topsstack__swaths=[1, 4],
+        acquisition__start="2025-05-01",
+    )
+    fields = [f for f, _ in issues_of(data)]
+    assert fields == ["area.bbox", "area.bbox", "acquisition", "topsstack.swaths"]
+
+
+def test_wkt_area_and_exactly_one() -> None:
+    cfg = parse_config(
+        minimal(area={"wkt": "POLYGON((116.5 34, 117.95 34, 117.95 34.6, 116.5 34.6, 116.5 34))"})
+    )
+    assert cfg.area.snwe() == (34.0, 34.6, 116.5, 117.95)
+    [(field, message)] = issues_of(minimal(area={}))
+    assert field == "area"
+    assert "exactly one of area.bbox" in message
+
+
+def test_mintpy_extra_keys_must_be_mintpy_keys() -> None:
+    [(field, message)] = issues_of(minimal(mintpy__extra={"network.coherenceBased": "yes"}))
+    assert field == "mintpy.extra"
+    assert "not mintpy.* keys" in message
+
+
+def test_derived_paths(tmp_path: Path) -> None:
+    cfg = parse_config(minimal(work_dir=str(tmp_path)))
+    assert cfg.paths.stack == tmp_path / "stack"
+    assert cfg.paths.slc == tmp_path / "SLC"
+    assert cfg.paths.mintpy == tmp_path / "mintpy"
+
+
+def test_fingerprint_changes_with_content() -> None:
+    a = example_config()
+    b = example_config()
+    assert a.fingerprint() == b.fingerprint()
+    b.topsstack.range_looks = 9
+    assert a.fingerprint() != b.fingerprint()
+
+
+def test_yaml_error_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config_text("name: [unclosed")
+    assert yaml.safe_load(dump_config(example_config()))["name"] == "track142-eastchina"

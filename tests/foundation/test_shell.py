@@ -1,0 +1,78 @@
+"""The one subprocess helper."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.shell import CommandError, run_command
+
+
+def test_streams_output_into_log_and_returns_result(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "step" / "key.log"
+    seen: list[str] = []
+    result = run_command(
+        [sys.executable, "-c", "import sys; print('hello'); print('err', file=sys.stderr)"],
+        log_path=log,
+        cwd=tmp_path,
+        on_line=seen.append,
+    )
+    assert result.returncode == 0
+    assert sorted(seen) == ["err", "hello"]
+    text = log.read_text()
+    assert "hello" in text and "err" in text
+    assert "rc=0" in text
+    assert result.peak_rss_mb >= 0
+
+
+def test_failure_raises_with_tail_and_log_path(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    with pytest.raises(CommandError) as info:
+        run_command(
+            [sys.executable, "-c", "print('Out of memory'); raise SystemExit(3)"], log_path=log
+        )
+    assert info.value.result.returncode == 3
+    assert "Out of memory" in str(info.value)
+    assert str(log) in str(info.value)
+
+
+def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
+    secret = "s3cr3t-Pa55"
+    log = tmp_path / "x.log"
+    with pytest.raises(CommandError) as info:
+        run_command(
+            [sys.executable, "-c", f"print('token={secret}'); raise SystemExit(1)", secret],
+            log_path=log,
+            secrets=[secret],
+        )
+    assert secret not in log.read_text()
+    assert secret not in str(info.value)
+    assert secret not in " ".join(info.value.result.args)
+
+
+def test_extra_path_is_prepended(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "mytool.py"
+    tool.write_text(f"#!{sys.executable}\nprint('from the shim')\n")
+    tool.chmod(0o755)
+    result = run_command(["mytool.py"], log_path=tmp_path / "t.log", extra_path=[bindir])
+    assert "from the shim" in result.log_tail
+
+
+def test_missing_program_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no-such-program"):
+        run_command(["no-such-program"], log_path=tmp_path / "t.log")
+
+
+def test_timeout_kills(tmp_path: Path) -> None:
+    result = run_command(
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        log_path=tmp_path / "t.log",
+        timeout_s=0.5,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.duration_s < 30
