@@ -1,0 +1,104 @@
+"""The end-to-end flow ``sbas``: acquire -> topsstack -> sbas (MintPy) -> products.
+
+Each stage is a subflow; the flow only maps the configuration to stage arguments and
+composes them. ``from_stage``/``until`` select a range of stages; every stage is
+idempotent, so a rerun resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.config import StackConfig
+from flows.stages import (
+    AcquireResult,
+    ProductsResult,
+    SbasStageResult,
+    TopsStackResult,
+    acquire_stage,
+    products_stage,
+    sbas_stage,
+    topsstack_stage,
+)
+from tasks.lock import stack_lock
+
+STAGES = ("acquire", "topsstack", "sbas", "products")
+
+
+@dataclass
+class SbasResult:
+    """Every output of a run (paths are None for stages that did not run)."""
+
+    work_dir: Path
+    stack_dir: Path | None = None
+    mintpy_dir: Path | None = None
+    velocity: Path | None = None
+    timeseries: Path | None = None
+    zarr: Path | None = None
+    geotiff: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    report_md: Path | None = None
+    report_html: Path | None = None
+    stages_run: list[str] = field(default_factory=list)
+
+
+def _selected(from_stage: str, until: str) -> list[str]:
+    for name, value in (("from_stage", from_stage), ("until", until)):
+        if value not in STAGES:
+            raise ValueError(f"{name}={value!r} is not a stage; use one of {', '.join(STAGES)}")
+    first, last = STAGES.index(from_stage), STAGES.index(until)
+    if first > last:
+        raise ValueError(f"from_stage={from_stage!r} comes after until={until!r}; swap them")
+    return list(STAGES[first : last + 1])
+
+
+@flow(name="sbas", log_prints=True)
+def sbas(
+    config: StackConfig, from_stage: str = "acquire", until: str = "products"
+) -> SbasResult:
+    """Process one stack: acquire -> topsstack -> sbas (MintPy) -> products."""
+    stages = _selected(from_stage, until)
+    paths = config.paths
+    result = SbasResult(work_dir=paths.root, stages_run=stages)
+    logger = get_run_logger()
+    with stack_lock(paths.root):
+        acquired: AcquireResult | None = None
+        stack: TopsStackResult | None = None
+        series: SbasStageResult | None = None
+        if "acquire" in stages:
+            acquired = acquire_stage(config)
+        if "topsstack" in stages:
+            stack = topsstack_stage(config, acquired)
+            result.stack_dir = stack.stack_dir
+        if "sbas" in stages:
+            series = sbas_stage(config)
+            result.mintpy_dir = series.mintpy_dir
+            result.velocity = series.velocity
+            result.timeseries = series.timeseries
+        if "products" in stages:
+            products: ProductsResult = products_stage(config, acquired, stack)
+            result.zarr = products.outputs.get("zarr")
+            result.geotiff = [p for k, p in products.outputs.items() if k.startswith("geotiff")]
+            result.figures = products.figures
+            result.report_md = products.report_md
+            result.report_html = products.report_html
+    logger.info("stack %s: stages %s done", config.name, ", ".join(stages))
+    return result
+
+
+def export_stack(config: StackConfig, formats: list[str]) -> dict[str, Any]:
+    """Export a finished stack's MintPy results (``insarflow export``)."""
+    from tasks.export import export_products
+
+    return dict(
+        export_products(
+            config.paths.mintpy,
+            config.paths.products,
+            formats,  # type: ignore[arg-type]
+            provenance={"config_hash": config.fingerprint(), "stack": config.name},
+        )
+    )
