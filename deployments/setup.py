@@ -1,0 +1,77 @@
+"""Create the work pool and the concurrency limits insarflow's deployments use.
+
+Idempotent: run it any number of times against a Prefect server
+(``python -m deployments.setup --memory-gb 64 --gpus 1``).
+
+- work pool ``insarflow-process`` (type process);
+- tag concurrency limits: ``gpu`` (one task per GPU), ``memory-heavy`` (resample,
+  merge, unwrap: how many may run at once);
+- global concurrency limit ``insarflow-memory-gb`` (slots = GB of the memory budget)
+  that tasks may occupy with their estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+WORK_POOL = "insarflow-process"
+MEMORY_LIMIT = "insarflow-memory-gb"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes of the limits to create."""
+
+    gpus: int = 1
+    memory_heavy: int = 2
+    memory_gb: int = 16
+
+
+async def setup(limits: Limits) -> list[str]:
+    """Create or update everything; return what was done, one line each."""
+    done: list[str] = []
+    async with get_client() as client:
+        try:
+            await client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+            done.append(f"work pool {WORK_POOL}: created")
+        except ObjectAlreadyExists:
+            done.append(f"work pool {WORK_POOL}: exists")
+        for tag, slots in (("gpu", limits.gpus), ("memory-heavy", limits.memory_heavy)):
+            # create_concurrency_limit upserts by tag
+            await client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
+            done.append(f"tag limit {tag}: {slots}")
+        try:
+            existing = await client.read_global_concurrency_limit_by_name(MEMORY_LIMIT)
+            if existing.limit != limits.memory_gb:
+                from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+                await client.update_global_concurrency_limit(
+                    MEMORY_LIMIT, GlobalConcurrencyLimitUpdate(limit=limits.memory_gb)
+                )
+            done.append(f"global limit {MEMORY_LIMIT}: {limits.memory_gb}")
+        except ObjectNotFound:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=MEMORY_LIMIT, limit=limits.memory_gb)
+            )
+            done.append(f"global limit {MEMORY_LIMIT}: {limits.memory_gb} (created)")
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=int, default=1, help="GPU slots (tag 'gpu').")
+    parser.add_argument("--memory-heavy", type=int, default=2, help="Concurrent memory-heavy tasks.")
+    parser.add_argument("--memory-gb", type=int, default=16, help="Memory budget in GB.")
+    args = parser.parse_args(argv)
+    for line in asyncio.run(setup(Limits(args.gpus, args.memory_heavy, args.memory_gb))):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+"""Parse the run files and configs that ISCE2 ``stackSentinel.py`` writes.
+
+Every line of ``run_files/run_NN_<step>`` becomes one :class:`RunLine`, keyed by
+(step, reference | date | pair | geometry layer | all) so that each line can be
+scheduled as its own task. The parser accepts the shapes stackSentinel writes:
+
+* plain lines, one command each (the default);
+* ``--num_proc N`` run files: a trailing ``&`` on each line, ``wait`` lines and
+  blank lines between the blocks;
+* ``-t/--text_cmd`` prefixes: stackSentinel writes ``text_cmd + command``, e.g.
+  ``source ~/.bash_profile;SentinelWrapper.py -c ...`` or ``time SentinelWrapper.py
+  -c ...``. The prefix is dropped: :attr:`RunLine.command` starts at the ISCE2 script;
+* the older ``master``/``slave`` names (``run_01_unpack_topo_master``,
+  ``config_slave_<date>``, ``subsetMaster.py``), mapped to today's names.
+
+Keys come from the config file name (``config_<step>_<key>``) for
+``SentinelWrapper.py`` lines and from the arguments for direct script calls.
+Unknown steps and unrecognised lines raise :class:`RunFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+KeyKind = Literal["reference", "date", "pair", "layer", "all"]
+
+GEOMETRY_LAYERS: tuple[str, ...] = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
+
+#: Steps in the order stackSentinel writes them (interferogram workflow, NESD, ionosphere).
+KNOWN_STEPS: tuple[str, ...] = (
+    "unpack_topo_reference",
+    "unpack_secondary_slc",
+    "average_baseline",
+    "extract_burst_overlaps",
+    "overlap_geo2rdr",
+    "overlap_resample",
+    "pairs_misreg",
+    "timeseries_misreg",
+    "fullBurst_geo2rdr",
+    "fullBurst_resample",
+    "extract_stack_valid_region",
+    "merge_reference_secondary_slc",
+    "generate_burst_igram",
+    "merge_burst_igram",
+    "filter_coherence",
+    "unwrap",
+    "subband_and_resamp",
+    "generateIgram_ion",
+    "mergeBurstsIon",
+    "unwrap_ion",
+    "look_ion",
+    "computeIon",
+    "filtIon",
+    "invertIon",
+)
+
+# Run-file names written by stackSentinel versions that still said master/slave.
+_STEP_ALIASES = {
+    "unpack_topo_master": "unpack_topo_reference",
+    "unpack_slave_slc": "unpack_secondary_slc",
+    "merge_master_slave_slc": "merge_reference_secondary_slc",
+}
+
+# Steps ISCE2 can write that this project does not schedule, with what to change.
+_UNSUPPORTED_STEPS = {
+    "filtIonShift": "set 'consider burst properties in ionosphere computation : False' "
+    "in the ionosphere parameter file",
+    "invertIonShift": "set 'consider burst properties in ionosphere computation : False' "
+    "in the ionosphere parameter file",
+    "burstRampIon": "set 'consider burst properties in ionosphere computation : False' "
+    "in the ionosphere parameter file",
+    "mergeBurstRampIon": "set 'consider burst properties in ionosphere computation : False' "
+    "in the ionosphere parameter file",
+    "grid_baseline": "use the interferogram workflow (-W interferogram)",
+    "dense_offsets": "use the interferogram workflow (-W interferogram)",
+}
+
+_WRAPPER = "SentinelWrapper.py"
+
+
+@dataclass(frozen=True)
+class _StepSpec:
+    """What a run file of one step may contain."""
+
+    config_prefixes: tuple[str, ...] = ()  # config_<prefix>_<key> for SentinelWrapper lines
+    key_kinds: tuple[KeyKind, ...] = ()
+    scripts: tuple[str, ...] = ()  # direct script calls allowed in this step
+
+
+_SPECS: Mapping[str, _StepSpec] = MappingProxyType(
+    {
+        "unpack_topo_reference": _StepSpec(("reference", "master"), ("reference",)),
+        "unpack_secondary_slc": _StepSpec(("secondary", "slave"), ("date",)),
+        "average_baseline": _StepSpec(("baseline",), ("date",)),
+        "extract_burst_overlaps": _StepSpec(scripts=("subsetReference.py", "subsetMaster.py")),
+        "overlap_geo2rdr": _StepSpec(("overlap_geo2rdr",), ("date",)),
+        "overlap_resample": _StepSpec(("overlap_resample",), ("date",)),
+        "pairs_misreg": _StepSpec(("misreg",), ("pair",)),
+        "timeseries_misreg": _StepSpec(scripts=("invertMisreg.py",)),
+        "fullBurst_geo2rdr": _StepSpec(("fullBurst_geo2rdr",), ("date",)),
+        "fullBurst_resample": _StepSpec(("fullBurst_resample",), ("date",)),
+        "extract_stack_valid_region": _StepSpec(scripts=("extractCommonValidRegion.py",)),
+        "merge_reference_secondary_slc": _StepSpec(("merge",), ("date", "layer")),
+        "generate_burst_igram": _StepSpec(("generate_igram",), ("pair",)),
+        "merge_burst_igram": _StepSpec(("merge_igram",), ("pair",)),
+        "filter_coherence": _StepSpec(("igram_filt_coh",), ("pair",)),
+        "unwrap": _StepSpec(("igram_unw",), ("pair",)),
+        "subband_and_resamp": _StepSpec(("subband_and_resamp",), ("date",)),
+        "generateIgram_ion": _StepSpec(("generateIgram_ion",), ("pair",)),
+        "mergeBurstsIon": _StepSpec(("mergeBurstsIon",), ("pair",)),
+        "unwrap_ion": _StepSpec(("unwrap_ion",), ("pair",)),
+        "look_ion": _StepSpec(("look_ion",), ("pair",)),
+        "computeIon": _StepSpec(scripts=("computeIon.py", "mergeSwathIon.py")),
+        "filtIon": _StepSpec(("filtIon",), ("pair",)),
+        "invertIon": _StepSpec(scripts=("invertIon.py",)),
+    }
+)
+
+_ALL_SCRIPTS = frozenset(
+    [_WRAPPER, *(script for spec in _SPECS.values() for script in spec.scripts)]
+)
+_RUN_FILE_RE = re.compile(r"^run_(\d+)_([A-Za-z][A-Za-z0-9_]*)$")
+_PAIR_END_RE = re.compile(r"^(?P<prefix>.+)_(?P<d1>\d{8})[-_](?P<d2>\d{8})$")
+_DATE_END_RE = re.compile(r"^(?P<prefix>.+)_(?P<d>\d{8})$")
+_ION_PAIR_DIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
+_OPERATOR_RE = re.compile(r"^[();<>|&]+$")
+
+
+class RunFileError(ValueError):
+    """A run file or config that this project cannot interpret."""
+
+
+@dataclass(frozen=True)
+class ConfigFunction:
+    """One ``[Function-N]`` section of a topsStack config file."""
+
+    index: int
+    name: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """One command of a run file, keyed by step and date/pair/layer."""
+
+    step_number: int
+    step: str
+    key: str
+    key_kind: KeyKind
+    command: tuple[str, ...]
+    run_file: Path
+    config_path: Path | None
+    functions: tuple[ConfigFunction, ...]
+    outputs: tuple[Path, ...]
+
+    @property
+    def line_id(self) -> str:
+        """Unique id within a stack, e.g. ``10_fullBurst_resample:20250418``."""
+        return f"{self.step_number:02d}_{self.step}:{self.key}"
+
+    @property
+    def label(self) -> str:
+        """Human/Prefect task-run name, e.g. ``fullBurst_resample-20250418``."""
+        return f"{self.step}-{self.key}"
+
+
+def parse_config(path: Path) -> tuple[ConfigFunction, ...]:
+    """Read the ``[Function-N]`` sections of a topsStack config file."""
+    functions: list[ConfigFunction] = []
+    index: int | None = None
+    name: str | None = None
+    params: dict[str, str] = {}
+
+    def close() -> None:
+        if index is not None:
+            if name is None:
+                raise RunFileError(
+                    f"{path}: section [Function-{index}] has no function name line; "
+                    "regenerate the configs with stackSentinel.py"
+                )
+            functions.append(ConfigFunction(index, name, MappingProxyType(dict(params))))
+
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        section = re.fullmatch(r"\[(.+)\]", line)
+        if section:
+            close()
+            index, name, params = None, None, {}
+            match = re.fullmatch(r"Function-(\d+)", section.group(1))
+            if match:
+                index = int(match.group(1))
+            continue
+        if index is None:  # [Common] holds nothing the scheduler needs
+            continue
+        if ":" not in line:
+            raise RunFileError(
+                f"{path}:{lineno}: expected 'key : value', got {raw!r}; "
+                "regenerate the configs with stackSentinel.py"
+            )
+        key, value = (part.strip() for part in line.split(":", 1))
+        if name is None:
+            name = key
+        else:
+            params[key] = value
+    close()
+    return tuple(functions)
+
+
+def _command_tokens(text: str, where: str) -> tuple[str, ...] | None:
+    """The ISCE2 command of one run-file line; ``None`` for blank/``wait``/comment lines."""
+    stripped = text.strip()
+    if not stripped or stripped.startswith("#") or stripped == "wait":
+        return None
+    lexer = shlex.shlex(stripped, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        tokens = list(lexer)
+    except ValueError as exc:
+        raise RunFileError(f"{where}: cannot split {text!r}: {exc}") from exc
+    segments: list[list[str]] = [[]]
+    for token in tokens:
+        if _OPERATOR_RE.match(token):
+            segments.append([])
+        else:
+            segments[-1].append(token)
+    commands = []
+    for segment in segments:
+        starts = [i for i, tok in enumerate(segment) if Path(tok).name in _ALL_SCRIPTS]
+        if starts:
+            commands.append(tuple(segment[starts[0] :]))
+    if not commands:
+        if all(not seg or seg == ["wait"] for seg in segments):
+            return None
+        raise RunFileError(
+            f"{where}: no ISCE2 topsStack command in {text!r} (expected one of "
+            f"{', '.join(sorted(_ALL_SCRIPTS))}); regenerate the run files with stackSentinel.py"
+        )
+    if len(commands) > 1:
+        raise RunFileError(
+            f"{where}: more than one ISCE2 command on one line: {text!r}; "
+            "regenerate the run files with stackSentinel.py"
+        )
+    return commands[0]
+
+
+def _option(command: Sequence[str], *names: str) -> str | None:
+    """The value following the first of ``names`` in ``command``."""
+    for i, tok in enumerate(command[:-1]):
+        if tok in names:
+            return command[i + 1]
+    return None
+
+
+def _resolve_config(raw: str, stack_dir: Path) -> Path:
+    """``raw`` if it exists, else ``stack_dir/configs/<basename>`` (for moved stacks)."""
+    path = Path(raw)
+    if not path.is_absolute():
+        path = stack_dir / path
+    if path.is_file():
+        return path
+    return stack_dir / "configs" / path.name
+
+
+def _key_from_config(name: str, step: str, where: str) -> tuple[str, KeyKind]:
+    """Key and kind from a config basename, checked against what ``step`` writes."""
+    spec = _SPECS[step]
+    if not name.startswith("config_"):
+        raise RunFileError(
+            f"{where}: config file {name!r} does not start with 'config_'; "
+            "regenerate the run files with stackSentinel.py"
+        )
+    body = name[len("config_") :]
+    prefix: str
+    key: str
+    kind: KeyKind
+    if body in ("reference", "master"):
+        prefix, key, kind = body, "reference", "reference"
+    elif pair := _PAIR_END_RE.match(body):
+        prefix, key, kind = pair["prefix"], f"{pair['d1']}_{pair['d2']}", "pair"
+    elif single := _DATE_END_RE.match(body):
+        prefix, key, kind = single["prefix"], single["d"], "date"
+    elif "_" in body and body.rsplit("_", 1)[1] in GEOMETRY_LAYERS:
+        prefix, key = body.rsplit("_", 1)
+        kind = "layer"
+    else:
+        raise RunFileError(
+            f"{where}: cannot derive a date, pair or layer key from config name {name!r}; "
+            "regenerate the run files with stackSentinel.py"
+        )
+    if prefix not in spec.config_prefixes or kind not in spec.key_kinds:
+        raise RunFileError(
+            f"{where}: config {name!r} does not belong to step {step!r} (expected "
+            f"config_{spec.config_prefixes[0]}_<{'|'.join(spec.key_kinds)}>); "
+            "the run file was edited or mixed up, regenerate it with stackSentinel.py"
+        )
+    return key, kind
+
+
+def _ion_pair_key(path_text: str, where: str) -> tuple[str, str | None]:
+    """(pair, swath) from an ``.../ion/D1_D2/ion_cal[_IWn]/...`` path."""
+    parts = Path(path_text).parts
+    for i, part in enumerate(parts[:-1]):
+        match = _ION_PAIR_DIR_RE.match(part)
+        if match and i > 0 and parts[i - 1] == "ion":
+            cal = parts[i + 1]
+            swath = cal[len("ion_cal_") :] if cal.startswith("ion_cal_IW") else None
+            return f"{match[1]}_{match[2]}", swath
+    raise RunFileError(
+        f"{where}: no .../ion/<date1>_<date2>/ directory in {path_text!r}; "
+        "regenerate the run files with stackSentinel.py"
+    )
+
+
+def _key_from_script(command: Sequence[str], step: str, where: str) -> tuple[str, KeyKind]:
+    """Key and kind of a direct script call (no config file)."""
+    script = Path(command[0]).name
+    if script not in _SPECS[step].scripts:
+        raise RunFileError(
+            f"{where}: {script} is not a command of step {step!r} (expected "
+            f"{' or '.join(_SPECS[step].scripts) or _WRAPPER}); regenerate the run files "
+            "with stackSentinel.py"
+        )
+    if script == "invertMisreg.py":
+        source = _option(command, "-i", "--input")
+        parts = Path(source).parts if source else ()
+        if len(parts) >= 2 and parts[-1] == "pairs" and parts[-2] in ("azimuth", "range"):
+            return parts[-2], "all"
+        raise RunFileError(
+            f"{where}: invertMisreg.py -i must be .../misreg/azimuth/pairs/ or "
+            f".../misreg/range/pairs/, got {source!r}; regenerate the run files"
+        )
+    if script == "computeIon.py":
+        ion = _option(command, "--ionosphere")
+        if ion is None:
+            raise RunFileError(f"{where}: computeIon.py without --ionosphere; regenerate it")
+        pair, swath = _ion_pair_key(ion, where)
+        return (f"{pair}_{swath}" if swath else pair), "pair"
+    if script == "mergeSwathIon.py":
+        source = _option(command, "--input")
+        if source is None:
+            raise RunFileError(f"{where}: mergeSwathIon.py without --input; regenerate it")
+        return _ion_pair_key(str(Path(source) / "ion_cal" / "x"), where)[0], "pair"
+    return "all", "all"
+
+
+def _config_outputs(functions: Sequence[ConfigFunction]) -> list[Path]:
+    """Paths the config's functions write, from their parameters."""
+    out: list[Path] = []
+    for fn in functions:
+        p = fn.params
+        keys: tuple[str, ...] = ()
+        match fn.name:
+            case "Sentinel1_TOPS":
+                keys = ("outdir",)
+            case "topo":
+                keys = ("geom_referenceDir", "geom_masterDir")
+            case "computeBaseline":
+                keys = ("baseline_file",)
+            case "geo2rdr":
+                keys = ("coregSLCdir",)
+            case "resamp_withCarrier":
+                keys = ("coregdir",)
+            case "generateIgram":
+                keys = ("interferogram",)
+            case "overlap_withDEM":
+                keys = ("overlap_dir",)
+            case "estimateAzimuthMisreg":
+                keys = ("out_azimuth",)
+            case "estimateRangeMisreg":
+                keys = ("out_range",)
+            case "mergeBursts" | "mergeBurstsIon":
+                keys = ("outfile",)
+            case "FilterAndCoherence":
+                keys = ("filt", "coh")
+            case "unwrap":
+                keys = ("unw",)
+            case "coherenceIon":
+                keys = ("coherence",)
+            case "lookUnwIon" | "filtIon":
+                keys = ("output",)
+        for key in keys:
+            if p.get(key):
+                out.append(Path(p[key]))
+        if fn.name == "unwrap" and p.get("unw") and p.get("method", "snaphu") == "snaphu":
+            out.append(Path(p["unw"] + ".conncomp"))
+    return out
+
+
+def _script_outputs(command: Sequence[str]) -> list[Path]:
+    """Paths a direct script call writes, from its arguments."""
+    script = Path(command[0]).name
+    out: list[str | Path] = []
+    if script in ("subsetReference.py", "subsetMaster.py"):
+        out = [Path(v) / "overlap" for v in (_option(command, "-m"), _option(command, "-g")) if v]
+    elif script == "invertMisreg.py":
+        out = [v for v in (_option(command, "-o", "--output"),) if v]
+    elif script == "extractCommonValidRegion.py":
+        reference = _option(command, "-m")
+        out = [Path(reference).parent / "stack"] if reference else []
+    elif script == "computeIon.py":
+        out = [v for v in (_option(command, "--ionosphere"), _option(command, "--coherence_output"))
+               if v]
+    elif script == "mergeSwathIon.py":
+        target = _option(command, "--output")
+        if target:
+            out = [Path(target) / "raw_no_projection.ion", Path(target) / "raw_no_projection.cor"]
+    elif script == "invertIon.py":
+        out = [v for v in (_option(command, "--odir"),) if v]
+    return [Path(v) for v in out]
+
+
+def _step_of(run_file: Path) -> tuple[int, str]:
+    match = _RUN_FILE_RE.match(run_file.name)
+    if not match:
+        raise RunFileError(
+            f"{run_file}: run file names must be run_<NN>_<step>; "
+            "regenerate the run files with stackSentinel.py"
+        )
+    number, step = int(match[1]), match[2]
+    step = _STEP_ALIASES.get(step, step)
+    if step in _UNSUPPORTED_STEPS:
+        raise RunFileError(
+            f"{run_file}: step {step!r} is not supported by insarflow; "
+            f"{_UNSUPPORTED_STEPS[step]} and regenerate the run files"
+        )
+    if step not in _SPECS:
+        raise RunFileError(
+            f"{run_file}: unknown topsStack step {step!r} (known steps: "
+            f"{', '.join(KNOWN_STEPS)}); regenerate the run files with stackSentinel.py "
+            "-W interferogram"
+        )
+    return number, step
+
+
+def parse_run_file(run_file: Path, stack_dir: Path) -> list[RunLine]:
+    """Parse one ``run_NN_<step>`` file (configs resolved against ``stack_dir``)."""
+    number, step = _step_of(run_file)
+    lines: list[RunLine] = []
+    text = run_file.read_text(encoding="utf-8")
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        where = f"{run_file}:{lineno}"
+        command = _command_tokens(raw, where)
+        if command is None:
+            continue
+        config_path: Path | None = None
+        functions: tuple[ConfigFunction, ...] = ()
+        if Path(command[0]).name == _WRAPPER:
+            raw_config = _option(command, "-c", "--config")
+            if raw_config is None:
+                raise RunFileError(
+                    f"{where}: SentinelWrapper.py line without -c <config>: {raw!r}; "
+                    "regenerate the run files with stackSentinel.py"
+                )
+            key, kind = _key_from_config(Path(raw_config).name, step, where)
+            config_path = _resolve_config(raw_config, stack_dir)
+            if config_path.is_file():
+                functions = parse_config(config_path)
+            outputs = _config_outputs(functions)
+        else:
+            key, kind = _key_from_script(command, step, where)
+            outputs = _script_outputs(command)
+        lines.append(
+            RunLine(
+                step_number=number,
+                step=step,
+                key=key,
+                key_kind=kind,
+                command=command,
+                run_file=run_file,
+                config_path=config_path,
+                functions=functions,
+                outputs=tuple(dict.fromkeys(outputs)),
+            )
+        )
+    return lines
+
+
+def parse_run_files(stack_dir: Path) -> list[RunLine]:
+    """All lines of ``stack_dir/run_files/run_*``, in run-file then line order.
+
+    Files whose names carry a suffix (``run_01_x.job``, ``.log``) are not run files
+    and are ignored.
+    """
+    run_dir = stack_dir / "run_files"
+    if not run_dir.is_dir():
+        raise RunFileError(
+            f"{run_dir} does not exist; run stackSentinel.py with -w {stack_dir} first"
+        )
+    files = [p for p in run_dir.glob("run_*") if p.is_file() and "." not in p.name]
+    if not files:
+        raise RunFileError(
+            f"{run_dir} holds no run_NN_<step> files; rerun stackSentinel.py with -w {stack_dir}"
+        )
+    numbered = sorted((_step_of(p)[0], p.name, p) for p in files)
+    seen_numbers: dict[int, Path] = {}
+    for number, _, path in numbered:
+        if number in seen_numbers:
+            raise RunFileError(
+                f"{path}: step number {number:02d} is also used by {seen_numbers[number]}; "
+                f"remove the stray file or regenerate {run_dir}"
+            )
+        seen_numbers[number] = path
+    lines: list[RunLine] = []
+    seen_ids: dict[str, Path] = {}
+    for _, _, path in numbered:
+        for line in parse_run_file(path, stack_dir):
+            if line.line_id in seen_ids:
+                raise RunFileError(
+                    f"{path}: line {line.line_id!r} appears twice (also in "
+                    f"{seen_ids[line.line_id]}); regenerate the run files with stackSentinel.py"
+                )
+            seen_ids[line.line_id] = path
+            lines.append(line)
+    return lines
