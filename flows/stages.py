@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,6 +184,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     from tasks.topsstack.stack_sentinel import (
         build_stack_sentinel_args,
         find_stack_sentinel,
+        isce_env,
         prepare_stack_dir,
         run_stack_sentinel,
     )
@@ -196,12 +198,14 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             "(insarflow run CONFIG --until acquire)"
         )
     extra_path: list[Path] = []
+    env: dict[str, str] | None = None
     if config.engine == "simulator":
         from tasks.simulator.steps import install_simulator_bin
 
         extra_path.append(install_simulator_bin(paths.stack / "simulator" / "bin"))
     else:
-        extra_path.append(find_stack_sentinel(dict(__import__("os").environ)).parent)
+        # Fails before any work, with install instructions, when ISCE2 is missing.
+        env = isce_env(os.environ, find_stack_sentinel(os.environ))
 
     ts = config.topsstack
     args = build_stack_sentinel_args(
@@ -238,6 +242,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             stack_dir=paths.stack,
             log_path=paths.logs / "stackSentinel.log",
             extra_path=extra_path,
+            env=env,
         )
     compute = config.compute
     report = topsstack_flow(

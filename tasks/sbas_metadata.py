@@ -19,7 +19,6 @@ itself, with the values ISCE2 + MintPy would compute:
 from __future__ import annotations
 
 import ast
-import glob
 import math
 import os
 import xml.etree.ElementTree as ET
@@ -226,9 +225,7 @@ def read_tops_product(xml_path: Path) -> TopsProduct:
     instance = _component(root, "instance", where)
     props = _props(instance)
     bursts_elem = _component(instance, "bursts", where)
-    bursts = tuple(
-        _parse_burst(b, f"{where}: {b.get('name')}") for b in _sequence(bursts_elem)
-    )
+    bursts = tuple(_parse_burst(b, f"{where}: {b.get('name')}") for b in _sequence(bursts_elem))
     if not bursts:
         raise MetadataError(f"{where}: no bursts")
     if "ascendingnodetime" not in props:
@@ -309,9 +306,9 @@ def interpolate_orbit(
     return _hermite4(t, x, v, _seconds(time - t_min))
 
 
-def xyz_to_llh(xyz: Sequence[float], a: float = WGS84_A, e2: float = WGS84_E2) -> tuple[
-    float, float, float
-]:
+def xyz_to_llh(
+    xyz: Sequence[float] | npt.NDArray[np.float64], a: float = WGS84_A, e2: float = WGS84_E2
+) -> tuple[float, float, float]:
     """ECEF -> geodetic (deg, deg, m), Vermeille's closed form as ISCE2's Ellipsoid uses."""
     x, y, z = (float(c) for c in xyz)
     a2 = a**2
@@ -333,7 +330,7 @@ def xyz_to_llh(xyz: Sequence[float], a: float = WGS84_A, e2: float = WGS84_E2) -
     return math.degrees(lat), math.degrees(lon), hgt
 
 
-def enu_heading(llh: Sequence[float], velocity: Sequence[float]) -> float:
+def enu_heading(llh: Sequence[float], velocity: Sequence[float] | npt.NDArray[np.float64]) -> float:
     """Heading (deg from north, clockwise) of ``velocity`` in the local ENU frame."""
     lat, lon = math.radians(llh[0]), math.radians(llh[1])
     east = np.array([-math.sin(lon), math.cos(lon), 0.0])
@@ -425,6 +422,21 @@ def _geometry_files(geom_dir: Path, fbases: Sequence[str]) -> list[Path]:
     return []
 
 
+def _full_shape(fname: Path) -> tuple[int, int] | None:
+    """(length, width) of ``<fname>.full`` from its ``.xml`` (or ``.vrt``) sidecar."""
+    full_xml, full_vrt = Path(f"{fname}.full.xml"), Path(f"{fname}.full.vrt")
+    if full_xml.is_file():
+        info = read_isce_info(Path(f"{fname}.full"))
+        return info.length, info.width
+    if full_vrt.is_file():
+        try:
+            root = ET.parse(full_vrt).getroot()
+            return int(root.get("rasterYSize", "")), int(root.get("rasterXSize", ""))
+        except (ET.ParseError, ValueError) as exc:
+            raise MetadataError(f"{full_vrt}: no raster size ({exc})") from exc
+    return None
+
+
 def multilook_numbers(geom_dir: Path) -> tuple[int, int]:
     """(ALOOKS, RLOOKS) from ``<f>.rdr.xml`` versus ``<f>.rdr.full.xml``, as MintPy finds them."""
     alooks, rlooks = 1, 1
@@ -433,12 +445,11 @@ def multilook_numbers(geom_dir: Path) -> tuple[int, int]:
             fname = geom_dir / f"{fbase}{fext}"
             if not fname.is_file():
                 continue
-            full_xml = Path(f"{fname}.full.xml")
-            if full_xml.is_file():
-                full = read_isce_info(Path(f"{fname}.full"))
+            full = _full_shape(fname)
+            if full is not None:
                 mli = read_isce_info(fname)
-                alooks = int(full.length / mli.length)
-                rlooks = int(full.width / mli.width)
+                alooks = int(full[0] / mli.length)
+                rlooks = int(full[1] / mli.width)
                 break
     return alooks, rlooks
 
@@ -489,7 +500,7 @@ def geometry_metadata(geom_dir: Path, meta: Mapping[str, object]) -> dict[str, o
 
 
 def standardize(meta: Mapping[str, object]) -> dict[str, str]:
-    """All values as strings, plus MintPy's standard key names (``readfile.standardize_metadata``)."""
+    """Values as strings plus MintPy's standard key names (``readfile.standardize_metadata``)."""
     from mintpy.utils import readfile
 
     as_str = {k: str(v) for k, v in meta.items()}
@@ -560,10 +571,10 @@ def write_data_rsc(meta_file: Path, geom_dir: Path) -> Path:
 
 def find_meta_file(stack_dir: Path) -> Path:
     """The first ``reference/IW*.xml`` in sorted order, the file MintPy's load_data picks."""
-    files = sorted(glob.glob(str(stack_dir / "reference" / "IW*.xml")))
+    files = sorted((stack_dir / "reference").glob("IW*.xml"))
     if not files:
         raise MetadataError(
             f"no reference/IW*.xml in {stack_dir}; topsStack writes it in run_01 "
             "(unpack_topo_reference) — run the topsStack stage first"
         )
-    return Path(files[0])
+    return files[0]

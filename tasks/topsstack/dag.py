@@ -192,8 +192,11 @@ def _needs(line: RunLine, ix: _Index) -> set[str]:
             pair = "_".join(_pair_dates(key))
             if key != pair:  # one swath of a pair whose swaths differ in starting range
                 return ix.one("look_ion", pair)
-            swaths = {ix.one("computeIon", k).pop() for k in ix.keys("computeIon")
-                      if k.startswith(pair + "_IW")}
+            swaths = {
+                ix.one("computeIon", k).pop()
+                for k in ix.keys("computeIon")
+                if k.startswith(pair + "_IW")
+            }
             return swaths or ix.one("look_ion", pair)
         case "filtIon":
             return ix.one("computeIon", key)

@@ -142,12 +142,23 @@ class ConfigFunction:
 
     index: int
     name: str
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
 class RunLine:
-    """One command of a run file, keyed by step and date/pair/layer."""
+    """One command of a run file, keyed by step and date/pair/layer.
+
+    ``key`` is ``reference``, a date, a pair ``D1_D2``, a geometry layer, ``all``, or
+    ``azimuth``/``range`` (the two ``timeseries_misreg`` lines). When the swaths of an
+    ionosphere pair differ in starting range, ISCE2 writes one ``computeIon.py`` line
+    per swath (key ``D1_D2_IWn``) plus a ``mergeSwathIon.py`` line (key ``D1_D2``).
+    ``outputs`` lists what the config/arguments name as written paths, as they appear
+    there; a directory may be shared by several steps (``coreg_secondarys/<date>`` is
+    written by geo2rdr and resample), and the list is empty where the step writes
+    into an existing folder (``subband_and_resamp``), so existence alone never proves
+    a line done.
+    """
 
     step_number: int
     step: str
@@ -184,7 +195,7 @@ def parse_config(path: Path) -> tuple[ConfigFunction, ...]:
                     f"{path}: section [Function-{index}] has no function name line; "
                     "regenerate the configs with stackSentinel.py"
                 )
-            functions.append(ConfigFunction(index, name, MappingProxyType(dict(params))))
+            functions.append(ConfigFunction(index, name, dict(params)))
 
     for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = raw.strip()
@@ -407,8 +418,11 @@ def _script_outputs(command: Sequence[str]) -> list[Path]:
         reference = _option(command, "-m")
         out = [Path(reference).parent / "stack"] if reference else []
     elif script == "computeIon.py":
-        out = [v for v in (_option(command, "--ionosphere"), _option(command, "--coherence_output"))
-               if v]
+        out = [
+            v
+            for v in (_option(command, "--ionosphere"), _option(command, "--coherence_output"))
+            if v
+        ]
     elif script == "mergeSwathIon.py":
         target = _option(command, "--output")
         if target:

@@ -1,0 +1,278 @@
+"""The topsStack stage as a dataflow: every run-file line a Prefect task on Dask.
+
+A line is submitted as soon as all its upstream lines succeeded (so pair P unwraps while
+other dates still resample), inside ``dask.annotate(resources={"MEMORY_MB": estimate})`` so
+Dask keeps the sum of the reservations of running lines under what each worker advertises.
+Lines are submitted when ready rather than all at once because a retry after an out-of-memory
+kill is a new submission with a bigger reservation, and a line already bound (``wait_for``) to
+a failed attempt could never run.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner
+from prefect_dask import DaskTaskRunner
+
+from flows.compute import worker_resources
+from tasks.topsstack.dag import build_dag
+from tasks.topsstack.executor import (
+    ENV_MEMORY_MB,
+    ExecutionReport,
+    LineFailed,
+    LineResult,
+    StackFailed,
+    StackScheduler,
+    Submission,
+    line_task_options,
+    log_path_for,
+    plan_scheduler,
+    render_report,
+    run_line_task,
+)
+from tasks.topsstack.runfiles import RunLine, parse_run_files
+
+REPORT_KEY = "topsstack-report"
+
+
+def make_task_runner(
+    *,
+    memory_budget_mb: int,
+    n_workers: int,
+    threads_per_worker: int,
+    use_gpu: bool = False,
+    scheduler_address: str | None = None,
+) -> DaskTaskRunner:
+    """A runner on an existing scheduler, or on a local cluster sharing the memory budget.
+
+    Local workers are threads of one process: each line is an external program, so worker
+    threads only wait on subprocesses, and one process starts fast and pickles nothing.
+    """
+    if scheduler_address:
+        return DaskTaskRunner(address=scheduler_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": n_workers,
+            "threads_per_worker": threads_per_worker,
+            "processes": False,
+            "resources": worker_resources(memory_budget_mb // n_workers, 1 if use_gpu else 0),
+            "dashboard_address": ":0",  # any free port; the runner logs the link
+        },
+    )
+
+
+def worker_capacity(runner: TaskRunner[Any]) -> dict[str, float] | None:
+    """The largest amount of each resource one Dask worker advertises (None: not Dask/unknown)."""
+    if not isinstance(runner, DaskTaskRunner):
+        return None
+    workers = runner.client.scheduler_info(n_workers=-1).get("workers", {})
+    if not workers:
+        return None
+    capacity: dict[str, float] = {}
+    for info in workers.values():
+        for name, amount in (info.get("resources") or {}).items():
+            capacity[name] = max(capacity.get(name, 0.0), float(amount))
+    return capacity
+
+
+def _check_capacity(
+    capacity: dict[str, float] | None, runner: TaskRunner[Any], use_gpu: bool
+) -> bool:
+    """Whether to annotate Dask resources; raises when workers cannot run what is asked."""
+    logger = get_run_logger()
+    if capacity is None:
+        logger.warning(
+            "task runner %s reports no Dask worker resources: the memory budget is not "
+            "enforced by the cluster",
+            type(runner).__name__,
+        )
+        return isinstance(runner, DaskTaskRunner)
+    if "MEMORY_MB" not in capacity:
+        raise ValueError(
+            "the Dask workers advertise no MEMORY_MB resource, so the memory budget cannot be "
+            "enforced; start them with `--resources MEMORY_MB=<megabytes>`"
+        )
+    if use_gpu and "GPU" not in capacity:
+        raise ValueError(
+            "use_gpu is set but no Dask worker advertises a GPU resource; start GPU workers "
+            "with `--resources GPU=1` or set use_gpu to false"
+        )
+    return True
+
+
+@contextmanager
+def _annotations(sub: Submission, *, enabled: bool, use_gpu: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    with dask.annotate(resources=sub.dask_resources(gpu=use_gpu), priority=sub.priority):
+        yield
+
+
+def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
+    if isinstance(outcome, LineFailed):
+        return outcome
+    return LineFailed(
+        sub.line.line_id,
+        "fatal",
+        log_path_for(sub.line, log_dir),
+        "",
+        detail=f"the task did not finish normally: {outcome!r}",
+    )
+
+
+def execute_stack(
+    lines: Sequence[RunLine],
+    dag: Mapping[str, frozenset[str]],
+    *,
+    stack_dir: Path,
+    log_dir: Path,
+    memory_budget_mb: int,
+    n_bursts: int,
+    range_looks: int,
+    azimuth_looks: int,
+    use_gpu: bool = False,
+    extra_path: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+    task_runner: TaskRunner[Any] | None = None,
+) -> ExecutionReport:
+    """Run every line as a task once its upstream lines succeeded; call inside a flow.
+
+    ``task_runner`` defaults to the current flow's. Raises :class:`StackFailed` after the lines
+    already running finish when a line fails for good (retries: see ``StackScheduler``).
+    """
+    context = FlowRunContext.get()
+    runner = task_runner or (context.task_runner if context else None)
+    if runner is None:
+        raise RuntimeError("execute_stack submits tasks: call it inside a flow")
+    capacity = worker_capacity(runner)
+    annotate = _check_capacity(capacity, runner, use_gpu)
+    worker_mb = capacity.get("MEMORY_MB") if capacity else None
+    scheduler: StackScheduler = plan_scheduler(
+        lines,
+        dag,
+        n_bursts=n_bursts,
+        range_looks=range_looks,
+        azimuth_looks=azimuth_looks,
+        use_gpu=use_gpu,
+        worker_memory_mb=int(min(worker_mb or memory_budget_mb, memory_budget_mb)),
+    )
+    futures: dict[str, PrefectFuture[LineResult]] = {}
+    done: queue.Queue[tuple[Submission, PrefectFuture[LineResult]]] = queue.Queue()
+
+    def submit(sub: Submission) -> None:
+        line_env = {**(env or {}), ENV_MEMORY_MB: str(sub.memory_mb)}
+        task = run_line_task.with_options(
+            **line_task_options(sub.line, sub.resource_class, sub.attempt)
+        )
+        with _annotations(sub, enabled=annotate, use_gpu=use_gpu):
+            future = runner.submit(
+                task,
+                parameters={
+                    "line": sub.line,
+                    "stack_dir": stack_dir,
+                    "log_dir": log_dir,
+                    "extra_path": list(extra_path),
+                    "env": line_env,
+                    "force": sub.force,
+                },
+                wait_for=[futures[up] for up in sorted(dag.get(sub.line.line_id, ()))],
+            )
+        futures[sub.line.line_id] = future
+        future.add_done_callback(lambda f, s=sub: done.put((s, f)))
+
+    while True:
+        for sub in scheduler.next_submissions():
+            submit(sub)
+        if scheduler.finished:
+            break
+        sub, future = done.get()
+        try:
+            outcome: object = future.result(raise_on_failure=False)
+        except Exception as exc:  # the Dask side failed (worker lost, cancelled)
+            outcome = exc
+        if isinstance(outcome, LineResult):
+            scheduler.succeeded(sub.line.line_id, outcome)
+            continue
+        failure = _as_failure(sub, outcome, log_dir)
+        retry = scheduler.failed(sub.line.line_id, failure)
+        if retry is not None:
+            get_run_logger().warning(
+                "%s failed (%s); retrying with %d MB",
+                sub.line.label,
+                failure.kind,
+                retry.memory_mb,
+            )
+            submit(retry)
+    report = scheduler.report()
+    if report.failures:
+        raise StackFailed(report)
+    return report
+
+
+def publish_report(report: ExecutionReport, lines: Sequence[RunLine]) -> None:
+    """Write the markdown artifact ``topsstack-report``."""
+    create_markdown_artifact(
+        key=REPORT_KEY,
+        markdown=render_report(report, lines),
+        description="topsStack lines per step, retries, failures and the critical path",
+    )
+
+
+@flow(name="topsstack")
+def topsstack_flow(
+    stack_dir: Path,
+    log_dir: Path,
+    memory_budget_mb: int,
+    n_bursts: int,
+    range_looks: int,
+    azimuth_looks: int,
+    n_workers: int = 2,
+    threads_per_worker: int = 2,
+    use_gpu: bool = False,
+    extra_path: list[Path] | None = None,
+    env: dict[str, str] | None = None,
+    scheduler_address: str | None = None,
+) -> ExecutionReport:
+    """Execute the run files of ``stack_dir`` as a dependency graph on a Dask cluster."""
+    lines = parse_run_files(stack_dir)
+    dag = build_dag(lines)
+    runner = make_task_runner(
+        memory_budget_mb=memory_budget_mb,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        use_gpu=use_gpu,
+        scheduler_address=scheduler_address,
+    )
+    with runner:
+        try:
+            report = execute_stack(
+                lines,
+                dag,
+                stack_dir=stack_dir,
+                log_dir=log_dir,
+                memory_budget_mb=memory_budget_mb,
+                n_bursts=n_bursts,
+                range_looks=range_looks,
+                azimuth_looks=azimuth_looks,
+                use_gpu=use_gpu,
+                extra_path=extra_path or (),
+                env=env,
+                task_runner=runner,
+            )
+        except StackFailed as exc:
+            publish_report(exc.report, lines)
+            raise
+    publish_report(report, lines)
+    return report

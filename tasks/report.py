@@ -1,0 +1,276 @@
+"""The run report: ``report.md`` (figures by relative path), a self-contained
+``report.html`` (figures as base64) and a Prefect markdown artifact."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import h5py
+import markdown
+import numpy as np
+from prefect import task
+
+from tasks.export import locate_products
+
+ARTIFACT_KEY: Final = "run-report"
+REPORT_MD: Final = "report.md"
+REPORT_HTML: Final = "report.html"
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """What one processing step did: lines run, skipped (already done), failed."""
+
+    name: str
+    run: int = 0
+    skipped: int = 0
+    failed: int = 0
+    duration_s: float = 0.0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows; the flow fills it from its tasks' results.
+
+    Dates are ISO strings (``YYYY-MM-DD``); ``orbit_kind`` values are ``precise`` or
+    ``restituted``; velocity statistics are in mm/yr (see :func:`velocity_statistics`).
+    """
+
+    scenes_per_date: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    excluded_dates: Mapping[str, str] = field(default_factory=dict)
+    orbit_kind: Mapping[str, str] = field(default_factory=dict)
+    synthetic: bool = False
+    steps: Sequence[StepSummary] = ()
+    figures: Sequence[Path] = ()
+    velocity_stats: Mapping[str, float] | None = None
+    velocity_rmse_mm_yr: float | None = None
+    outputs: Mapping[str, Path] = field(default_factory=dict)
+    title: str = "insarflow run report"
+    notes: Sequence[str] = ()
+
+
+def velocity_statistics(mintpy_dir: Path) -> dict[str, float]:
+    """Min, max, mean, std and median of the geocoded velocity in mm/yr over masked pixels.
+
+    Also ``n_pixels`` (reliable, finite) and ``reliable_fraction`` (of finite pixels).
+    """
+    products = locate_products(Path(mintpy_dir))
+    with h5py.File(products.velocity, "r") as f:
+        velocity = np.asarray(f["velocity"][:], dtype=np.float64) * 1000.0
+    with h5py.File(products.mask, "r") as f:
+        name = "mask" if "mask" in f else next(iter(f.keys()))
+        mask = np.asarray(f[name][:], dtype=bool)
+    finite = np.isfinite(velocity)
+    values = velocity[finite & mask]
+    if values.size == 0:
+        raise ValueError(
+            f"no reliable pixel in {products.velocity} under {products.mask}; lower "
+            "mintpy.networkInversion.minTempCoh or check the interferograms' coherence"
+        )
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "median": float(np.median(values)),
+        "n_pixels": float(values.size),
+        "reliable_fraction": float(values.size / max(int(finite.sum()), 1)),
+    }
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", r"\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+
+def _caption(path: Path) -> str:
+    return path.stem.replace("_", " ")
+
+
+def _markdown(sections: ReportInputs, figure_ref: Mapping[Path, str]) -> str:
+    s = sections
+    lines = [f"# {s.title}", ""]
+    if s.synthetic:
+        lines += [
+            "**SYNTHETIC DATA: these results come from the built-in simulator, not from "
+            "Sentinel-1 acquisitions. Do not interpret them as ground deformation.**",
+            "",
+        ]
+    lines += ["## Inputs", ""]
+    dates = sorted(set(s.scenes_per_date) | set(s.orbit_kind))
+    if dates:
+        rows = [
+            [
+                d,
+                len(s.scenes_per_date.get(d, ())),
+                ", ".join(s.scenes_per_date.get(d, ())) or "-",
+                s.orbit_kind.get(d, "unknown"),
+            ]
+            for d in dates
+        ]
+        lines += [f"{len(dates)} acquisition dates.", ""]
+        lines += _table(["date", "scenes", "scene names", "orbit"], rows)
+        restituted = [d for d in dates if s.orbit_kind.get(d) == "restituted"]
+        if restituted:
+            lines += [
+                f"Restituted orbits (less accurate) used for: {', '.join(restituted)}.",
+                "",
+            ]
+    else:
+        lines += ["No input scenes recorded.", ""]
+    lines += ["### Excluded dates", ""]
+    if s.excluded_dates:
+        lines += _table(["date", "reason"], sorted(s.excluded_dates.items()))
+    else:
+        lines += ["None.", ""]
+
+    lines += ["## Processing", ""]
+    if s.steps:
+        rows = [
+            [st.name, st.run, st.skipped, st.failed, st.retries, _duration(st.duration_s)]
+            for st in s.steps
+        ]
+        total = sum(st.duration_s for st in s.steps)
+        rows.append(
+            [
+                "**total**",
+                sum(st.run for st in s.steps),
+                sum(st.skipped for st in s.steps),
+                sum(st.failed for st in s.steps),
+                sum(st.retries for st in s.steps),
+                _duration(total),
+            ]
+        )
+        lines += _table(["step", "run", "skipped", "failed", "retries", "time"], rows)
+        failed = [st.name for st in s.steps if st.failed]
+        if failed:
+            lines += [f"**Steps with failures:** {', '.join(failed)}.", ""]
+    else:
+        lines += ["No processing steps recorded.", ""]
+
+    lines += ["## Results", ""]
+    if s.velocity_stats:
+        lines += ["### Velocity statistics (mm/yr, reliable pixels)", ""]
+        lines += _table(
+            ["statistic", "value"],
+            [
+                [k, f"{v:.0f}" if k == "n_pixels" else f"{v:.3f}"]
+                for k, v in s.velocity_stats.items()
+            ],
+        )
+    if s.velocity_rmse_mm_yr is not None:
+        lines += [f"Recovered vs true velocity RMSE: **{s.velocity_rmse_mm_yr:.3f} mm/yr**.", ""]
+    if s.figures:
+        lines += ["### Figures", ""]
+        for path in s.figures:
+            lines += [f"![{_caption(path)}]({figure_ref[path]})", ""]
+
+    lines += ["## Outputs", ""]
+    if s.outputs:
+        lines += _table(["product", "location"], [[k, f"`{v}`"] for k, v in s.outputs.items()])
+    else:
+        lines += ["No outputs recorded.", ""]
+    for note in s.notes:
+        lines += [f"> {note}", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+_HTML_TEMPLATE: Final = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; }}
+th, td {{ border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: left; }}
+img {{ max-width: 100%; }}
+</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def artifact_markdown(md_text: str) -> str:
+    """The report for a Prefect artifact: local images cannot render there, so each
+    image becomes a line naming its file."""
+    return re.sub(r"!\[([^\]]*)\]\(([^)]*)\)", r"*Figure: \1* (`\2`)", md_text)
+
+
+def write_report(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str]:
+    """Write ``report.md`` and ``report.html`` into ``out_dir``.
+
+    Returns both paths and the markdown text. Figures are referenced by path relative
+    to ``out_dir`` in the markdown and embedded as base64 in the HTML.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    missing = [str(p) for p in sections.figures if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"ReportInputs.figures: {', '.join(missing)} not found; make the figures first "
+            "(tasks.figures.make_figures)"
+        )
+    figures = [Path(p) for p in sections.figures]
+    relative = {
+        p: Path(os.path.relpath(p.resolve(), out_dir.resolve())).as_posix() for p in figures
+    }
+    md_text = _markdown(sections, relative)
+    embedded = _markdown(sections, {p: _data_uri(p) for p in figures})
+    body = markdown.markdown(embedded, extensions=["tables"], output_format="html")
+    page = _HTML_TEMPLATE.format(title=html.escape(sections.title), body=body)
+
+    md_path, html_path = out_dir / REPORT_MD, out_dir / REPORT_HTML
+    _write_atomic(md_path, md_text)
+    _write_atomic(html_path, page)
+    return md_path, html_path, md_text
+
+
+@task(name="write-report")
+def write_report_task(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str]:
+    """Prefect task: :func:`write_report`, plus the markdown artifact ``run-report``."""
+    from prefect.artifacts import create_markdown_artifact
+
+    md_path, html_path, md_text = write_report(out_dir, sections)
+    create_markdown_artifact(
+        markdown=artifact_markdown(md_text),
+        key=ARTIFACT_KEY,
+        description=f"insarflow run report ({html_path})",
+    )
+    return md_path, html_path, md_text

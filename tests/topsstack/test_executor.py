@@ -1,0 +1,492 @@
+"""The topsStack executor on the real Prefect engine and a real Dask cluster.
+
+The stack is built from the real run files and configs of the 4-date NESD fixture; the
+ISCE2 scripts they call are replaced by ``instrumented_line.py`` (on PATH under the real
+script names), which sleeps, writes the line's outputs, can fail on demand, and records
+start/end time and memory reservation of every attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import shutil
+import stat
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.artifacts import Artifact
+
+from flows.topsstack import REPORT_KEY, topsstack_flow
+from tasks.shell import CommandResult
+from tasks.topsstack.dag import build_dag, descendants
+from tasks.topsstack.executor import (
+    ExecutionReport,
+    LineFailed,
+    StackFailed,
+    classify_failure,
+    is_line_done,
+    line_fingerprint,
+    line_memory_mb,
+    marker_path,
+    oom_retry_memory_mb,
+    run_line,
+)
+from tasks.topsstack.runfiles import RunLine, parse_run_files
+
+from .instrumented_line import command_key
+
+SCRIPT = Path(__file__).with_name("instrumented_line.py")
+
+TOOLS = (
+    "SentinelWrapper.py",
+    "subsetReference.py",
+    "invertMisreg.py",
+    "extractCommonValidRegion.py",
+)
+N_BURSTS, RANGE_LOOKS, AZIMUTH_LOOKS = 2, 9, 3
+BUDGET_MB = 6000  # 2 workers x 3000 MB: one full-burst geo2rdr/resample line per worker
+N_WORKERS, THREADS = 2, 3
+
+
+@dataclass
+class Stack:
+    """A topsStack work directory whose scripts are the instrumented stand-in."""
+
+    root: Path
+    lines: list[RunLine] = field(default_factory=list)
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.root / "stack"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def record_file(self) -> Path:
+        return self.root / "records.jsonl"
+
+    @property
+    def dag(self) -> dict[str, frozenset[str]]:
+        return build_dag(self.lines)
+
+    def line(self, line_id: str) -> RunLine:
+        return next(line for line in self.lines if line.line_id == line_id)
+
+    def write_plan(
+        self,
+        sleeps: Mapping[str, float] | None = None,
+        failures: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        plan = {
+            "record_file": str(self.record_file),
+            "lines": {
+                command_key(list(line.command)): {
+                    "line_id": line.line_id,
+                    "sleep": (sleeps or {}).get(line.line_id, 0.05),
+                    "outputs": [str(p) for p in line.outputs],
+                    **(failures or {}).get(line.line_id, {}),
+                }
+                for line in self.lines
+            },
+        }
+        self.plan_file.write_text(json.dumps(plan))
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.record_file.exists():
+            return []
+        return [json.loads(x) for x in self.record_file.read_text().splitlines()]
+
+    def run(self, *, budget_mb: int = BUDGET_MB, threads: int = THREADS) -> ExecutionReport:
+        self.record_file.unlink(missing_ok=True)
+        return topsstack_flow(
+            stack_dir=self.stack_dir,
+            log_dir=self.log_dir,
+            memory_budget_mb=budget_mb,
+            n_bursts=N_BURSTS,
+            range_looks=RANGE_LOOKS,
+            azimuth_looks=AZIMUTH_LOOKS,
+            n_workers=N_WORKERS,
+            threads_per_worker=threads,
+            extra_path=[self.bin_dir],
+            env={"INSARFLOW_TEST_PLAN": str(self.plan_file), "OMP_NUM_THREADS": "2"},
+        )
+
+
+def make_stack(root: Path, fixtures_dir: Path) -> Stack:
+    """Copy the 4-date NESD run files/configs under ``root/stack`` and install the stand-ins."""
+    source = fixtures_dir / "topsstack_runfiles" / "nesd_4dates"
+    stack = Stack(root)
+    for sub in ("run_files", "configs"):
+        shutil.copytree(source / sub, stack.stack_dir / sub)
+        for path in (stack.stack_dir / sub).iterdir():
+            path.write_text(path.read_text().replace("/data/stack", str(stack.stack_dir)))
+    stack.bin_dir.mkdir()
+    for tool in TOOLS:
+        launcher = stack.bin_dir / tool
+        launcher.write_text(
+            f"#!{sys.executable}\n"
+            "import sys\n"
+            f"sys.path.insert(0, {str(SCRIPT.parent)!r})\n"
+            "import instrumented_line\n"
+            "sys.exit(instrumented_line.main())\n"
+        )
+        launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    stack.lines = parse_run_files(stack.stack_dir)
+    return stack
+
+
+def ok_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The successful attempt of each line."""
+    return {r["line_id"]: r for r in records if r["outcome"] == "ok"}
+
+
+def peak_reserved_mb(records: list[dict[str, Any]]) -> tuple[int, int]:
+    """Largest sum of reservations, and largest count, of attempts running at one instant."""
+    events = sorted(
+        [(r["start"], 1, r["memory_mb"]) for r in records]
+        + [(r["end"], 0, -r["memory_mb"]) for r in records]
+    )  # at equal times an end (0) sorts before a start (1)
+    total = running = peak = peak_count = 0
+    for _, is_start, delta in events:
+        total += delta
+        running += 1 if is_start else -1
+        peak, peak_count = max(peak, total), max(peak_count, running)
+    return peak, peak_count
+
+
+# --------------------------------------------------------------------------- one full run
+
+OOM_LINE = "15_filter_coherence:20250418_20250430"
+BUS_LINE = "14_merge_burst_igram:20250406_20250430"
+SLOW_RESAMPLE = "10_fullBurst_resample:20250512"
+
+
+@dataclass
+class FullRun:
+    stack: Stack
+    report: ExecutionReport
+    records: list[dict[str, Any]]
+    markdown: str
+
+
+@pytest.fixture(scope="module")
+def full_run(
+    prefect_harness: None, fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FullRun]:
+    stack = make_stack(tmp_path_factory.mktemp("full"), fixtures_dir)
+    stack.write_plan(
+        sleeps={SLOW_RESAMPLE: 0.8},
+        failures={
+            OOM_LINE: {
+                "fail_once": str(stack.root / "oom.state"),
+                "fail_rc": 137,
+                "fail_message": "Out of memory: snaphu could not allocate",
+            },
+            BUS_LINE: {
+                "fail_once": str(stack.root / "bus.state"),
+                "fail_rc": 135,
+                "fail_message": "Bus error (core dumped)",
+            },
+        },
+    )
+    report = stack.run()
+    artifact = Artifact.get(REPORT_KEY)
+    assert artifact is not None
+    yield FullRun(stack, report, stack.records(), str(artifact.data))
+
+
+def test_every_line_runs_once_and_leaves_a_marker(full_run: FullRun) -> None:
+    stack, report = full_run.stack, full_run.report
+    assert len(stack.lines) == 59
+    assert sorted(report.ran) == sorted(line.line_id for line in stack.lines)
+    assert not report.failures and not report.not_started
+    assert sorted(ok_runs(full_run.records)) == sorted(report.ran)
+    for line in stack.lines:
+        assert is_line_done(line, stack.stack_dir), line.line_id
+
+
+def test_dependency_order_is_respected_for_every_edge(full_run: FullRun) -> None:
+    runs = ok_runs(full_run.records)
+    first_start: dict[str, float] = {}
+    for record in full_run.records:
+        first_start[record["line_id"]] = min(
+            first_start.get(record["line_id"], math.inf), record["start"]
+        )
+    edges = [(up, child) for child, ups in full_run.stack.dag.items() for up in ups]
+    assert len(edges) > 59
+    for up, child in edges:
+        assert first_start[child] >= runs[up]["end"], f"{child} started before {up} ended"
+
+
+def test_interferograms_start_while_resampling_still_runs(full_run: FullRun) -> None:
+    runs = ok_runs(full_run.records)
+    first_igram = min(r["start"] for k, r in runs.items() if k.startswith("13_generate_burst"))
+    last_resample = max(r["end"] for k, r in runs.items() if k.startswith("10_fullBurst_resample"))
+    assert first_igram < last_resample
+
+
+def test_memory_budget_is_never_exceeded(full_run: FullRun) -> None:
+    records = full_run.records
+    expected = {
+        line.line_id: line_memory_mb(
+            line, n_bursts=N_BURSTS, range_looks=RANGE_LOOKS, azimuth_looks=AZIMUTH_LOOKS
+        )
+        for line in full_run.stack.lines
+    }
+    first = {r["line_id"]: r for r in reversed(records)}
+    assert all(first[k]["memory_mb"] == min(v, BUDGET_MB // N_WORKERS) for k, v in expected.items())
+    # The three fullBurst_geo2rdr lines become ready together and would overrun the budget
+    # (3 x 2540 MB > 6000 MB) on the 6 worker threads if Dask did not hold them back.
+    assert sum(expected[k] for k in expected if k.startswith("09_")) > BUDGET_MB
+    peak, peak_count = peak_reserved_mb(records)
+    assert peak <= BUDGET_MB
+    assert peak_count >= 2
+
+
+def test_oom_is_retried_once_with_a_bigger_reservation(full_run: FullRun) -> None:
+    attempts = [r for r in full_run.records if r["line_id"] == OOM_LINE]
+    assert [a["outcome"] for a in attempts] == ["failed", "ok"]
+    assert attempts[1]["memory_mb"] == math.ceil(attempts[0]["memory_mb"] * 1.5)
+    outcomes = [(a.attempt, a.outcome) for a in full_run.report.attempts if a.line_id == OOM_LINE]
+    assert outcomes == [(1, "oom"), (2, "ran")]
+    log = (full_run.stack.log_dir / "filter_coherence" / "20250418_20250430.log").read_text()
+    assert "Out of memory" in log and "### rc=137" in log and "### rc=0" in log
+
+
+def test_transient_crash_is_retried_once_as_is(full_run: FullRun) -> None:
+    attempts = [r for r in full_run.records if r["line_id"] == BUS_LINE]
+    assert [a["outcome"] for a in attempts] == ["failed", "ok"]
+    assert attempts[0]["memory_mb"] == attempts[1]["memory_mb"]
+    outcomes = [(a.attempt, a.outcome) for a in full_run.report.attempts if a.line_id == BUS_LINE]
+    assert outcomes == [(1, "transient"), (2, "ran")]
+    assert full_run.report.retries == 2
+
+
+def test_line_log_records_command_environment_and_result(full_run: FullRun) -> None:
+    stack = full_run.stack
+    log = (stack.log_dir / "fullBurst_resample" / "20250418.log").read_text()
+    assert "### line 10_fullBurst_resample:20250418" in log
+    assert f"SentinelWrapper.py -c {stack.stack_dir}/configs/config_fullBurst_resample" in log
+    assert "OMP_NUM_THREADS=2" in log and "CUDA_VISIBLE_DEVICES=<unset>" in log
+    assert f"PATH additions: {stack.bin_dir}" in log
+    assert "INSARFLOW_LINE_MEMORY_MB=2060" in log
+    assert "### rc=0 duration=" in log and "peak_rss=" in log
+
+
+def test_report_artifact_summarises_steps_retries_and_critical_path(full_run: FullRun) -> None:
+    markdown, report = full_run.markdown, full_run.report
+    assert "59 ran, 0 skipped, 0 failed, 0 not started, 2 retries" in markdown
+    assert "| 16 unwrap | 5 | 5 | 0 | 0 | 0 |" in markdown
+    assert "| 15 filter_coherence | 5 | 5 | 0 | 0 | 1 |" in markdown
+    assert report.critical_path[0] in {"01_unpack_topo_reference:reference"} | {
+        line.line_id for line in full_run.stack.lines if line.step == "unpack_secondary_slc"
+    }
+    assert SLOW_RESAMPLE in report.critical_path
+    assert f"`{SLOW_RESAMPLE}`" in markdown
+
+
+# --------------------------------------------------------------------------- failure, resume
+
+
+def test_fatal_failure_stops_scheduling_and_a_rerun_resumes(
+    prefect_harness: None, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    stack = make_stack(tmp_path, fixtures_dir)
+    failing = "02_unpack_secondary_slc:20250512"
+    flag = tmp_path / "broken"
+    flag.touch()
+    stack.write_plan(
+        # The reference line is still running when the failure is seen: it must finish,
+        # and nothing that becomes ready after it (average_baseline, overlaps) may start.
+        sleeps={"01_unpack_topo_reference:reference": 2.0, failing: 0.0},
+        failures={
+            failing: {
+                "fail_if_exists": str(flag),
+                "fail_rc": 1,
+                "fail_message": "ERROR: cannot open measurement/s1a-iw1-slc.tiff",
+            }
+        },
+    )
+    # 4 threads per worker and room for all four first lines on one worker.
+    with pytest.raises(StackFailed) as caught:
+        stack.run(budget_mb=8000, threads=4)
+    message = str(caught.value)
+    log_path = stack.log_dir / "unpack_secondary_slc" / "20250512.log"
+    assert failing in message
+    assert str(log_path) in message
+    assert "ERROR: cannot open measurement/s1a-iw1-slc.tiff" in message
+    first = stack.records()
+    assert {r["line_id"] for r in first} == {
+        "01_unpack_topo_reference:reference",
+        "02_unpack_secondary_slc:20250418",
+        "02_unpack_secondary_slc:20250430",
+        failing,
+    }
+    assert [r["outcome"] for r in first if r["line_id"] == failing] == ["failed"]  # no retry
+    assert not marker_path(stack.line(failing), stack.stack_dir).exists()
+    finished = set(ok_runs(first))
+    assert "01_unpack_topo_reference:reference" in finished
+    report = caught.value.report
+    assert set(report.results) == finished
+    assert len(report.not_started) == 59 - 4
+    artifact = Artifact.get(REPORT_KEY)
+    assert artifact is not None and "## Failures" in str(artifact.data)
+
+    # Fixed: the rerun runs only what did not finish.
+    flag.unlink()
+    second = stack.run()
+    assert sorted(second.skipped) == sorted(finished)
+    ran = [r["line_id"] for r in stack.records()]
+    assert sorted(ran) == sorted(set(second.ran))
+    assert set(ran) == {line.line_id for line in stack.lines} - finished
+
+    # Markers removed, a config edited, an output deleted: exactly those lines run again,
+    # plus everything downstream of a line that re-ran.
+    stale_marker = "16_unwrap:20250430_20250512"
+    marker_path(stack.line(stale_marker), stack.stack_dir).unlink()
+    upstream_marker = "13_generate_burst_igram:20250418_20250512"
+    marker_path(stack.line(upstream_marker), stack.stack_dir).unlink()
+    edited = stack.line("16_unwrap:20250406_20250418")
+    assert edited.config_path is not None
+    before = line_fingerprint(edited)
+    edited.config_path.write_text(
+        edited.config_path.read_text().replace("defomax : 2", "defomax : 3")
+    )
+    assert line_fingerprint(edited) != before
+    lost = stack.line("12_merge_reference_secondary_slc:hgt")
+    lost.outputs[0].unlink()
+    third = stack.run()
+    expected = {stale_marker, upstream_marker, edited.line_id, lost.line_id}
+    expected |= descendants(stack.dag, upstream_marker)
+    assert len(expected) == 7
+    assert {r["line_id"] for r in stack.records()} == expected
+    assert set(third.ran) == expected
+    assert len(third.skipped) == 59 - 7
+
+
+# --------------------------------------------------------------------------- plain functions
+
+
+def _result(returncode: int, tail: str) -> CommandResult:
+    return CommandResult(["x"], returncode, 1.0, 10.0, Path("x.log"), tail)
+
+
+@pytest.mark.parametrize(
+    ("returncode", "tail", "kind"),
+    [
+        (137, "", "oom"),
+        (-9, "", "oom"),
+        (1, "Traceback ...\nMemoryError", "oom"),
+        (134, "terminate called after throwing an instance of 'std::bad_alloc'", "oom"),
+        (1, "snaphu: Out of memory", "oom"),
+        (-11, "", "transient"),
+        (139, "", "transient"),
+        (-7, "", "transient"),
+        (135, "", "transient"),
+        (1, "GDAL: Input/output error", "transient"),
+        (1, "OSError: [Errno 11] Resource temporarily unavailable", "transient"),
+        (1, "ValueError: bbox S N W E", "fatal"),
+        (2, "", "fatal"),
+    ],
+)
+def test_classify_failure(returncode: int, tail: str, kind: str) -> None:
+    assert classify_failure(_result(returncode, tail)) == kind
+
+
+def _plain_line(tmp_path: Path, code: str, outputs: tuple[Path, ...]) -> RunLine:
+    config = tmp_path / "configs" / "config_unw_20250406_20250418"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    if not config.exists():
+        config.write_text("[Function-1]\nunwrap :\nrlks : 9\n")
+    return RunLine(
+        step_number=16,
+        step="unwrap",
+        key="20250406_20250418",
+        key_kind="pair",
+        command=(sys.executable, "-c", code),
+        run_file=tmp_path / "run_files" / "run_16_unwrap",
+        config_path=config,
+        functions=(),
+        outputs=outputs,
+    )
+
+
+def test_run_line_skips_done_lines_and_reruns_on_change(tmp_path: Path) -> None:
+    out = tmp_path / "merged" / "filt.unw"
+    code = (
+        "import pathlib as pl; p = pl.Path('merged/filt.unw'); p.parent.mkdir(); p.write_text('1')"
+    )
+    line = _plain_line(tmp_path, code, (out,))
+    kwargs: dict[str, Any] = {"stack_dir": tmp_path, "log_dir": tmp_path / "logs"}
+    assert run_line(line, **kwargs).status == "ran"
+    marker = json.loads(marker_path(line, tmp_path).read_text())
+    assert marker["fingerprint"] == line_fingerprint(line) and marker["returncode"] == 0
+    assert run_line(line, **kwargs).status == "skipped"
+    out.write_text("")  # an empty output is not a valid output
+    assert not is_line_done(line, tmp_path)
+    out.write_text("x")
+    assert line.config_path is not None
+    line.config_path.write_text("[Function-1]\nunwrap :\nrlks : 3\n")
+    assert not is_line_done(line, tmp_path)
+    changed = replace(line, command=(*line.command[:-1], code + " # v2"))
+    assert not is_line_done(changed, tmp_path)
+
+
+def test_run_line_without_its_outputs_fails_and_leaves_no_marker(tmp_path: Path) -> None:
+    line = _plain_line(tmp_path, "print('done')", (tmp_path / "never.unw",))
+    with pytest.raises(LineFailed) as caught:
+        run_line(line, stack_dir=tmp_path, log_dir=tmp_path / "logs")
+    assert caught.value.kind == "fatal"
+    assert "outputs are missing or empty" in str(caught.value)
+    assert str(tmp_path / "never.unw") in str(caught.value)
+    assert not marker_path(line, tmp_path).exists()
+
+
+def test_oom_error_says_what_to_change_and_survives_pickling(tmp_path: Path) -> None:
+    line = _plain_line(tmp_path, "import sys; print('MemoryError'); sys.exit(1)", ())
+    with pytest.raises(LineFailed) as caught:
+        run_line(line, stack_dir=tmp_path, log_dir=tmp_path / "logs")
+    error = caught.value
+    assert error.kind == "oom" and error.returncode == 1
+    assert "reduce parallelism or raise the memory budget" in str(error)
+    assert str(tmp_path / "logs" / "unwrap" / "20250406_20250418.log") in str(error)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.line_id, copy.kind, copy.returncode, str(copy)) == (
+        error.line_id,
+        error.kind,
+        error.returncode,
+        str(error),
+    )
+
+
+def test_missing_program_is_a_fatal_failure_naming_path(tmp_path: Path) -> None:
+    line = replace(_plain_line(tmp_path, "", ()), command=("SentinelWrapper.py", "-c", "x"))
+    with pytest.raises(LineFailed) as caught:
+        run_line(
+            line, stack_dir=tmp_path, log_dir=tmp_path / "logs", env={"PATH": os.fspath(tmp_path)}
+        )
+    assert caught.value.kind == "fatal"
+    assert "SentinelWrapper.py" in str(caught.value) and "extra_path" in str(caught.value)
+
+
+def test_oom_retry_reservation_is_capped_to_a_worker() -> None:
+    assert oom_retry_memory_mb(2000, 4000) == 3000
+    assert oom_retry_memory_mb(2600, 3000) == 3000
+    assert oom_retry_memory_mb(2600, None) == 3900
