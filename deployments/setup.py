@@ -66,7 +66,9 @@ async def setup(limits: Limits) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=1, help="GPU slots (tag 'gpu').")
-    parser.add_argument("--memory-heavy", type=int, default=2, help="Concurrent memory-heavy tasks.")
+    parser.add_argument(
+        "--memory-heavy", type=int, default=2, help="Concurrent memory-heavy tasks."
+    )
     parser.add_argument("--memory-gb", type=int, default=16, help="Memory budget in GB.")
     args = parser.parse_args(argv)
     for line in asyncio.run(setup(Limits(args.gpus, args.memory_heavy, args.memory_gb))):

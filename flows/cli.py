@@ -47,7 +47,9 @@ def _version_callback(value: bool) -> None:
 def _main(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """insarflow command line."""
@@ -60,7 +62,10 @@ def _read_config(source: str) -> StackConfig:
             return load_config_text(sys.stdin.read(), "<stdin>")
         path = Path(source)
         if not path.is_file():
-            err_console.print(f"[red]config file {path} not found[/red]; write one with `insarflow config > {path}`")
+            err_console.print(
+                f"[red]config file {path} not found[/red]; "
+                f"write one with `insarflow config > {path}`"
+            )
             raise typer.Exit(2)
         return load_config(path)
     except ConfigError as exc:
@@ -71,13 +76,21 @@ def _read_config(source: str) -> StackConfig:
 def _print_config_error(exc: ConfigError) -> None:
     err_console.print(f"[bold red]{len(exc.issues)} problem(s)[/bold red] in {exc.source}:")
     for issue in exc.issues:
-        value = "" if issue.value is None or isinstance(issue.value, dict) else f" (got {issue.value!r})"
-        err_console.print(f"  [yellow]{issue.field}[/yellow]{value}: {issue.message}", highlight=False)
+        value = (
+            ""
+            if issue.value is None or isinstance(issue.value, dict)
+            else f" (got {issue.value!r})"
+        )
+        err_console.print(
+            f"  [yellow]{issue.field}[/yellow]{value}: {issue.message}", highlight=False
+        )
 
 
 @app.command("config")
 def config_cmd(
-    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema instead.")] = False,
+    schema: Annotated[
+        bool, typer.Option("--schema", help="Print the JSON schema instead.")
+    ] = False,
 ) -> None:
     """Print a commented YAML configuration template (the reference study)."""
     if schema:
@@ -92,7 +105,9 @@ def validate_cmd(
 ) -> None:
     """Check a configuration; print every problem with its fix (exit code 2 when invalid)."""
     cfg = _read_config(config)
-    console.print(f"[green]valid[/green]: stack {cfg.name!r}, engine {cfg.engine}, work dir {cfg.paths.root}")
+    console.print(
+        f"[green]valid[/green]: stack {cfg.name!r}, engine {cfg.engine}, work dir {cfg.paths.root}"
+    )
 
 
 @app.command("plan")
@@ -106,7 +121,8 @@ def plan_cmd(
     plan = plan_stack(cfg)
     note = " (estimated: 12-day revisit; exact after search)" if plan.dates_are_estimated else ""
     console.print(
-        f"[bold]{cfg.name}[/bold]: {len(plan.dates)} dates {plan.dates[0]}..{plan.dates[-1]}{note}, "
+        f"[bold]{cfg.name}[/bold]: {len(plan.dates)} dates "
+        f"{plan.dates[0]}..{plan.dates[-1]}{note}, "
         f"reference {plan.reference}, {len(plan.pairs)} interferograms, ~{plan.bursts} bursts"
     )
     table = Table(title=f"topsStack run files ({cfg.topsstack.coregistration})")
@@ -143,9 +159,11 @@ def run_cmd(
     cfg = _read_config(config)
     for name, value in (("--from", from_stage), ("--until", until)):
         if value not in STAGES:
-            err_console.print(f"[red]{name} {value!r}[/red] is not a stage; use one of {', '.join(STAGES)}")
+            err_console.print(
+                f"[red]{name} {value!r}[/red] is not a stage; use one of {', '.join(STAGES)}"
+            )
             raise typer.Exit(2)
-    if STAGES.index(from_stage) > STAGES.index(until):  # type: ignore[arg-type]
+    if STAGES.index(from_stage) > STAGES.index(until):
         err_console.print(f"[red]--from {from_stage} comes after --until {until}[/red]; swap them")
         raise typer.Exit(2)
     result = sbas(cfg, from_stage=from_stage, until=until)

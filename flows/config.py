@@ -32,6 +32,9 @@ FlightDirection = Literal["ASCENDING", "DESCENDING"]
 UnwrapErrorMethod = Literal["no", "bridging", "phase_closure", "bridging+phase_closure"]
 TroposphereMethod = Literal["no", "pyaps", "height_correlation", "gacos"]
 ExportFormat = Literal["zarr", "geotiff", "netcdf"]
+Platform = Literal["S1A", "S1B", "S1C"]
+_PLATFORMS: tuple[Platform, ...] = ("S1A", "S1B", "S1C")
+_DEFAULT_FORMATS: tuple[ExportFormat, ...] = ("zarr", "geotiff")
 
 
 class Model(BaseModel):
@@ -53,13 +56,10 @@ def bbox_problems(bbox: tuple[float, float, float, float]) -> list[str]:
                 f"'IndexError: too many indices for array'. Did you mean "
                 f"[{west}, {east}, {south}, {north}]?"
             )
-        problems.append(
-            f"latitude {lat_bad[0]} is outside [-90, 90]: bbox must be S N W E.{hint}"
-        )
+        problems.append(f"latitude {lat_bad[0]} is outside [-90, 90]: bbox must be S N W E.{hint}")
     if south >= north:
         problems.append(
-            f"south {south} is not below north {north}: give the smaller latitude first "
-            "(S N W E)."
+            f"south {south} is not below north {north}: give the smaller latitude first (S N W E)."
         )
     lon_bad = [v for v in (west, east) if not -180 <= v <= 180]
     if lon_bad:
@@ -104,12 +104,16 @@ class AreaConfig(Model):
         try:
             geom = shapely_wkt.loads(v)
         except ShapelyError as exc:
-            raise ValueError(f"not a valid WKT polygon ({exc}); fix: e.g. 'POLYGON((W S, E S, E N, W N, W S))'") from exc
+            raise ValueError(
+                f"not a valid WKT polygon ({exc}); fix: e.g. 'POLYGON((W S, E S, E N, W N, W S))'"
+            ) from exc
         if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
             raise ValueError(f"WKT must be a POLYGON, got {geom.geom_type}; fix: give a polygon")
         minx, miny, maxx, maxy = geom.bounds
         if not (-90 <= miny <= maxy <= 90 and -180 <= minx <= maxx <= 180):
-            raise ValueError("WKT coordinates must be lon lat degrees (x = longitude, y = latitude)")
+            raise ValueError(
+                "WKT coordinates must be lon lat degrees (x = longitude, y = latitude)"
+            )
         return v
 
     @model_validator(mode="after")
@@ -139,8 +143,8 @@ class AcquisitionConfig(Model):
     start: date = Field(description="First acquisition date to include (YYYY-MM-DD).")
     end: date = Field(description="Last acquisition date to include (YYYY-MM-DD).")
     polarization: Polarization = Field(default="vv", description="Polarization to process.")
-    platforms: list[Literal["S1A", "S1B", "S1C"]] = Field(
-        default_factory=lambda: ["S1A", "S1B", "S1C"], description="Platforms to search."
+    platforms: list[Platform] = Field(
+        default_factory=lambda: list(_PLATFORMS), description="Platforms to search."
     )
     exclude_dates: list[date] = Field(
         default_factory=list, description="Acquisition dates to leave out of the stack."
@@ -182,7 +186,9 @@ class TopsStackConfig(Model):
         description="geometry or NESD (-C): NESD refines azimuth coregistration from burst "
         "overlaps, costs more time and disk.",
     )
-    connections: int = Field(default=3, ge=1, description="Interferograms per date to later dates (-c).")
+    connections: int = Field(
+        default=3, ge=1, description="Interferograms per date to later dates (-c)."
+    )
     azimuth_looks: int = Field(default=3, ge=1, description="Azimuth looks (-z).")
     range_looks: int = Field(default=9, ge=1, description="Range looks (-r).")
     filter_strength: float = Field(
@@ -269,9 +275,11 @@ class ExportConfig(Model):
     """Products written after MintPy."""
 
     formats: list[ExportFormat] = Field(
-        default_factory=lambda: ["zarr", "geotiff"], description="Export formats."
+        default_factory=lambda: list(_DEFAULT_FORMATS), description="Export formats."
     )
-    figures: bool = Field(default=True, description="Write PNG figures and embed them in the report.")
+    figures: bool = Field(
+        default=True, description="Write PNG figures and embed them in the report."
+    )
     chunk_size: int = Field(
         default=256, ge=16, le=4096, description="Spatial chunk edge (pixels) of the zarr store."
     )
@@ -287,7 +295,9 @@ class JobqueueConfig(Model):
     memory_gb: float = Field(default=32, gt=0, description="Memory per job in GB.")
     walltime: str = Field(default="04:00:00", description="Walltime per job (HH:MM:SS).")
     jobs: int = Field(default=2, ge=1, description="Number of jobs (workers) to start.")
-    gpus_per_job: int = Field(default=0, ge=0, description="GPUs per job, advertised as resource GPU.")
+    gpus_per_job: int = Field(
+        default=0, ge=0, description="GPUs per job, advertised as resource GPU."
+    )
 
 
 class ComputeConfig(Model):

@@ -33,9 +33,7 @@ def demo_config(workdir: Path, *, dates: int = 12, seed: int = 42) -> StackConfi
         work_dir=workdir,
         engine="simulator",
         area=AreaConfig(bbox=(34.00, 34.60, 116.50, 117.95)),
-        acquisition=AcquisitionConfig(
-            track=142, start=date(2024, 12, 1), end=date(2025, 12, 31)
-        ),
+        acquisition=AcquisitionConfig(track=142, start=date(2024, 12, 1), end=date(2025, 12, 31)),
         topsstack=TopsStackConfig(
             swaths=[3], coregistration="geometry", connections=3, filter_strength=0.6
         ),

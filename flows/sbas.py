@@ -57,9 +57,7 @@ def _selected(from_stage: str, until: str) -> list[str]:
 
 
 @flow(name="sbas", log_prints=True)
-def sbas(
-    config: StackConfig, from_stage: str = "acquire", until: str = "products"
-) -> SbasResult:
+def sbas(config: StackConfig, from_stage: str = "acquire", until: str = "products") -> SbasResult:
     """Process one stack: acquire -> topsstack -> sbas (MintPy) -> products."""
     stages = _selected(from_stage, until)
     paths = config.paths

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 
 from flows.config import StackConfig
+
+if TYPE_CHECKING:
+    from tasks.report import StepSummary
+    from tasks.simulator.scene import SceneSpec
 
 # ------------------------------------------------------------------------ results
 
@@ -89,24 +93,27 @@ def acquisition_record(config: StackConfig) -> Path:
 # ---------------------------------------------------------------------- acquire
 
 
-def scene_spec_for(config: StackConfig):  # type: ignore[no-untyped-def]
+def scene_spec_for(config: StackConfig) -> SceneSpec:
     """The simulator's scene for a configuration (engine: simulator)."""
     from tasks.simulator.scene import SceneSpec
 
     sim = config.simulator
-    acq = config.acquisition
-    dates = [
-        (acq.start + timedelta(days=i * sim.interval_days)).strftime("%Y%m%d")
-        for i in range(sim.dates)
-    ]
+    ts = config.topsstack
     south, north, west, east = config.area.snwe()
-    return SceneSpec(
+    return SceneSpec.regular(
+        config.acquisition.start,
+        sim.dates,
+        sim.interval_days,
         seed=sim.seed,
-        dates=dates,
         length=sim.length,
         width=sim.width,
+        range_looks=ts.range_looks,
+        azimuth_looks=ts.azimuth_looks,
+        swaths=tuple(ts.swaths),
+        relative_orbit=config.acquisition.track,
         center_lat=(south + north) / 2,
         center_lon=(west + east) / 2,
+        dem_bbox=(south - 0.2, north + 0.2, west - 0.2, east + 0.2),
     )
 
 
@@ -249,15 +256,26 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         stack_dir=paths.stack,
         log_dir=paths.logs,
         memory_budget_mb=int(compute.memory_gb * 1024),
+        n_bursts=_bursts_per_swath(config) * len(ts.swaths),
+        range_looks=ts.range_looks,
+        azimuth_looks=ts.azimuth_looks,
         n_workers=compute.workers,
         threads_per_worker=compute.threads_per_worker,
         use_gpu=ts.use_gpu,
         extra_path=extra_path,
+        env=env,
         scheduler_address=compute.scheduler_address,
-        range_looks=ts.range_looks,
-        azimuth_looks=ts.azimuth_looks,
     )
     return TopsStackResult(stack_dir=paths.stack, report=_as_dict(report))
+
+
+def _bursts_per_swath(config: StackConfig) -> int:
+    """Bursts per swath for memory estimates: the simulator's, or a full IW slice."""
+    if config.engine == "simulator":
+        return scene_spec_for(config).bursts_per_swath
+    from flows.plan import BURSTS_PER_SWATH
+
+    return BURSTS_PER_SWATH
 
 
 def _as_dict(report: object) -> dict[str, object]:
@@ -273,19 +291,19 @@ def _as_dict(report: object) -> dict[str, object]:
 def sbas_stage(config: StackConfig) -> SbasStageResult:
     """MintPy smallbaselineApp, one task per step, metadata written without ISCE2."""
     from tasks.sbas import (
+        MINTPY_STEP_TASKS,
         mintpy_steps,
-        preflight_check,
-        run_mintpy_step_task,
-        timeseries_file,
-        write_mintpy_metadata,
-        write_smallbaseline_cfg,
+        preflight_task,
+        prepare_metadata_task,
+        sbas_outputs,
+        write_cfg_task,
     )
 
     paths = config.paths
     mp = config.mintpy
-    preflight_check(paths.stack, allow_missing=mp.allow_missing_interferograms)
-    write_mintpy_metadata(paths.stack)
-    cfg = write_smallbaseline_cfg(
+    preflight_task(paths.stack, allow_missing=mp.allow_missing_interferograms)
+    prepare_metadata_task(paths.stack, log_dir=paths.logs)
+    cfg = write_cfg_task(
         paths.mintpy / "smallbaselineApp.cfg",
         stack_dir=paths.stack,
         max_memory_gb=mp.max_memory_gb,
@@ -296,20 +314,17 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
         reference_date=mp.reference_date.strftime("%Y%m%d") if mp.reference_date else None,
         unwrap_error_method=mp.unwrap_error,
         troposphere_method=mp.troposphere,
+        era5_credentials=mp.troposphere == "pyaps" and (Path.home() / ".cdsapirc").is_file(),
         update_mode=True,
         extra=mp.extra,
     )
-    previous = None
+    # MintPy's steps are sequential; each is its own task so the UI shows progress and
+    # a rerun resumes through MintPy's own skip logic.
     for step in mintpy_steps():
-        previous = run_mintpy_step_task.submit(
-            step, cfg, paths.mintpy, paths.logs, wait_for=[previous] if previous else None
-        )
-    if previous is not None:
-        previous.result()
+        MINTPY_STEP_TASKS[step](step, cfg, paths.mintpy, paths.logs)
+    outputs = sbas_outputs(paths.mintpy, cfg)
     return SbasStageResult(
-        mintpy_dir=paths.mintpy,
-        velocity=paths.mintpy / "velocity.h5",
-        timeseries=timeseries_file(paths.mintpy),
+        mintpy_dir=paths.mintpy, velocity=outputs.velocity, timeseries=outputs.timeseries
     )
 
 
@@ -336,25 +351,28 @@ def products_stage(
         "scenes": ",".join(p.name for p in acquired.safe_files) if acquired else "",
         "mintpy_version": _version_of("mintpy"),
         "isce2_version": "simulator" if config.engine == "simulator" else _version_of("isce"),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     outputs = export_products_task(
         paths.mintpy, paths.products, list(config.export.formats), provenance
     )
-    figures = make_figures_task(paths.mintpy, paths.products / "figures") if config.export.figures else []
+    figures = (
+        make_figures_task(paths.mintpy, paths.products / "figures") if config.export.figures else []
+    )
     inputs = ReportInputs(
         stack_name=config.name,
         synthetic=bool(acquired and acquired.synthetic),
-        scenes={d: [] for d in acquired.dates} if acquired else {},
-        excluded=acquired.excluded if acquired else {},
-        orbit_kinds=acquired.orbit_kinds if acquired else {},
-        processing=stack.report if stack else {},
+        scenes_per_date=_scenes_per_date(acquired),
+        excluded_dates=acquired.excluded if acquired else {},
+        orbit_kind=acquired.orbit_kinds if acquired else {},
+        steps=_step_summaries(stack.report if stack else {}),
         figures=list(figures),
         velocity_stats=velocity_statistics(paths.mintpy),
         outputs={k: str(v) for k, v in outputs.items()},
     )
     md, html, _ = write_report_task(paths.products, inputs)
-    return ProductsResult(outputs=dict(outputs), figures=list(figures), report_md=md, report_html=html)
+    return ProductsResult(
+        outputs=dict(outputs), figures=list(figures), report_md=md, report_html=html
+    )
 
 
 def _version_of(module: str) -> str:
@@ -364,3 +382,29 @@ def _version_of(module: str) -> str:
         return version(module if module != "isce" else "isce2")
     except PackageNotFoundError:
         return "not installed"
+
+
+def _scenes_per_date(acquired: AcquireResult | None) -> dict[str, list[str]]:
+    if acquired is None:
+        return {}
+    per_date: dict[str, list[str]] = {d: [] for d in acquired.dates}
+    for safe in acquired.safe_files:
+        for d in per_date:
+            if f"_{d}T" in safe.name:
+                per_date[d].append(safe.name)
+                break
+    return per_date
+
+
+def _step_summaries(report: dict[str, object]) -> list[StepSummary]:
+    """Per-step summaries from the topsStack execution report."""
+    from tasks.report import StepSummary
+
+    steps = report.get("steps", [])
+    out: list[StepSummary] = []
+    for step in steps if isinstance(steps, list) else []:
+        if isinstance(step, StepSummary):
+            out.append(step)
+        elif isinstance(step, dict):
+            out.append(StepSummary(**step))
+    return out

@@ -34,6 +34,7 @@ from tasks.topsstack.executor import (
     StackFailed,
     StackScheduler,
     Submission,
+    is_line_done,
     line_task_options,
     log_path_for,
     plan_scheduler,
@@ -187,13 +188,14 @@ def execute_stack(
                     "env": line_env,
                     "force": sub.force,
                 },
-                wait_for=[futures[up] for up in sorted(dag.get(sub.line.line_id, ()))],
+                # upstream lines skipped as done have no future
+                wait_for=[futures[up] for up in sorted(dag[sub.line.line_id]) if up in futures],
             )
         futures[sub.line.line_id] = future
         future.add_done_callback(lambda f, s=sub: done.put((s, f)))
 
     while True:
-        for sub in scheduler.next_submissions():
+        for sub in scheduler.next_submissions(is_done=lambda ln: is_line_done(ln, stack_dir)):
             submit(sub)
         if scheduler.finished:
             break

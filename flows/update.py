@@ -11,7 +11,7 @@ atomically.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -53,7 +53,7 @@ def new_dates(config: StackConfig, processed: list[str]) -> list[str]:
     return sorted(set(available) - set(processed))
 
 
-def _as_date(yyyymmdd: str):  # type: ignore[no-untyped-def]
+def _as_date(yyyymmdd: str) -> date:
     from datetime import datetime
 
     return datetime.strptime(yyyymmdd, "%Y%m%d").date()
@@ -67,7 +67,9 @@ def sbas_update(config_path: str) -> State:
     previous = AcquireResult.load(acquisition_record(config))
     processed = previous.dates if previous else []
     fresh = new_dates(config, processed)
-    restituted = [d for d, kind in (previous.orbit_kinds if previous else {}).items() if kind != "precise"]
+    restituted = [
+        d for d, kind in (previous.orbit_kinds if previous else {}).items() if kind != "precise"
+    ]
     if not fresh and not restituted:
         logger.info("stack %s: nothing new after %s", config.name, max(processed, default="-"))
         return Completed(message="Nothing new", name="Nothing new")

@@ -44,7 +44,12 @@ class DemError(PermanentError):
 
 @dataclass(frozen=True)
 class DemInfo:
-    """Grid of an ISCE DEM: first sample (pixel centre) and spacing; ``dlat`` is negative."""
+    """Grid of an ISCE DEM: XML startingvalue (the geotransform origin) and spacing.
+
+    As with ISCE2's own dem.py output and dem-stitcher's ``Point`` registration written
+    through GDAL's ISCE driver, ``lon0``/``lat0`` equal the GDAL geotransform origin;
+    ``dlat`` is negative (rows run north to south).
+    """
 
     path: Path
     width: int
@@ -57,16 +62,16 @@ class DemInfo:
 
     @property
     def snwe(self) -> SNWE:
-        """Extent of the sample centres as S N W E."""
+        """Extent of the raster (geotransform edges) as S N W E."""
         return (
-            self.lat0 + (self.length - 1) * self.dlat,
+            self.lat0 + self.length * self.dlat,
             self.lat0,
             self.lon0,
-            self.lon0 + (self.width - 1) * self.dlon,
+            self.lon0 + self.width * self.dlon,
         )
 
     def covers(self, snwe: SNWE) -> bool:
-        """True when the samples span ``snwe`` (within one pixel)."""
+        """True when the raster spans ``snwe`` (within one pixel)."""
         s, n, w, e = self.snwe
         tol_lat, tol_lon = abs(self.dlat), abs(self.dlon)
         south, north, west, east = snwe
@@ -194,7 +199,10 @@ def write_isce_dem(
     dlat: float,
     dtype: DemDtype = "float32",
 ) -> DemInfo:
-    """Write a DEM (rows north to south) with ISCE2's ``.xml`` and ``.vrt``; raw file last."""
+    """Write a DEM (rows north to south) with ISCE2's ``.xml`` and ``.vrt``; raw file last.
+
+    ``lon0``/``lat0`` are the geotransform origin, written as the XML startingvalue.
+    """
     arr = np.asarray(heights)
     if arr.ndim != 2:
         raise DemError(f"{path}: DEM must be 2-D, got shape {arr.shape}")

@@ -17,11 +17,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
@@ -177,6 +177,47 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return log
 
 
+def _create_progress_artifact(description: str) -> UUID | None:
+    """A progress artifact for the current run (own client: Prefect's helper leaks one)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task_ctx, flow_ctx = TaskRunContext.get(), FlowRunContext.get()
+    try:
+        with get_client(sync_client=True) as client:
+            artifact = client.create_artifact(
+                ArtifactCreate(
+                    type="progress",
+                    data=0.0,
+                    description=description,
+                    task_run_id=task_ctx.task_run.id if task_ctx else None,
+                    flow_run_id=(
+                        task_ctx.task_run.flow_run_id
+                        if task_ctx
+                        else flow_ctx.flow_run.id
+                        if flow_ctx and flow_ctx.flow_run
+                        else None
+                    ),
+                )
+            )
+        return artifact.id
+    except Exception as exc:  # progress display must never fail a download
+        log.debug("no progress artifact: %s", exc)
+        return None
+
+
+def _update_progress_artifact(artifact_id: UUID, percent: float) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactUpdate
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_artifact(artifact_id, ArtifactUpdate(data=percent))
+    except Exception as exc:
+        log.debug("progress artifact update failed: %s", exc)
+
+
 def _in_prefect_run() -> bool:
     from prefect.context import FlowRunContext, TaskRunContext
 
@@ -205,16 +246,9 @@ class _Tracker:
         self._last_log = self._start
         self._logger = run_logger()
         self._artifact: UUID | None = None
+        self._published = -1.0
         if _in_prefect_run():
-            try:
-                from prefect.artifacts import create_progress_artifact
-
-                self._artifact = cast(
-                    UUID,
-                    create_progress_artifact(0.0, description=f"Downloading {len(items)} file(s)"),
-                )
-            except Exception as exc:  # progress display must never fail a download
-                log.debug("no progress artifact: %s", exc)
+            self._artifact = _create_progress_artifact(f"Downloading {len(items)} file(s)")
 
     def set_file(self, item: DownloadItem, nbytes: int, *, transferred: int = 0,
                  finished: bool = False) -> None:
@@ -254,15 +288,16 @@ class _Tracker:
             _format_bytes(p.bytes_per_s),
             _format_eta(p.eta_s),
         )
-        if self._artifact is not None and p.total_bytes:
-            try:
-                from prefect.artifacts import update_progress_artifact
 
-                update_progress_artifact(
-                    self._artifact, min(100.0, 100.0 * p.done_bytes / p.total_bytes)
-                )
-            except Exception as exc:
-                log.debug("progress artifact update failed: %s", exc)
+    def publish(self) -> None:
+        """Update the Prefect progress artifact (call from the task's own thread)."""
+        if self._artifact is None or not self.total:
+            return
+        with self._lock:
+            percent = min(100.0, 100.0 * sum(self._file_bytes.values()) / self.total)
+        if percent != self._published:
+            _update_progress_artifact(self._artifact, percent)
+            self._published = percent
 
 
 @contextlib.contextmanager
@@ -624,6 +659,10 @@ def download_files(
             )
             for item in items
         ]
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=log_interval_s)
+            tracker.publish()
         for i, (item, future) in enumerate(zip(items, futures, strict=True)):
             try:
                 results[i] = future.result()

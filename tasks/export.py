@@ -313,17 +313,25 @@ class _H5Array:
             if name not in f:
                 raise KeyError(f"dataset {name!r} not found in {path}; found {sorted(f.keys())}")
             self.shape: tuple[int, ...] = tuple(f[name].shape)
-            self.dtype: np.dtype[Any] = f[name].dtype
+            dtype = f[name].dtype
+            # h5py spells native little-endian as "<"; netCDF4 warns unless it is "="
+            self.dtype: np.dtype[Any] = dtype.newbyteorder("=") if dtype.isnative else dtype
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         with h5py.File(self.path, "r") as f:
-            return np.asarray(f[self.name][key])
+            return np.asarray(f[self.name][key], dtype=self.dtype)
 
 
 def _lazy(path: Path, name: str, chunks: tuple[int, ...]) -> da.Array:
     array = _H5Array(path, name)
-    return da.from_array(array, chunks=chunks, name=f"h5-{uuid.uuid4().hex}", asarray=False)
+    return da.from_array(
+        array,
+        chunks=chunks,
+        name=f"h5-{uuid.uuid4().hex}",
+        asarray=False,
+        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+    )
 
 
 def _dataset_name(path: Path, preferred: str) -> str:
@@ -666,6 +674,20 @@ def _netcdf_fingerprint(path: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def netcdf_engine() -> Literal["h5netcdf", "netcdf4"]:
+    """The xarray engine that writes NetCDF-4 here: h5netcdf, else netCDF4."""
+    import importlib.util
+
+    if importlib.util.find_spec("h5netcdf") is not None:
+        return "h5netcdf"
+    if importlib.util.find_spec("netCDF4") is not None:
+        return "netcdf4"
+    raise ImportError(
+        "NetCDF export needs h5netcdf or netCDF4: pip install h5netcdf "
+        "(or choose formats zarr/geotiff)"
+    )
+
+
 def export_netcdf(
     mintpy_dir: Path,
     path: Path,
@@ -676,6 +698,7 @@ def export_netcdf(
 ) -> Path:
     """Write the zarr dataset as one NetCDF-4 file (HDF5 chunks = the zarr chunks, zlib)."""
     path = Path(path)
+    engine = netcdf_engine()
     ds, fingerprint = _dataset_for_export(mintpy_dir, provenance, chunks)
     _recover(path)
     if not force and _netcdf_fingerprint(path) == fingerprint:
@@ -688,7 +711,7 @@ def export_netcdf(
             enc["chunksizes"] = tuple(c[0] for c in var.chunks)
         encoding[str(name)] = enc
     with _atomic_output(path) as tmp, dask.config.set(scheduler="threads"):
-        ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding, compute=True)
+        ds.to_netcdf(tmp, engine=engine, encoding=encoding, compute=True)
     _logger().info("wrote NetCDF file %s", path)
     return path
 
@@ -809,6 +832,7 @@ __all__ = [
     "export_zarr",
     "final_timeseries_name",
     "locate_products",
+    "netcdf_engine",
     "open_products",
     "read_grid",
 ]

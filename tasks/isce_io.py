@@ -177,7 +177,9 @@ def read_isce_info(path: Path) -> IsceImageInfo:
         raise FileNotFoundError(f"ISCE sidecar {xml_path} not found for raster {path}")
     try:
         root = ET.parse(xml_path).getroot()
-        props = {p.get("name"): (p.findtext("value") or "").strip() for p in root.findall("property")}
+        props = {
+            p.get("name"): (p.findtext("value") or "").strip() for p in root.findall("property")
+        }
         dtype = _ISCE_TO_NUMPY[props["data_type"].upper()]
         scheme = props.get("scheme", "BIP").upper()
         if scheme not in ("BIL", "BIP", "BSQ"):
@@ -187,7 +189,7 @@ def read_isce_info(path: Path) -> IsceImageInfo:
             width=int(props["width"]),
             length=int(props["length"]),
             bands=int(props.get("number_bands", "1")),
-            dtype=dtype,
+            dtype=dtype,  # type: ignore[arg-type]
             scheme=scheme,  # type: ignore[arg-type]
         )
     except (ET.ParseError, KeyError, ValueError) as exc:

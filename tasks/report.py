@@ -53,8 +53,9 @@ class ReportInputs:
     figures: Sequence[Path] = ()
     velocity_stats: Mapping[str, float] | None = None
     velocity_rmse_mm_yr: float | None = None
-    outputs: Mapping[str, Path] = field(default_factory=dict)
+    outputs: Mapping[str, Path | str] = field(default_factory=dict)
     title: str = "insarflow run report"
+    stack_name: str | None = None
     notes: Sequence[str] = ()
 
 
@@ -110,6 +111,8 @@ def _caption(path: Path) -> str:
 def _markdown(sections: ReportInputs, figure_ref: Mapping[Path, str]) -> str:
     s = sections
     lines = [f"# {s.title}", ""]
+    if s.stack_name:
+        lines += [f"Stack: **{s.stack_name}**", ""]
     if s.synthetic:
         lines += [
             "**SYNTHETIC DATA: these results come from the built-in simulator, not from "

@@ -664,9 +664,13 @@ def _remove_attempt_outputs(
     return removed
 
 
-# smallbaselineApp.py with one fix: MintPy 1.6 plots the histogram of
-# numTriNonzeroIntAmbiguity.h5 with bins=max(data), which raises when no triplet has
-# an unwrapping error (clean data) and fails quick_overview after its output is written.
+# smallbaselineApp.py with two fixes for MintPy 1.6 edge cases of clean data:
+# - quick_overview plots the histogram of numTriNonzeroIntAmbiguity.h5 with
+#   bins=max(data), which raises when no triplet has an unwrapping error (after the
+#   file is written);
+# - bridging finds no region boundary when an interferogram's connected components
+#   are one region covering the whole image and fails with an IndexError; with one
+#   region there is nothing to bridge.
 _RUNNER = """\
 import sys
 
@@ -684,6 +688,19 @@ if "quick_overview" in sys.argv[1:]:
 
     if _plot_tint is not None:
         plot.plot_num_triplet_with_nonzero_integer_ambiguity = _plot_tint_if_any
+
+if "correct_unwrap_error" in sys.argv[1:]:
+    from mintpy.objects import conncomp
+
+    _find_bridges = conncomp.connectComponent.find_mst_bridge
+
+    def _find_bridges_if_several(self):
+        if getattr(self, "numLabel", 2) <= 1:
+            self.bridges, self.num_bridge = [], 0
+            return self.bridges
+        return _find_bridges(self)
+
+    conncomp.connectComponent.find_mst_bridge = _find_bridges_if_several
 
 from mintpy.cli.smallbaselineApp import main
 

@@ -490,13 +490,14 @@ def search_scenes_task(
     flight_direction: str | None = None,
     platforms: Sequence[str] = ("S1A", "S1B", "S1C"),
     exclude_dates: Sequence[str] = (),
+    session: asf_search.ASFSession | None = None,
     cmr_host: str | None = None,
 ) -> SearchResult:
     """Prefect task: :func:`search_scenes` plus a table artifact of the result."""
     result = search_scenes(
         area_snwe, wkt=wkt, track=track, start=start, end=end, frame=frame,
         polarization=polarization, flight_direction=flight_direction, platforms=platforms,
-        exclude_dates=exclude_dates, cmr_host=cmr_host,
+        exclude_dates=exclude_dates, session=session, cmr_host=cmr_host,
     )
     publish_search_artifact(result)
     return result

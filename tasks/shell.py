@@ -170,9 +170,7 @@ def run_command(
             if proc.stdout is not None:
                 proc.stdout.close()
         duration = time.monotonic() - start
-        log.write(
-            f"### rc={returncode} duration={duration:.2f}s peak_rss={peak[0]:.1f}MB\n"
-        )
+        log.write(f"### rc={returncode} duration={duration:.2f}s peak_rss={peak[0]:.1f}MB\n")
     result = CommandResult(
         args=[redact(a, secrets) for a in argv],
         returncode=returncode,

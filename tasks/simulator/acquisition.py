@@ -34,6 +34,7 @@ from tasks.simulator.scene import (
 SCENE_FILE = "simulator_scene.json"
 FRAME_SECONDS = 27.0
 SWATH_WIDTH_M = 250_000.0
+MAX_DEM_SPAN_DEG = 4.0
 # absolute orbit = ANX count; relative orbit = (absolute - offset) % 175 + 1
 _ORBIT_OFFSET = {"S1A": 73, "S1B": 27, "S1C": 172}
 _ORBIT_ANCHOR = (datetime(2025, 4, 6, 2, 20, 8), 58630)
@@ -75,7 +76,7 @@ def frame_times(spec: SceneSpec, day: str) -> tuple[datetime, datetime]:
 
 
 def safe_name(spec: SceneSpec, day: str) -> str:
-    """Real-style SAFE zip name, e.g. ``S1A_IW_SLC__1SDV_20250406T221744_..._058630_07421F_93A7.zip``."""
+    """Real-style SAFE zip name: ``S1A_IW_SLC__1SDV_<start>_<stop>_<orbit>_<take>_<crc>.zip``."""
     start, stop = frame_times(spec, day)
     orbit = absolute_orbit(spec, day)
     datatake = int(orbit * 8.113) & 0xFFFFFF
@@ -88,7 +89,7 @@ def safe_name(spec: SceneSpec, day: str) -> str:
 
 
 def orbit_name(spec: SceneSpec, day: str) -> str:
-    """Real-style POEORB file name whose validity (day-1 22:59:42 .. day+1 00:59:42) covers ``day``."""
+    """Real-style POEORB name valid from day-1 22:59:42 to day+1 00:59:42 around ``day``."""
     d = datetime.strptime(day, DATE_FORMAT)
     start = d - timedelta(days=1) + timedelta(hours=22, minutes=59, seconds=42)
     stop = start + timedelta(hours=26)
@@ -107,7 +108,12 @@ def footprint(spec: SceneSpec) -> list[tuple[float, float]]:
     half_len = 0.5 * FRAME_SECONDS * spec.ground_speed
     half_wid = 0.5 * SWATH_WIDTH_M
     corners = []
-    for a, c in ((-half_len, -half_wid), (-half_len, half_wid), (half_len, half_wid), (half_len, -half_wid)):
+    for a, c in (
+        (-half_len, -half_wid),
+        (-half_len, half_wid),
+        (half_len, half_wid),
+        (half_len, -half_wid),
+    ):
         east = a * along[0] + c * across[0]
         north = a * along[1] + c * across[1]
         lat, lon = destination(spec.center_lat, spec.center_lon, east, north)
@@ -144,7 +150,12 @@ def _manifest(spec: SceneSpec, day: str) -> str:
     coords = " ".join(f"{lat:.6f},{lon:.6f}" for lon, lat in footprint(spec))
     swaths = "\n".join(f"            <s1sarl1:swath>IW{s}</s1sarl1:swath>" for s in spec.swaths)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<xfdu:XFDU xmlns:xfdu="urn:ccsds:schema:xfdu:1" xmlns:safe="http://www.esa.int/safe/sentinel-1.0" xmlns:s1="http://www.esa.int/safe/sentinel-1.0/sentinel-1" xmlns:s1sarl1="http://www.esa.int/safe/sentinel-1.0/sentinel-1/sar/level-1" xmlns:gml="http://www.opengis.net/gml" version="esa/safe/sentinel-1.0/sentinel-1/sar/level-1/slc/standard/iwdp">
+<xfdu:XFDU xmlns:xfdu="urn:ccsds:schema:xfdu:1"
+  xmlns:safe="http://www.esa.int/safe/sentinel-1.0"
+  xmlns:s1="http://www.esa.int/safe/sentinel-1.0/sentinel-1"
+  xmlns:s1sarl1="http://www.esa.int/safe/sentinel-1.0/sentinel-1/sar/level-1"
+  xmlns:gml="http://www.opengis.net/gml"
+  version="esa/safe/sentinel-1.0/sentinel-1/sar/level-1/slc/standard/iwdp">
   <metadataSection>
     <metadataObject ID="platform" classification="DESCRIPTION" category="DMD">
       <metadataWrap mimeType="text/xml" vocabularyName="SAFE" textInfo="Platform Description">
@@ -184,7 +195,7 @@ def _manifest(spec: SceneSpec, day: str) -> str:
       </metadataWrap>
     </metadataObject>
     <metadataObject ID="generalProductInformation" classification="DESCRIPTION" category="DMD">
-      <metadataWrap mimeType="text/xml" vocabularyName="SAFE" textInfo="General Product Information">
+      <metadataWrap mimeType="text/xml" vocabularyName="SAFE" textInfo="Product Information">
         <xmlData>
           <s1sarl1:standAloneProductInformation>
             <s1sarl1:missionDataTakeID>{int(orbit * 8.113) & 0xFFFFFF}</s1sarl1:missionDataTakeID>
@@ -332,14 +343,23 @@ def orbit_file_text(spec: SceneSpec, day: str) -> str:
 
 
 def dem_bounds(spec: SceneSpec) -> tuple[int, int, int, int]:
-    """Integer-degree S N W E of the DEM: ``dem_bbox`` and the scene, rounded outwards."""
+    """Integer-degree S N W E of the DEM: the scene and ``dem_bbox``, rounded outwards.
+
+    ``dem_bbox`` is left out when it lies far from the scene (the union would span more
+    than ``MAX_DEM_SPAN_DEG``), so a scene placed elsewhere never gets a continental DEM.
+    """
     _, _, lat, lon = _geolocation(spec)
+    scene = (float(lat.min()), float(lat.max()), float(lon.min()), float(lon.max()))
     s, n, w, e = spec.dem_bbox
-    south = math.floor(min(s, float(lat.min())))
-    north = math.ceil(max(n, float(lat.max())))
-    west = math.floor(min(w, float(lon.min())))
-    east = math.ceil(max(e, float(lon.max())))
-    return south, north, west, east
+    union = (min(s, scene[0]), max(n, scene[1]), min(w, scene[2]), max(e, scene[3]))
+    if union[1] - union[0] > MAX_DEM_SPAN_DEG or union[3] - union[2] > MAX_DEM_SPAN_DEG:
+        union = scene
+    return (
+        math.floor(union[0]),
+        math.ceil(union[1]),
+        math.floor(union[2]),
+        math.ceil(union[3]),
+    )
 
 
 def dem_name(spec: SceneSpec) -> str:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.simulator.acquisition import absolute_orbit, orbit_name, orbit_state_vectors, write_text_atomic
+from tasks.simulator.acquisition import (
+    absolute_orbit,
+    orbit_name,
+    orbit_state_vectors,
+    write_text_atomic,
+)
 from tasks.simulator.scene import SceneSpec
 
 ISCE_DATA_TYPE = {
@@ -37,20 +44,23 @@ RANGE_BANDWIDTH = {1: 56500000.0, 2: 48300000.0, 3: 42789918.40322842}
 def burst_slices(spec: SceneSpec) -> list[slice]:
     """Rows of each burst on the multilooked grid (bursts tile the scene in azimuth)."""
     edges = np.linspace(0, spec.length, spec.bursts_per_swath + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
 def swath_slices(spec: SceneSpec, swaths: list[int]) -> dict[int, slice]:
     """Columns of each processed swath on the multilooked grid (swaths tile it in range)."""
     edges = np.linspace(0, spec.width, len(swaths) + 1).round().astype(int)
-    return {s: slice(int(a), int(b)) for s, a, b in zip(sorted(swaths), edges[:-1], edges[1:], strict=True)}
+    return {
+        s: slice(int(a), int(b))
+        for s, a, b in zip(sorted(swaths), edges[:-1], edges[1:], strict=True)
+    }
 
 
 def overlap_slices(spec: SceneSpec) -> list[slice]:
     """Rows shared by bursts k and k+1 (a band around each burst boundary)."""
     bursts = burst_slices(spec)
     out = []
-    for top, bottom in zip(bursts[:-1], bursts[1:], strict=True):
+    for top, bottom in itertools.pairwise(bursts):
         half = max(1, min(top.stop - top.start, bottom.stop - bottom.start) // 8)
         out.append(slice(top.stop - half, bottom.start + half))
     return out
@@ -141,7 +151,7 @@ _DOCS = {
 _NO_DOC = {"coeffs", "max_time", "mean", "min_time", "norm", "position", "time", "velocity"}
 
 
-def P(value: object, doc: str | None = None) -> Prop:  # noqa: N802 - reads like the XML
+def P(value: object, doc: str | None = None) -> Prop:
     return Prop(value, doc)
 
 
@@ -246,7 +256,12 @@ def swath_starting_range(spec: SceneSpec, cols: slice) -> float:
 
 
 def tops_product_xml(
-    spec: SceneSpec, day: str, swath: int, cols: slice, bursts: list[BurstFile], terrain_height: float
+    spec: SceneSpec,
+    day: str,
+    swath: int,
+    cols: slice,
+    bursts: list[BurstFile],
+    terrain_height: float,
 ) -> str:
     """The ``IW<n>.xml`` TOPSSwathSLCProduct of ``day`` whose bursts are ``bursts``.
 
@@ -304,7 +319,7 @@ def tops_product_xml(
                 "family": P("slcimage"),
                 "file_name": P(bf.path),
                 "image_type": P("slc"),
-                "length": P(bf.length),
+                "length": P(bf.length, "Image length"),
                 "name": P("slcimage_name"),
                 "number_bands": P(1),
                 "scheme": P("BIP"),
@@ -332,7 +347,10 @@ def tops_product_xml(
                 "burststartutc": P(start + timedelta(seconds=0.37 * duration)),
                 "burststoputc": P(start + timedelta(seconds=0.65 * duration)),
                 "doppler": _poly(
-                    "('1d',)", "Doppler polynomial", [-10.18311, 36122.93, -27399270.0], starting_range
+                    "('1d',)",
+                    "Doppler polynomial",
+                    [-10.18311, 36122.93, -27399270.0],
+                    starting_range,
                 ),
                 "family": P("burstslc"),
                 "firstvalidline": P(0),
@@ -367,7 +385,9 @@ def tops_product_xml(
         "TOPSSwathSLCProduct",
         children={
             "ascendingnodetime": P(spec.first_line_time(day) - timedelta(seconds=2215.0)),
-            "bursts": _trait_seq("BurstSLC", "('burst',)", "Trait sequence of burst SLCs", burst_comps),
+            "bursts": _trait_seq(
+                "BurstSLC", "('burst',)", "Trait sequence of burst SLCs", burst_comps
+            ),
             "family": P("topsswathslc"),
             "imagingmode": P("TOPS"),
             "mission": P(spec.platform),
@@ -485,6 +505,4 @@ def write_virtual_full(
 
 
 def _relpath(target: Path, start: Path) -> str:
-    import os
-
     return os.path.relpath(target, start)

@@ -16,8 +16,10 @@ and the DEM-error term ``bperp * dz / (R sin(inc))``, all in metres.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -42,6 +44,14 @@ DAYS_PER_YEAR = 365.25
 STUDY_BBOX_SNWE = (34.0, 34.6, 116.5, 117.95)
 
 
+_LIMITS: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
+    "ge": (operator.ge, ">="),
+    "gt": (operator.gt, ">"),
+    "le": (operator.le, "<="),
+    "lt": (operator.lt, "<"),
+}
+
+
 def _f(default: object, description: str, kind: type, **limits: float) -> Any:
     """A spec field: default, description (JSON schema-like docs) and numeric limits."""
     return field(default=default, metadata={"description": description, "kind": kind, **limits})
@@ -55,7 +65,9 @@ class SceneSpec:
     and plain dataclasses import several times faster.
     """
 
-    dates: tuple[str, ...] = _f((), "Acquisition dates YYYYMMDD (sorted, unique, at least two).", tuple)
+    dates: tuple[str, ...] = _f(
+        (), "Acquisition dates YYYYMMDD (sorted, unique, at least two).", tuple
+    )
     seed: int = _f(42, "Random seed of every synthetic field.", int, ge=0)
     reference_date: str | None = _f(None, "Reference date YYYYMMDD; default: the first date.", str)
     length: int = _f(150, "Multilooked raster length (azimuth lines).", int, ge=8)
@@ -68,8 +80,11 @@ class SceneSpec:
     relative_orbit: int = _f(142, "Track (relative orbit) number.", int, ge=1, le=175)
     flight_direction: str = _f("DESCENDING", "Pass direction: ASCENDING or DESCENDING.", str)
     heading_deg: float = _f(
-        -167.8, "Flight heading, degrees clockwise from north (~-168 descending, ~-12 ascending).",
-        float, ge=-180, le=180,
+        -167.8,
+        "Flight heading, degrees clockwise from north (~-168 descending, ~-12 ascending).",
+        float,
+        ge=-180,
+        le=180,
     )
     sensing_time: str = _f("22:17:46.500000", "UTC time of day of the first line.", str)
     wavelength_m: float = _f(0.05546576, "Radar wavelength (m).", float, gt=0)
@@ -79,10 +94,16 @@ class SceneSpec:
         STUDY_BBOX_SNWE, "Area (S N W E) the synthetic DEM covers besides the scene.", tuple
     )
     dem_spacing_arcsec: float = _f(3.0, "Posting of the synthetic DEM (arc seconds).", float, gt=0)
-    range_pixel_size_m: float = _f(2.329562114715323, "Full-resolution slant-range pixel (m).", float, gt=0)
-    azimuth_time_interval_s: float = _f(0.002055556299999998, "Full-resolution line interval (s).", float, gt=0)
+    range_pixel_size_m: float = _f(
+        2.329562114715323, "Full-resolution slant-range pixel (m).", float, gt=0
+    )
+    azimuth_time_interval_s: float = _f(
+        0.002055556299999998, "Full-resolution line interval (s).", float, gt=0
+    )
     prf_hz: float = _f(1717.128973878037, "Pulse repetition frequency (Hz).", float, gt=0)
-    starting_range_m: float = _f(800900.919998656, "Slant range of the first column (m).", float, gt=0)
+    starting_range_m: float = _f(
+        800900.919998656, "Slant range of the first column (m).", float, gt=0
+    )
     satellite_height_m: float = _f(693000.0, "Orbit altitude (m).", float, gt=0)
     incidence_near_deg: float = _f(30.0, "Incidence angle at near range (deg).", float, gt=0, lt=90)
     incidence_far_deg: float = _f(46.0, "Incidence angle at far range (deg).", float, gt=0, lt=90)
@@ -90,17 +111,27 @@ class SceneSpec:
     hill_count: int = _f(4, "Gaussian hills of the topography.", int, ge=0)
     hill_height_m: float = _f(250.0, "Tallest hill (m).", float, ge=0)
     subsidence_rate_m_per_yr: float = _f(-0.030, "LOS velocity at the bowl centre (m/yr).", float)
-    subsidence_sigma_fraction: float = _f(0.12, "Bowl width (Gaussian sigma) / scene size.", float, gt=0)
-    ramp_m_per_yr: float = _f(0.004, "LOS velocity difference across the scene in range (m/yr).", float)
-    atmosphere_std_m: float = _f(0.004, "Std of the per-date atmospheric delay (m).", float, ge=0)
-    atmosphere_scale_px: float = _f(12.0, "Correlation length of the atmosphere (pixels).", float, gt=0)
+    subsidence_sigma_fraction: float = _f(
+        0.12, "Bowl width (Gaussian sigma) / scene size.", float, gt=0
+    )
+    ramp_m_per_yr: float = _f(
+        0.004, "LOS velocity difference across the scene in range (m/yr).", float
+    )
+    atmosphere_std_m: float = _f(0.001, "Std of the per-date atmospheric delay (m).", float, ge=0)
+    atmosphere_scale_px: float = _f(
+        12.0, "Correlation length of the atmosphere (pixels).", float, gt=0
+    )
     dem_error_max_m: float = _f(6.0, "Largest DEM error (m).", float, ge=0)
-    bperp_max_m: float = _f(100.0, "Perpendicular baselines are uniform in +-this (m).", float, ge=0)
+    bperp_max_m: float = _f(
+        100.0, "Perpendicular baselines are uniform in +-this (m).", float, ge=0
+    )
     coherence_initial: float = _f(0.9, "Short-term coherence.", float, gt=0, le=1)
     coherence_floor: float = _f(0.35, "Long-term coherence.", float, ge=0, le=1)
     coherence_decay_days: float = _f(60.0, "Temporal decorrelation time (days).", float, gt=0)
     water_coherence: float = _f(0.05, "Coherence of the water patch.", float, ge=0, le=1)
-    unwrap_error_fraction: float = _f(0.15, "Fraction of pairs given a 2 pi unwrapping error.", float, ge=0, le=1)
+    unwrap_error_fraction: float = _f(
+        0.15, "Fraction of pairs given a 2 pi unwrapping error.", float, ge=0, le=1
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -113,13 +144,13 @@ class SceneSpec:
             elif kind is tuple and isinstance(value, list):
                 value = tuple(value)
             if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
-                raise ValueError(f"{f.name}: {value!r} is not a {kind.__name__}; fix: {f.metadata['description']}")
+                raise ValueError(
+                    f"{f.name}: {value!r} is not a {kind.__name__} ({f.metadata['description']})"
+                )
             for op, bound in f.metadata.items():
-                bad = {"ge": value < bound, "gt": value <= bound, "le": value > bound, "lt": value >= bound}.get(
-                    op, False
-                ) if op in ("ge", "gt", "le", "lt") else False
-                if bad:
-                    raise ValueError(f"{f.name}: {value!r} must be {op} {bound}")
+                check = _LIMITS.get(op)
+                if check is not None and not check[0](value, bound):
+                    raise ValueError(f"{f.name}: {value!r} must be {check[1]} {bound}")
             object.__setattr__(self, f.name, value)
         self._check()
 
@@ -132,7 +163,11 @@ class SceneSpec:
         if len(self.dates) < 2 or len(set(self.dates)) != len(self.dates):
             raise ValueError(f"dates: {list(self.dates)} must hold at least two different dates")
         object.__setattr__(self, "dates", tuple(sorted(self.dates)))
-        if not self.swaths or any(s not in (1, 2, 3) for s in self.swaths) or len(set(self.swaths)) != len(self.swaths):
+        if (
+            not self.swaths
+            or any(s not in (1, 2, 3) for s in self.swaths)
+            or len(set(self.swaths)) != len(self.swaths)
+        ):
             raise ValueError(f"swaths: {list(self.swaths)} must be a non-empty subset of 1, 2, 3")
         object.__setattr__(self, "swaths", tuple(sorted(self.swaths)))
         if self.reference_date is not None and self.reference_date not in self.dates:
@@ -143,7 +178,9 @@ class SceneSpec:
         if self.platform not in ("S1A", "S1B", "S1C"):
             raise ValueError(f"platform: {self.platform!r} must be S1A, S1B or S1C")
         if self.flight_direction not in ("ASCENDING", "DESCENDING"):
-            raise ValueError(f"flight_direction: {self.flight_direction!r} must be ASCENDING or DESCENDING")
+            raise ValueError(
+                f"flight_direction: {self.flight_direction!r} must be ASCENDING or DESCENDING"
+            )
         if not re.fullmatch(r"\d\d:\d\d:\d\d\.\d{6}", self.sensing_time):
             raise ValueError(f"sensing_time: {self.sensing_time!r} must be HH:MM:SS.ffffff")
         if len(self.dem_bbox) != 4:
@@ -160,7 +197,9 @@ class SceneSpec:
         return self.reference_date or self.dates[0]
 
     @classmethod
-    def regular(cls, start: date, count: int, interval_days: int = 12, **overrides: Any) -> SceneSpec:
+    def regular(
+        cls, start: date, count: int, interval_days: int = 12, **overrides: Any
+    ) -> SceneSpec:
         """A spec with ``count`` dates every ``interval_days`` from ``start``."""
         dates = tuple(
             (start + timedelta(days=interval_days * i)).strftime(DATE_FORMAT) for i in range(count)
@@ -225,7 +264,9 @@ class SceneSpec:
         return self.satellite_speed * r / (r + self.satellite_height_m)
 
 
-def default_demo_spec(start: date = date(2024, 12, 1), count: int = 12, **overrides: Any) -> SceneSpec:
+def default_demo_spec(
+    start: date = date(2024, 12, 1), count: int = 12, **overrides: Any
+) -> SceneSpec:
     """The demo scene: 12 dates every 12 days from 2024-12-01, 150 x 200 pixels."""
     return SceneSpec.regular(start, count, 12, **overrides)
 
@@ -243,8 +284,10 @@ def _hash_fraction(seed: int, *keys: str) -> float:
     return zlib.crc32(":".join([str(seed), *keys]).encode()) / 2**32
 
 
-def _gaussian_filtered_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> FloatArray:
-    """Unit-variance Gaussian noise low-passed with a Gaussian of ``scale`` pixels (FFT, periodic)."""
+def _gaussian_filtered_noise(
+    rng: np.random.Generator, shape: tuple[int, int], scale: float
+) -> FloatArray:
+    """Unit-variance noise low-passed by a Gaussian of ``scale`` pixels (FFT, periodic)."""
     noise = rng.standard_normal(shape)
     ky = np.fft.fftfreq(shape[0])[:, None]
     kx = np.fft.rfftfreq(shape[1])[None, :]
@@ -297,23 +340,28 @@ def los_azimuth_deg(spec: SceneSpec) -> float:
 
 
 def satellite_state(spec: SceneSpec, day: str, when: datetime) -> tuple[FloatArray, FloatArray]:
-    """ECEF position and velocity of the satellite at ``when`` (a circular orbit beside the scene)."""
-    along, across = _track_vectors(spec)
+    """ECEF position and velocity at ``when`` (a circular orbit beside the scene)."""
+    _, across = _track_vectors(spec)
     inc_mid = np.radians(0.5 * (spec.incidence_near_deg + spec.incidence_far_deg))
     offset = spec.satellite_height_m * np.tan(inc_mid)
     centre_time = spec.first_line_time(day) + timedelta(
         seconds=(spec.length - 1) / 2 * spec.azimuth_looks * spec.azimuth_time_interval_s
     )
 
+    # the sub-satellite point abeam the scene centre; the track leaves it along ``heading``
+    lat0, lon0 = destination(
+        spec.center_lat, spec.center_lon, float(-offset * across[0]), float(-offset * across[1])
+    )
+    h = np.radians(spec.heading_deg)
+
     def position(t: float) -> FloatArray:
         s = spec.ground_speed * t
-        east, north = s * along - offset * across
-        lat, lon = destination(spec.center_lat, spec.center_lon, float(east), float(north))
+        lat, lon = destination(lat0, lon0, float(s * np.sin(h)), float(s * np.cos(h)))
         return llh_to_ecef(lat, lon, spec.satellite_height_m)
 
     t = (when - centre_time).total_seconds()
     pos = position(t)
-    vel = (position(t + 0.5) - position(t - 0.5)) * spec.satellite_speed / spec.ground_speed
+    vel = position(t + 0.5) - position(t - 0.5)
     return pos, vel
 
 
@@ -330,7 +378,9 @@ def _geolocation(spec: SceneSpec) -> tuple[FloatArray, FloatArray, FloatArray, F
     east = az[:, None] * along[0] + ground[None, :] * across[0]
     north = az[:, None] * along[1] + ground[None, :] * across[1]
     lat = spec.center_lat + np.degrees(north / EARTH_RADIUS_M)
-    lon = spec.center_lon + np.degrees(east / (EARTH_RADIUS_M * np.cos(np.radians(spec.center_lat))))
+    lon = spec.center_lon + np.degrees(
+        east / (EARTH_RADIUS_M * np.cos(np.radians(spec.center_lat)))
+    )
     return east, north, lat, lon
 
 
@@ -493,18 +543,23 @@ def make_truth(spec: SceneSpec) -> SceneTruth:
     water = ((rows - 0.25) / 0.12) ** 2 + ((cols - 0.2) / 0.1) ** 2 <= 1.0
     unwrap_region = (rows >= 0.78) & (cols >= 0.72)
 
-    stability = 0.75 + 0.25 * (0.5 + 0.5 * np.tanh(_gaussian_filtered_noise(
-        _rng(spec.seed, "stability"), (length, width), 6.0)))
+    stability = 0.75 + 0.25 * (
+        0.5
+        + 0.5
+        * np.tanh(_gaussian_filtered_noise(_rng(spec.seed, "stability"), (length, width), 6.0))
+    )
     texture = _gaussian_filtered_noise(_rng(spec.seed, "amplitude"), (length, width), 2.0)
     slope = np.hypot(*np.gradient(topo))
     amplitude = np.exp(0.3 * texture) * (1.0 + 0.02 * slope)
     amplitude = np.where(water, 0.1, amplitude)
     speckle = _rng(spec.seed, "speckle").uniform(-np.pi, np.pi, (length, width))
 
-    incidence = np.linspace(spec.incidence_near_deg, spec.incidence_far_deg, width)[None, :] * np.ones(
-        (length, 1)
+    incidence = np.linspace(spec.incidence_near_deg, spec.incidence_far_deg, width)[
+        None, :
+    ] * np.ones((length, 1))
+    slant = spec.starting_range_m + np.arange(width, dtype=np.float64) * (
+        spec.range_looks * spec.range_pixel_size_m
     )
-    slant = spec.starting_range_m + np.arange(width) * spec.range_looks * spec.range_pixel_size_m
     return SceneTruth(
         spec=spec,
         lat=lat,
@@ -528,7 +583,9 @@ def make_truth(spec: SceneSpec) -> SceneTruth:
 
 def signal_phase(truth: SceneTruth, day1: str, day2: str) -> FloatArray:
     """Noise-free interferometric phase of the pair (radians)."""
-    return -4 * np.pi / truth.spec.wavelength_m * (truth.range_change(day2) - truth.range_change(day1))
+    return (
+        -4 * np.pi / truth.spec.wavelength_m * (truth.range_change(day2) - truth.range_change(day1))
+    )
 
 
 def pair_looks(spec: SceneSpec) -> int:
@@ -584,7 +641,10 @@ def write_truth(path: Path, truth: SceneTruth) -> Path:
         f.attrs["length"] = spec.length
         f.attrs["width"] = spec.width
         datasets: dict[str, tuple[npt.NDArray[np.generic], str]] = {
-            "velocity": (truth.velocity.astype(np.float32), "m/year, LOS, positive towards satellite"),
+            "velocity": (
+                truth.velocity.astype(np.float32),
+                "m/year, LOS, positive towards satellite",
+            ),
             "mask": (truth.coherent_mask.astype(np.uint8), "1 = coherent pixel"),
             "dates": (np.array(spec.dates, dtype="S8"), "YYYYMMDD"),
             "bperp": (np.array([truth.bperp(d) for d in spec.dates]), "m, relative to reference"),

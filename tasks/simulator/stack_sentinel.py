@@ -16,7 +16,7 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,14 @@ DEFO_MAX = "2"
 HASH26 = "#" * 26
 HASH35 = "#" * 35
 GEOMETRY_LAYERS = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
-_MULTILOOK_TOOL = {"lat": "gdal", "lon": "gdal", "los": "gdal", "hgt": "gdal", "shadowMask": "isce", "incLocal": "gdal"}
+_MULTILOOK_TOOL = {
+    "lat": "gdal",
+    "lon": "gdal",
+    "los": "gdal",
+    "hgt": "gdal",
+    "shadowMask": "isce",
+    "incLocal": "gdal",
+}
 _NO_DATA = {"lat": "0", "lon": "0", "los": "0", "hgt": None, "shadowMask": None, "incLocal": "0"}
 
 
@@ -63,24 +70,52 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr_misreg_threshold", dest="snrThreshold", type=str, default="10")
     p.add_argument("-p", "--polarization", dest="polarization", type=str, default="vv")
     p.add_argument(
-        "-C", "--coregistration", dest="coregistration", type=str, default="NESD",
+        "-C",
+        "--coregistration",
+        dest="coregistration",
+        type=str,
+        default="NESD",
         choices=["geometry", "NESD"],
     )
-    p.add_argument("-O", "--num_overlap_connections", dest="num_overlap_connections", type=str, default="3")
-    p.add_argument("-e", "--esd_coherence_threshold", dest="esdCoherenceThreshold", type=str, default="0.85")
     p.add_argument(
-        "-W", "--workflow", dest="workflow", type=str, default="interferogram",
+        "-O", "--num_overlap_connections", dest="num_overlap_connections", type=str, default="3"
+    )
+    p.add_argument(
+        "-e", "--esd_coherence_threshold", dest="esdCoherenceThreshold", type=str, default="0.85"
+    )
+    p.add_argument(
+        "-W",
+        "--workflow",
+        dest="workflow",
+        type=str,
+        default="interferogram",
         choices=["slc", "correlation", "interferogram", "offset"],
     )
-    p.add_argument("-u", "--unw_method", dest="unwMethod", type=str, default="snaphu", choices=["icu", "snaphu"])
+    p.add_argument(
+        "-u",
+        "--unw_method",
+        dest="unwMethod",
+        type=str,
+        default="snaphu",
+        choices=["icu", "snaphu"],
+    )
     p.add_argument("-rmFilter", "--rmFilter", dest="rmFilter", action="store_true", default=False)
     p.add_argument("--param_ion", dest="param_ion", type=str, default=None)
     p.add_argument("--num_connections_ion", dest="num_connections_ion", type=str, default="3")
     p.add_argument("-useGPU", "--useGPU", dest="useGPU", action="store_true", default=False)
     p.add_argument("--num_proc", "--num_process", dest="numProcess", type=int, default=1)
-    p.add_argument("--num_proc4topo", "--num_process4topo", dest="numProcess4topo", type=int, default=1)
+    p.add_argument(
+        "--num_proc4topo", "--num_process4topo", dest="numProcess4topo", type=int, default=1
+    )
     p.add_argument("-t", "--text_cmd", dest="text_cmd", type=str, default="")
-    p.add_argument("-V", "--virtual_merge", dest="virtualMerge", type=str, default=None, choices=["True", "False"])
+    p.add_argument(
+        "-V",
+        "--virtual_merge",
+        dest="virtualMerge",
+        type=str,
+        default=None,
+        choices=["True", "False"],
+    )
     return p
 
 
@@ -120,7 +155,8 @@ class Safe:
         return " ".join(self.files)
 
 
-def _safe_fields(path: str) -> tuple[str, datetime, datetime]:
+def safe_fields(path: str) -> tuple[str, datetime, datetime]:
+    """Platform, start and stop time from a SAFE name."""
     fields = Path(path).name.split("_")
     try:
         start = datetime.strptime(fields[5], "%Y%m%dT%H%M%S")
@@ -152,7 +188,8 @@ def read_kml_quad(safe: str) -> list[tuple[float, float]]:
     return out
 
 
-def _find_orbit(safe: Safe, orbit_dir: str, margin_s: float = 60.0) -> str | None:
+def find_orbit(safe: Safe, orbit_dir: str, margin_s: float = 60.0) -> str | None:
+    """An orbit file in ``orbit_dir`` valid over the acquisition (ISCE2's name-based match)."""
     margin = timedelta(seconds=margin_s)
     candidates = sorted(Path(orbit_dir).glob(f"{safe.platform}*.EOF")) or sorted(
         Path(orbit_dir).glob(f"*/{safe.platform}*.EOF")
@@ -189,8 +226,12 @@ def get_dates(inps: argparse.Namespace) -> tuple[list[str], str, list[str], dict
         raise StackSentinelError("At least two SAFE file is required. Only one SAFE file found.")
     print("Number of SAFE files found: " + str(len(safe_files)))
 
-    start_limit = datetime.strptime(inps.startDate, "%Y-%m-%d") if inps.startDate else datetime(1958, 1, 31)
-    stop_limit = datetime.strptime(inps.stopDate, "%Y-%m-%d") if inps.stopDate else datetime(2158, 1, 31)
+    start_limit = (
+        datetime.strptime(inps.startDate, "%Y-%m-%d") if inps.startDate else datetime(1958, 1, 31)
+    )
+    stop_limit = (
+        datetime.strptime(inps.stopDate, "%Y-%m-%d") if inps.stopDate else datetime(2158, 1, 31)
+    )
 
     bbox_poly = None
     if bbox is not None:
@@ -202,13 +243,13 @@ def get_dates(inps: argparse.Namespace) -> tuple[list[str], str, list[str], dict
     safe_dict: dict[str, Safe] = {}
     used: list[str] = []
     for path in safe_files:
-        platform, start, stop = _safe_fields(path)
+        platform, start, stop = safe_fields(path)
         day = start.strftime("%Y%m%d")
         if start < start_limit or start > stop_limit:
             exclude.append(day)
             continue
         obj = Safe([path], platform, day, start, stop)
-        orbit = _find_orbit(obj, inps.orbit_dirname)
+        orbit = find_orbit(obj, inps.orbit_dirname)
         if orbit is None:
             raise StackSentinelError(
                 f"orbit for {day} was not found in {inps.orbit_dirname}; the simulator cannot "
@@ -238,7 +279,9 @@ def get_dates(inps: argparse.Namespace) -> tuple[list[str], str, list[str], dict
     covering: dict[str, Safe] = {}
     forced: dict[str, Safe] = {}
     for day in dates:
-        lons, lats = zip(*(pt for f in safe_dict[day].files for pt in read_kml_quad(f)), strict=True)
+        lons, lats = zip(
+            *(pt for f in safe_dict[day].files for pt in read_kml_quad(f)), strict=True
+        )
         safe_dict[day].snwe = (min(lats), max(lats), min(lons), max(lons))
         print(day, min(lats), max(lats))
         if bbox is not None:
@@ -259,7 +302,9 @@ def get_dates(inps: argparse.Namespace) -> tuple[list[str], str, list[str], dict
 
     if inps.reference_date is None:
         if not dates:
-            raise StackSentinelError("No acquisition forfills the temporal range and bbox requirement.")
+            raise StackSentinelError(
+                "No acquisition forfills the temporal range and bbox requirement."
+            )
         inps.reference_date = dates[0]
         print("The reference date was not chosen. The first date is considered as reference date.")
     if inps.reference_date not in safe_dict:
@@ -276,7 +321,11 @@ def get_dates(inps: argparse.Namespace) -> tuple[list[str], str, list[str], dict
 
 
 def select_neighbor_pairs(
-    dates: list[str], reference: str, secondaries: list[str], num_connections: str, update: bool = False
+    dates: list[str],
+    reference: str,
+    secondaries: list[str],
+    num_connections: str,
+    update: bool = False,
 ) -> list[tuple[str, str]]:
     """Each date paired with its next ``num_connections`` dates (as ISCE2 selects them)."""
     if update:
@@ -284,7 +333,9 @@ def select_neighbor_pairs(
         dates = sorted([*secondaries, reference])[1:]
     n = len(dates)
     conn = n - 1 if num_connections == "all" else int(num_connections)
-    pairs = [(dates[i], dates[j]) for i in range(n - 1) for j in range(i + 1, i + conn + 1) if j < n]
+    pairs = [
+        (dates[i], dates[j]) for i in range(n - 1) for j in range(i + 1, i + conn + 1) if j < n
+    ]
     print(f"selecting pairs with {conn} nearest neighbor connections: {len(pairs)}")
     return pairs
 
@@ -292,7 +343,7 @@ def select_neighbor_pairs(
 def check_current_status(
     inps: argparse.Namespace,
 ) -> tuple[list[str], str, list[str], dict[str, Safe], bool]:
-    """Dates to process; update mode (only new dates and the last few) when coreg_secondarys/ exists."""
+    """Dates to process; update mode (new dates and the last few) if coreg_secondarys/ exists."""
     dates, reference, secondaries, safe_dict = get_dates(inps)
     coreg_dir = Path(inps.work_dir) / "coreg_secondarys"
     if not coreg_dir.exists():
@@ -361,16 +412,27 @@ class IonParams:
         try:
             lines = Path(path).read_text().splitlines()
         except OSError as exc:
-            raise StackSentinelError(f"cannot read ionosphere parameter file {path}: {exc}") from exc
-        keys = {
+            raise StackSentinelError(
+                f"cannot read ionosphere parameter file {path}: {exc}"
+            ) from exc
+        keys: dict[str, tuple[str, Callable[[str], object]]] = {
             "do ionosphere correction": ("do_ion", _bool),
-            "consider burst properties in ionosphere computation": ("consider_burst_properties", _bool),
+            "consider burst properties in ionosphere computation": (
+                "consider_burst_properties",
+                _bool,
+            ),
             "maximum window size for filtering ionosphere phase": ("filtering_winsize_max", int),
             "minimum window size for filtering ionosphere phase": ("filtering_winsize_min", int),
             "total number of azimuth looks in the ionosphere processing": ("azimuth_looks", int),
             "total number of range looks in the ionosphere processing": ("range_looks", int),
-            "number of azimuth looks at first stage for ionosphere phase unwrapping": ("azimuth_looks0", int),
-            "number of range looks at first stage for ionosphere phase unwrapping": ("range_looks0", int),
+            "number of azimuth looks at first stage for ionosphere phase unwrapping": (
+                "azimuth_looks0",
+                int,
+            ),
+            "number of range looks at first stage for ionosphere phase unwrapping": (
+                "range_looks0",
+                int,
+            ),
         }
         for raw in lines:
             line = raw.strip()
@@ -381,12 +443,14 @@ class IonParams:
             if name in keys:
                 attr, conv = keys[name]
                 setattr(obj, attr, conv(value))
-            elif name == "areas masked out in ionospheric phase estimation":
-                if value.capitalize() != "None":
-                    nums = [int(v) for v in value.replace("[", "").replace("]", "").split(",")]
-                    if len(nums) % 4:
-                        raise StackSentinelError("there must be four elements for each area.")
-                    obj.masked_areas = [nums[i : i + 4] for i in range(0, len(nums), 4)]
+            elif (
+                name == "areas masked out in ionospheric phase estimation"
+                and value.capitalize() != "None"
+            ):
+                nums = [int(v) for v in value.replace("[", "").replace("]", "").split(",")]
+                if len(nums) % 4:
+                    raise StackSentinelError("there must be four elements for each area.")
+                obj.masked_areas = [nums[i : i + 4] for i in range(0, len(nums), 4)]
         return obj
 
 
@@ -465,7 +529,13 @@ class Writer:
     # -- config sections
     def sentinel1_tops(self, c: Config, func: str, safe: Safe, outdir: str) -> None:
         i = self.inps
-        c.add(HASH26, func, "Sentinel1_TOPS : ", "dirname : " + safe.safe_file, "swaths : " + i.swath_num)
+        c.add(
+            HASH26,
+            func,
+            "Sentinel1_TOPS : ",
+            "dirname : " + safe.safe_file,
+            "swaths : " + i.swath_num,
+        )
         if safe.orbit_type == "precise":
             c.add("orbitdir : " + i.orbit_dirname)
         else:
@@ -476,49 +546,133 @@ class Writer:
         c.add("pol : " + i.polarization, HASH26)
 
     def topo(self, c: Config, func: str, outdir: str, geom_dir: str) -> None:
-        c.add(HASH26, "#Call topo to produce reference geometry files", func, "topo : ",
-              "reference : " + outdir, "dem : " + self.inps.dem, "geom_referenceDir : " + geom_dir,
-              "numProcess : " + str(self.inps.numProcess4topo), HASH26)
+        c.add(
+            HASH26,
+            "#Call topo to produce reference geometry files",
+            func,
+            "topo : ",
+            "reference : " + outdir,
+            "dem : " + self.inps.dem,
+            "geom_referenceDir : " + geom_dir,
+            "numProcess : " + str(self.inps.numProcess4topo),
+            HASH26,
+        )
 
-    def geo2rdr(self, c: Config, func: str, secondary: str, overlap: str, misreg: tuple[str, str] | None) -> None:
+    def geo2rdr(
+        self, c: Config, func: str, secondary: str, overlap: str, misreg: tuple[str, str] | None
+    ) -> None:
         w = self.work
-        c.add(HASH26, func, "geo2rdr :", f"secondary : {w}/secondarys/{secondary}", f"reference : {w}/reference",
-              f"geom_referenceDir : {w}/geom_reference", f"coregSLCdir : {w}/coreg_secondarys/{secondary}",
-              "overlap : " + overlap, "useGPU : True " if self.inps.useGPU else "useGPU : False")
+        c.add(
+            HASH26,
+            func,
+            "geo2rdr :",
+            f"secondary : {w}/secondarys/{secondary}",
+            f"reference : {w}/reference",
+            f"geom_referenceDir : {w}/geom_reference",
+            f"coregSLCdir : {w}/coreg_secondarys/{secondary}",
+            "overlap : " + overlap,
+            "useGPU : True " if self.inps.useGPU else "useGPU : False",
+        )
         if misreg:
             c.add("azimuth_misreg : " + misreg[0], "range_misreg : " + misreg[1])
 
-    def resamp(self, c: Config, func: str, secondary: str, overlap: str, misreg: tuple[str, str] | None) -> None:
+    def resamp(
+        self, c: Config, func: str, secondary: str, overlap: str, misreg: tuple[str, str] | None
+    ) -> None:
         w = self.work
-        c.add(HASH26, func, "resamp_withCarrier : ", f"secondary : {w}/secondarys/{secondary}",
-              f"reference : {w}/reference", f"coregdir : {w}/coreg_secondarys/{secondary}", "overlap : " + overlap)
+        c.add(
+            HASH26,
+            func,
+            "resamp_withCarrier : ",
+            f"secondary : {w}/secondarys/{secondary}",
+            f"reference : {w}/reference",
+            f"coregdir : {w}/coreg_secondarys/{secondary}",
+            "overlap : " + overlap,
+        )
         if misreg:
             c.add("azimuth_misreg : " + misreg[0], "range_misreg : " + misreg[1])
 
-    def generate_igram(self, c: Config, func: str, ref: str, sec: str, ifg: str, prefix: str, overlap: str) -> None:
-        c.add(HASH35, func, "generateIgram : ", "reference : " + ref, "secondary : " + sec,
-              "interferogram : " + ifg, "flatten : False", "interferogram_prefix : " + prefix,
-              "overlap : " + overlap, HASH35)
+    def generate_igram(
+        self, c: Config, func: str, ref: str, sec: str, ifg: str, prefix: str, overlap: str
+    ) -> None:
+        c.add(
+            HASH35,
+            func,
+            "generateIgram : ",
+            "reference : " + ref,
+            "secondary : " + sec,
+            "interferogram : " + ifg,
+            "flatten : False",
+            "interferogram_prefix : " + prefix,
+            "overlap : " + overlap,
+            HASH35,
+        )
 
-    def merge_burst(self, c: Config, *, reference: str, dirname: str, pattern: str, outfile: str,
-                    aligned: str, valid_only: str, virtual: str, multilook: str,
-                    tool: str | None = None, no_data: str | None = None) -> None:
+    def merge_burst(
+        self,
+        c: Config,
+        *,
+        reference: str,
+        dirname: str,
+        pattern: str,
+        outfile: str,
+        aligned: str,
+        valid_only: str,
+        virtual: str,
+        multilook: str,
+        tool: str | None = None,
+        no_data: str | None = None,
+    ) -> None:
         i = self.inps
-        c.add(HASH35, "[Function-1]", "mergeBursts : ", f"stack : {self.work}/stack",
-              "inp_reference : " + reference, "dirname : " + dirname, "name_pattern : " + pattern,
-              "outfile : " + outfile, "method : top", "aligned : " + aligned, "valid_only : " + valid_only,
-              "use_virtual_files : " + virtual, "multilook : " + multilook,
-              "range_looks : " + i.rangeLooks, "azimuth_looks : " + i.azimuthLooks)
+        c.add(
+            HASH35,
+            "[Function-1]",
+            "mergeBursts : ",
+            f"stack : {self.work}/stack",
+            "inp_reference : " + reference,
+            "dirname : " + dirname,
+            "name_pattern : " + pattern,
+            "outfile : " + outfile,
+            "method : top",
+            "aligned : " + aligned,
+            "valid_only : " + valid_only,
+            "use_virtual_files : " + virtual,
+            "multilook : " + multilook,
+            "range_looks : " + i.rangeLooks,
+            "azimuth_looks : " + i.azimuthLooks,
+        )
         if tool:
             c.add("multilook_tool : " + tool)
         if no_data is not None:
             c.add("no_data_value : " + no_data)
 
-    def unwrap_section(self, c: Config, func: str, ifg: str, unw: str, coh: str, rlks: str, alks: str,
-                       rmfilter: bool, method: str) -> None:
-        c.add(HASH35, func, "unwrap : ", "ifg : " + ifg, "unw : " + unw, "coh : " + coh, "nomcf : " + NO_MCF,
-              f"reference : {self.work}/reference", "defomax : " + DEFO_MAX, "rlks : " + rlks, "alks : " + alks,
-              "rmfilter : True " if rmfilter else "rmfilter : False", "method : " + method)
+    def unwrap_section(
+        self,
+        c: Config,
+        func: str,
+        ifg: str,
+        unw: str,
+        coh: str,
+        rlks: str,
+        alks: str,
+        rmfilter: bool,
+        method: str,
+    ) -> None:
+        c.add(
+            HASH35,
+            func,
+            "unwrap : ",
+            "ifg : " + ifg,
+            "unw : " + unw,
+            "coh : " + coh,
+            "nomcf : " + NO_MCF,
+            f"reference : {self.work}/reference",
+            "defomax : " + DEFO_MAX,
+            "rlks : " + rlks,
+            "alks : " + alks,
+            "rmfilter : True " if rmfilter else "rmfilter : False",
+            "method : " + method,
+        )
 
     # -- steps (names and order as in ISCE2's Stack.run)
     def unpack_reference(self, reference: str) -> None:
@@ -539,23 +693,37 @@ class Writer:
         n = 0
         for d in secondaries:
             c = self.config("config_baseline_" + d)
-            c.add(HASH26, "[Function-1]", "computeBaseline : ", f"reference : {self.work}/reference/",
-                  f"secondary : {self.work}/secondarys/{d}",
-                  f"baseline_file : {self.work}/baselines/{reference}_{d}/{reference}_{d}.txt")
+            c.add(
+                HASH26,
+                "[Function-1]",
+                "computeBaseline : ",
+                f"reference : {self.work}/reference/",
+                f"secondary : {self.work}/secondarys/{d}",
+                f"baseline_file : {self.work}/baselines/{reference}_{d}/{reference}_{d}.txt",
+            )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def extract_overlaps(self) -> None:
         self.command(f"subsetReference.py -m {self.work}/reference -g {self.work}/geom_reference")
 
     def _misreg_files(self, d: str) -> tuple[str, str]:
-        return (f"{self.work}/misreg/azimuth/dates/{d}.txt", f"{self.work}/misreg/range/dates/{d}.txt")
+        return (
+            f"{self.work}/misreg/azimuth/dates/{d}.txt",
+            f"{self.work}/misreg/range/dates/{d}.txt",
+        )
 
     def geo2rdr_offset(self, secondaries: list[str], full_burst: bool) -> None:
         n = 0
         for d in secondaries:
             kind = "fullBurst" if full_burst else "overlap"
             c = self.config(f"config_{kind}_geo2rdr_{d}")
-            self.geo2rdr(c, "[Function-1]", d, str(not full_burst), self._misreg_files(d) if full_burst else None)
+            self.geo2rdr(
+                c,
+                "[Function-1]",
+                d,
+                str(not full_burst),
+                self._misreg_files(d) if full_burst else None,
+            )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def resample_with_carrier(self, secondaries: list[str], full_burst: bool) -> None:
@@ -563,13 +731,24 @@ class Writer:
         for d in secondaries:
             kind = "fullBurst" if full_burst else "overlap"
             c = self.config(f"config_{kind}_resample_{d}")
-            self.resamp(c, "[Function-1]", d, str(not full_burst), self._misreg_files(d) if full_burst else None)
+            self.resamp(
+                c,
+                "[Function-1]",
+                d,
+                str(not full_burst),
+                self._misreg_files(d) if full_burst else None,
+            )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def pairs_misregistration(self, dates: list[str], reference: str) -> None:
         w, i = self.work, self.inps
         conn = int(i.num_overlap_connections) + 1
-        pairs = [(dates[a], dates[b]) for a in range(len(dates) - 1) for b in range(a + 1, a + conn) if b < len(dates)]
+        pairs = [
+            (dates[a], dates[b])
+            for a in range(len(dates) - 1)
+            for b in range(a + 1, a + conn)
+            if b < len(dates)
+        ]
 
         def slc(d: str) -> str:
             return f"{w}/reference" if d == reference else f"{w}/coreg_secondarys/{d}"
@@ -580,14 +759,33 @@ class Writer:
             c = self.config("config_misreg_" + p)
             ifg = f"{w}/coarse_interferograms/{p}"
             self.generate_igram(c, "[Function-1]", slc(ref), slc(sec), ifg, "int", "True")
-            c.add(HASH35, "[Function-2]", "overlap_withDEM : ", "interferogram : " + ifg,
-                  "reference_dir : " + slc(ref), "secondary_dir : " + slc(sec), f"overlap_dir : {w}/ESD/{p}")
-            c.add(HASH35, "[Function-3]", "estimateAzimuthMisreg : ", f"overlap_dir : {w}/ESD/{p}",
-                  f"out_azimuth : {w}/misreg/azimuth/pairs/{p}/{p}.txt",
-                  "coh_threshold : " + i.esdCoherenceThreshold, "plot : False")
-            c.add(HASH35, "[Function-4]", "estimateRangeMisreg : ", "reference : " + slc(ref),
-                  "secondary : " + slc(sec), f"out_range : {w}/misreg/range/pairs/{p}/{p}.txt",
-                  "snr_threshold : " + i.snrThreshold)
+            c.add(
+                HASH35,
+                "[Function-2]",
+                "overlap_withDEM : ",
+                "interferogram : " + ifg,
+                "reference_dir : " + slc(ref),
+                "secondary_dir : " + slc(sec),
+                f"overlap_dir : {w}/ESD/{p}",
+            )
+            c.add(
+                HASH35,
+                "[Function-3]",
+                "estimateAzimuthMisreg : ",
+                f"overlap_dir : {w}/ESD/{p}",
+                f"out_azimuth : {w}/misreg/azimuth/pairs/{p}/{p}.txt",
+                "coh_threshold : " + i.esdCoherenceThreshold,
+                "plot : False",
+            )
+            c.add(
+                HASH35,
+                "[Function-4]",
+                "estimateRangeMisreg : ",
+                "reference : " + slc(ref),
+                "secondary : " + slc(sec),
+                f"out_range : {w}/misreg/range/pairs/{p}/{p}.txt",
+                "snr_threshold : " + i.snrThreshold,
+            )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def timeseries_misregistration(self) -> None:
@@ -596,21 +794,40 @@ class Writer:
         self.command(f"invertMisreg.py -i {w}/misreg/range/pairs/ -o {w}/misreg/range/dates/")
 
     def extract_stack_valid_region(self) -> None:
-        self.command(f"extractCommonValidRegion.py -m {self.work}/reference -s {self.work}/coreg_secondarys")
+        self.command(
+            f"extractCommonValidRegion.py -m {self.work}/reference -s {self.work}/coreg_secondarys"
+        )
 
     def merge_reference(self, reference: str, virtual: str) -> None:
         w = self.work
         c = self.config("config_merge_" + reference)
-        self.merge_burst(c, reference=f"{w}/reference", dirname=f"{w}/reference", pattern="burst*slc",
-                         outfile=f"{w}/merged/SLC/{reference}/{reference}.slc", aligned="False",
-                         valid_only="True", virtual=virtual, multilook="False")
+        self.merge_burst(
+            c,
+            reference=f"{w}/reference",
+            dirname=f"{w}/reference",
+            pattern="burst*slc",
+            outfile=f"{w}/merged/SLC/{reference}/{reference}.slc",
+            aligned="False",
+            valid_only="True",
+            virtual=virtual,
+            multilook="False",
+        )
         n = self.wrapper(c, 1, parallel=False)
         for layer in GEOMETRY_LAYERS:
             c = self.config("config_merge_" + layer)
-            self.merge_burst(c, reference=f"{w}/reference", dirname=f"{w}/geom_reference", pattern=f"{layer}*rdr",
-                             outfile=f"{w}/merged/geom_reference/{layer}.rdr", aligned="False",
-                             valid_only="False", virtual=virtual, multilook="True",
-                             tool=_MULTILOOK_TOOL[layer], no_data=_NO_DATA[layer])
+            self.merge_burst(
+                c,
+                reference=f"{w}/reference",
+                dirname=f"{w}/geom_reference",
+                pattern=f"{layer}*rdr",
+                outfile=f"{w}/merged/geom_reference/{layer}.rdr",
+                aligned="False",
+                valid_only="False",
+                virtual=virtual,
+                multilook="True",
+                tool=_MULTILOOK_TOOL[layer],
+                no_data=_NO_DATA[layer],
+            )
             n = self.wrapper(c, n + 1, parallel=False)
 
     def merge_secondaries(self, secondaries: list[str], virtual: str) -> None:
@@ -618,9 +835,17 @@ class Writer:
         n = 0
         for d in secondaries:
             c = self.config("config_merge_" + d)
-            self.merge_burst(c, reference=f"{w}/coreg_secondarys/{d}", dirname=f"{w}/coreg_secondarys/{d}",
-                             pattern="burst*slc", outfile=f"{w}/merged/SLC/{d}/{d}.slc", aligned="True",
-                             valid_only="True", virtual=virtual, multilook="False")
+            self.merge_burst(
+                c,
+                reference=f"{w}/coreg_secondarys/{d}",
+                dirname=f"{w}/coreg_secondarys/{d}",
+                pattern="burst*slc",
+                outfile=f"{w}/merged/SLC/{d}/{d}.slc",
+                aligned="True",
+                valid_only="True",
+                virtual=virtual,
+                multilook="False",
+            )
             n = self.wrapper(c, n + 1, parallel=False)
 
     def _slc_dir(self, d: str, reference: str) -> str:
@@ -630,8 +855,15 @@ class Writer:
         n = 0
         for a, b in pairs:
             c = self.config(f"config_generate_igram_{a}_{b}")
-            self.generate_igram(c, "[Function-1]", self._slc_dir(a, reference), self._slc_dir(b, reference),
-                                f"{self.work}/interferograms/{a}_{b}", "fine", "False")
+            self.generate_igram(
+                c,
+                "[Function-1]",
+                self._slc_dir(a, reference),
+                self._slc_dir(b, reference),
+                f"{self.work}/interferograms/{a}_{b}",
+                "fine",
+                "False",
+            )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def igram_merge_burst(self, pairs: list[tuple[str, str]]) -> None:
@@ -640,9 +872,17 @@ class Writer:
         for a, b in pairs:
             c = self.config(f"config_merge_igram_{a}_{b}")
             ifg = f"{w}/interferograms/{a}_{b}"
-            self.merge_burst(c, reference=ifg, dirname=ifg, pattern="fine*int",
-                             outfile=f"{w}/merged/interferograms/{a}_{b}/fine.int", aligned="True",
-                             valid_only="True", virtual="True", multilook="True")
+            self.merge_burst(
+                c,
+                reference=ifg,
+                dirname=ifg,
+                pattern="fine*int",
+                outfile=f"{w}/merged/interferograms/{a}_{b}/fine.int",
+                aligned="True",
+                valid_only="True",
+                virtual="True",
+                multilook="True",
+            )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def filter_coherence(self, pairs: list[tuple[str, str]]) -> None:
@@ -650,12 +890,24 @@ class Writer:
         n = 0
         for a, b in pairs:
             merged = f"{w}/merged/interferograms/{a}_{b}"
-            cpx = f"{merged}/fine.cor" + (".full" if int(i.rangeLooks) * int(i.azimuthLooks) == 1 else "")
+            cpx = f"{merged}/fine.cor" + (
+                ".full" if int(i.rangeLooks) * int(i.azimuthLooks) == 1 else ""
+            )
             c = self.config(f"config_igram_filt_coh_{a}_{b}")
-            c.add(HASH35, "[Function-1]", "FilterAndCoherence : ", f"input : {merged}/fine.int",
-                  f"filt : {merged}/filt_fine.int", f"coh : {merged}/filt_fine.cor", "strength : " + i.filtStrength,
-                  f"slc1 : {w}/merged/SLC/{a}/{a}.slc.full", f"slc2 : {w}/merged/SLC/{b}/{b}.slc.full",
-                  "complex_coh : " + cpx, "range_looks : " + i.rangeLooks, "azimuth_looks : " + i.azimuthLooks)
+            c.add(
+                HASH35,
+                "[Function-1]",
+                "FilterAndCoherence : ",
+                f"input : {merged}/fine.int",
+                f"filt : {merged}/filt_fine.int",
+                f"coh : {merged}/filt_fine.cor",
+                "strength : " + i.filtStrength,
+                f"slc1 : {w}/merged/SLC/{a}/{a}.slc.full",
+                f"slc2 : {w}/merged/SLC/{b}/{b}.slc.full",
+                "complex_coh : " + cpx,
+                "range_looks : " + i.rangeLooks,
+                "azimuth_looks : " + i.azimuthLooks,
+            )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def unwrap(self, pairs: list[tuple[str, str]]) -> None:
@@ -664,8 +916,17 @@ class Writer:
         for a, b in pairs:
             merged = f"{self.work}/merged/interferograms/{a}_{b}"
             c = self.config(f"config_igram_unw_{a}_{b}")
-            self.unwrap_section(c, "[Function-1]", f"{merged}/filt_fine.int", f"{merged}/filt_fine.unw",
-                                f"{merged}/filt_fine.cor", i.rangeLooks, i.azimuthLooks, i.rmFilter, i.unwMethod)
+            self.unwrap_section(
+                c,
+                "[Function-1]",
+                f"{merged}/filt_fine.int",
+                f"{merged}/filt_fine.unw",
+                f"{merged}/filt_fine.cor",
+                i.rangeLooks,
+                i.azimuthLooks,
+                i.rmFilter,
+                i.unwMethod,
+            )
             n = self.wrapper(c, n + 1, parallel=True)
 
     # -- ionosphere (pairs all share the swath starting ranges in the simulator)
@@ -678,9 +939,16 @@ class Writer:
                 c.add(HASH26, "[Function-1]", "subband : ", f"directory : {w}/reference")
             else:
                 az, rg = self._misreg_files(d)
-                c.add(HASH26, "[Function-1]", "subband_and_resamp : ", f"reference : {w}/reference",
-                      f"secondary : {w}/secondarys/{d}", f"coregdir : {w}/coreg_secondarys/{d}",
-                      "azimuth_misreg : " + az, "range_misreg : " + rg)
+                c.add(
+                    HASH26,
+                    "[Function-1]",
+                    "subband_and_resamp : ",
+                    f"reference : {w}/reference",
+                    f"secondary : {w}/secondarys/{d}",
+                    f"coregdir : {w}/coreg_secondarys/{d}",
+                    "azimuth_misreg : " + az,
+                    "range_misreg : " + rg,
+                )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def generate_igram_ion(self, pairs: list[tuple[str, str]], reference: str) -> None:
@@ -688,11 +956,19 @@ class Writer:
         for a, b in pairs:
             c = self.config(f"config_generateIgram_ion_{a}_{b}")
             for func, band in (("[Function-1]", "lower"), ("[Function-2]", "upper")):
-                c.add(HASH35, func, "generateIgram : ", "reference : " + self._slc_dir(a, reference),
-                      f"reference_suffix : _{band}", "secondary : " + self._slc_dir(b, reference),
-                      f"secondary_suffix : _{band}",
-                      f"interferogram : {self.work}/ion/{a}_{b}/{band}/interferograms",
-                      "flatten : False", "interferogram_prefix : fine", "overlap : False")
+                c.add(
+                    HASH35,
+                    func,
+                    "generateIgram : ",
+                    "reference : " + self._slc_dir(a, reference),
+                    f"reference_suffix : _{band}",
+                    "secondary : " + self._slc_dir(b, reference),
+                    f"secondary_suffix : _{band}",
+                    f"interferogram : {self.work}/ion/{a}_{b}/{band}/interferograms",
+                    "flatten : False",
+                    "interferogram_prefix : fine",
+                    "overlap : False",
+                )
             n = self.wrapper(c, n + 1, parallel=True)
 
     def merge_bursts_ion(self, pairs: list[tuple[str, str]], ion: IonParams) -> None:
@@ -702,13 +978,28 @@ class Writer:
             c = self.config(f"config_mergeBurstsIon_{a}-{b}")
             base = f"{w}/ion/{a}_{b}"
             for func, band in (("[Function-1]", "lower"), ("[Function-2]", "upper")):
-                c.add(HASH35, func, "mergeBurstsIon : ", f"reference : {w}/reference", f"stack : {w}/stack",
-                      f"dirname : {base}/{band}/interferograms", "name_pattern : fine_*.int",
-                      f"outfile : {base}/{band}/merged/fine.int", f"nrlks : {ion.range_looks}",
-                      f"nalks : {ion.azimuth_looks}", f"nrlks0 : {ion.range_looks0}",
-                      f"nalks0 : {ion.azimuth_looks0}")
-            c.add(HASH35, "[Function-3]", "coherenceIon : ", f"lower : {base}/lower/merged/fine.int",
-                  f"upper : {base}/upper/merged/fine.int", f"coherence : {base}/lower/merged/fine.cor")
+                c.add(
+                    HASH35,
+                    func,
+                    "mergeBurstsIon : ",
+                    f"reference : {w}/reference",
+                    f"stack : {w}/stack",
+                    f"dirname : {base}/{band}/interferograms",
+                    "name_pattern : fine_*.int",
+                    f"outfile : {base}/{band}/merged/fine.int",
+                    f"nrlks : {ion.range_looks}",
+                    f"nalks : {ion.azimuth_looks}",
+                    f"nrlks0 : {ion.range_looks0}",
+                    f"nalks0 : {ion.azimuth_looks0}",
+                )
+            c.add(
+                HASH35,
+                "[Function-3]",
+                "coherenceIon : ",
+                f"lower : {base}/lower/merged/fine.int",
+                f"upper : {base}/upper/merged/fine.int",
+                f"coherence : {base}/lower/merged/fine.cor",
+            )
             n = self.wrapper(c, n + 1, parallel=False)
 
     def unwrap_ion(self, pairs: list[tuple[str, str]], ion: IonParams) -> None:
@@ -717,9 +1008,17 @@ class Writer:
             c = self.config(f"config_unwrap_ion_{a}-{b}")
             base = f"{self.work}/ion/{a}_{b}"
             for func, band in (("[Function-1]", "lower"), ("[Function-2]", "upper")):
-                self.unwrap_section(c, func, f"{base}/{band}/merged/fine.int", f"{base}/{band}/merged/fine.unw",
-                                    f"{base}/lower/merged/fine.cor", str(ion.range_looks0),
-                                    str(ion.azimuth_looks0), False, "snaphu")
+                self.unwrap_section(
+                    c,
+                    func,
+                    f"{base}/{band}/merged/fine.int",
+                    f"{base}/{band}/merged/fine.unw",
+                    f"{base}/lower/merged/fine.cor",
+                    str(ion.range_looks0),
+                    str(ion.azimuth_looks0),
+                    False,
+                    "snaphu",
+                )
             n = self.wrapper(c, n + 1, parallel=False)
 
     def look_ion(self, pairs: list[tuple[str, str]], ion: IonParams) -> None:
@@ -730,21 +1029,39 @@ class Writer:
             c = self.config(f"config_look_ion_{a}-{b}")
             base = f"{self.work}/ion/{a}_{b}"
             for func, band in (("[Function-1]", "lower"), ("[Function-2]", "upper")):
-                c.add(HASH35, func, "lookUnwIon : ", f"unw : {base}/{band}/merged/fine.unw",
-                      f"cor : {base}/lower/merged/fine.cor", f"output : {base}/{band}/merged/fine_look.unw",
-                      f"nrlks : {nrlks}", f"nalks : {nalks}")
-            c.add(HASH35, "[Function-3]", "coherenceIon : ", f"lower : {base}/lower/merged/fine.int",
-                  f"upper : {base}/upper/merged/fine.int", f"coherence : {base}/lower/merged/fine_look.cor",
-                  f"nrlks : {nrlks}", f"nalks : {nalks}")
+                c.add(
+                    HASH35,
+                    func,
+                    "lookUnwIon : ",
+                    f"unw : {base}/{band}/merged/fine.unw",
+                    f"cor : {base}/lower/merged/fine.cor",
+                    f"output : {base}/{band}/merged/fine_look.unw",
+                    f"nrlks : {nrlks}",
+                    f"nalks : {nalks}",
+                )
+            c.add(
+                HASH35,
+                "[Function-3]",
+                "coherenceIon : ",
+                f"lower : {base}/lower/merged/fine.int",
+                f"upper : {base}/upper/merged/fine.int",
+                f"coherence : {base}/lower/merged/fine_look.cor",
+                f"nrlks : {nrlks}",
+                f"nalks : {nalks}",
+            )
             n = self.wrapper(c, n + 1, parallel=False)
 
     def compute_ion(self, pairs: list[tuple[str, str]], ion: IonParams) -> None:
-        masked = "".join(f" --masked_areas {m[0]} {m[1]} {m[2]} {m[3]}" for m in ion.masked_areas or [])
+        masked = "".join(
+            f" --masked_areas {m[0]} {m[1]} {m[2]} {m[3]}" for m in ion.masked_areas or []
+        )
         for a, b in pairs:
             base = f"{self.work}/ion/{a}_{b}"
             self.command(
-                f"computeIon.py --lower {base}/lower/merged/fine_look.unw --upper {base}/upper/merged/fine_look.unw "
-                f"--coherence {base}/lower/merged/fine_look.cor --ionosphere {base}/ion_cal/raw_no_projection.ion "
+                f"computeIon.py --lower {base}/lower/merged/fine_look.unw "
+                f"--upper {base}/upper/merged/fine_look.unw "
+                f"--coherence {base}/lower/merged/fine_look.cor "
+                f"--ionosphere {base}/ion_cal/raw_no_projection.ion "
                 f"--coherence_output {base}/ion_cal/raw_no_projection.cor{masked}"
             )
 
@@ -753,9 +1070,16 @@ class Writer:
         for a, b in pairs:
             c = self.config(f"config_filtIon_{a}_{b}")
             base = f"{self.work}/ion/{a}_{b}/ion_cal"
-            c.add(HASH35, "[Function-1]", "filtIon : ", f"input : {base}/raw_no_projection.ion",
-                  f"coherence : {base}/raw_no_projection.cor", f"output : {base}/filt.ion",
-                  f"win_min : {ion.filtering_winsize_min}", f"win_max : {ion.filtering_winsize_max}")
+            c.add(
+                HASH35,
+                "[Function-1]",
+                "filtIon : ",
+                f"input : {base}/raw_no_projection.ion",
+                f"coherence : {base}/raw_no_projection.cor",
+                f"output : {base}/filt.ion",
+                f"win_min : {ion.filtering_winsize_min}",
+                f"win_max : {ion.filtering_winsize_max}",
+            )
             n = self.wrapper(c, n + 1, parallel=False)
 
     def invert_ion(self, ion: IonParams) -> None:
@@ -767,9 +1091,9 @@ class Writer:
         )
 
 
-def _run(writer: Writer, name: str, fn: object, *args: object) -> None:
+def _run(writer: Writer, name: str, fn: Callable[..., None], *args: object) -> None:
     writer.start_run(name)
-    fn(*args)  # type: ignore[operator]
+    fn(*args)
     writer.finish_run()
 
 
@@ -792,7 +1116,9 @@ def interferogram_stack(
             _run(w, "extract_burst_overlaps", w.extract_overlaps)
         _run(w, "overlap_geo2rdr", w.geo2rdr_offset, secondaries, False)
         _run(w, "overlap_resample", w.resample_with_carrier, secondaries, False)
-        _run(w, "pairs_misreg", w.pairs_misregistration, secondaries if update else dates, reference)
+        _run(
+            w, "pairs_misreg", w.pairs_misregistration, secondaries if update else dates, reference
+        )
         _run(w, "timeseries_misreg", w.timeseries_misregistration)
     _run(w, "fullBurst_geo2rdr", w.geo2rdr_offset, secondaries, True)
     _run(w, "fullBurst_resample", w.resample_with_carrier, secondaries, True)
@@ -844,8 +1170,12 @@ def ionosphere_stack(writer: Writer, inps: argparse.Namespace, reference: str) -
     _run(w, "invertIon", w.invert_ion, ion)
 
 
-def _store_scene(inps: argparse.Namespace) -> None:
-    """Copy the synthetic scene into the stack and write its truth."""
+def _store_scene(inps: argparse.Namespace, reference: str) -> None:
+    """Copy the synthetic scene into the stack and write its truth.
+
+    The stack's reference date and looks (-m, -z, -r) apply to the stored scene: products
+    are written on the ``length`` x ``width`` grid at those looks.
+    """
     slc = Path(inps.slc_dirname)
     scene_file = (slc.parent if slc.is_file() else slc) / SCENE_FILE
     try:
@@ -855,11 +1185,21 @@ def _store_scene(inps: argparse.Namespace) -> None:
             f"{scene_file} not found: the simulator needs the synthetic SLC directory written by "
             "tasks.simulator.acquisition.make_synthetic_acquisitions (or use real ISCE2)"
         ) from None
+    try:
+        spec = spec.replace(
+            reference_date=reference,
+            range_looks=int(inps.rangeLooks),
+            azimuth_looks=int(inps.azimuthLooks),
+        )
+    except ValueError as exc:
+        raise StackSentinelError(
+            f"looks -z {inps.azimuthLooks} -r {inps.rangeLooks}: {exc}"
+        ) from exc
     sim_dir = Path(inps.work_dir) / "simulator"
     stored = sim_dir / "scene.json"
     if stored.is_file():
         old = SceneSpec.load(stored)
-        if old.replace(dates=spec.dates, reference_date=spec.reference_date) != spec:
+        if old.replace(dates=spec.dates) != spec:
             raise StackSentinelError(
                 f"{scene_file} describes a different scene than the existing stack ({stored}); "
                 "use a new work directory or the same scene settings"
@@ -883,11 +1223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("**************************")
         return 1
     if inps.workflow != "interferogram":
-        print(f"Error: the simulator supports -W interferogram only, not {inps.workflow}", file=sys.stderr)
+        print(
+            f"Error: the simulator supports -W interferogram only, not {inps.workflow}",
+            file=sys.stderr,
+        )
         return 2
     try:
         dates, reference, secondaries, safe_dict, update = check_current_status(inps)
-        _store_scene(inps)
+        _store_scene(inps, reference)
         pairs = select_neighbor_pairs(dates, reference, secondaries, inps.num_connections, update)
         print("*****************************************")
         print("Coregistration method: ", inps.coregistration)

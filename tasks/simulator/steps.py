@@ -19,6 +19,7 @@ import argparse
 import re
 import sys
 import traceback
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +36,7 @@ from tasks.simulator.products import (
     burst_slices,
     overlap_slices,
     swath_slices,
+    tops_product_xml,
     write_tops_product,
     write_virtual_full,
 )
@@ -46,6 +48,8 @@ from tasks.simulator.scene import (
     signal_phase,
     unwrapping_error,
 )
+from tasks.simulator.stack_sentinel import Safe, find_orbit, safe_fields
+from tasks.simulator.stack_sentinel import main as stack_sentinel_main
 
 Array = npt.NDArray[np.generic]
 Params = Mapping[str, str]
@@ -60,7 +64,6 @@ SCRIPTS = (
 )
 _PAIR = re.compile(r"^(\d{8})[_-](\d{8})$")
 _DATE = re.compile(r"^\d{8}$")
-GEOMETRY_LAYERS = ("lat", "lon", "hgt", "los", "shadowMask", "incLocal")
 
 
 class SimulatorStepError(RuntimeError):
@@ -104,7 +107,7 @@ class Stack:
         raise SimulatorStepError(f"cannot tell the date of product directory {directory}")
 
     def pair_of(self, path: str | Path) -> tuple[str, str]:
-        """The (date1, date2) of the first ``D1_D2`` directory in ``path``."""
+        """The (date1, date2) of the innermost ``D1_D2`` (or ``D1-D2``) directory in ``path``."""
         for part in reversed(Path(path).parts):
             if m := _PAIR.match(part):
                 return m.group(1), m.group(2)
@@ -199,9 +202,10 @@ def goldstein(ifg: Array, alpha: float, psize: int = 32) -> npt.NDArray[np.compl
     patches = np.lib.stride_tricks.sliding_window_view(big, (psize, psize))[::step, ::step]
     spectra = np.fft.fft2(patches)
     mag = np.abs(spectra)
-    smooth = sum(
-        np.roll(np.roll(mag, dy, axis=-2), dx, axis=-1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-    )
+    smooth = np.zeros_like(mag)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            smooth += np.roll(np.roll(mag, dy, axis=-2), dx, axis=-1)
     peak = smooth.max(axis=(-2, -1), keepdims=True)
     resp = np.divide(smooth, peak, out=np.zeros_like(smooth), where=peak > 0) ** alpha
     filtered = np.fft.ifft2(spectra * resp)
@@ -214,7 +218,9 @@ def goldstein(ifg: Array, alpha: float, psize: int = 32) -> npt.NDArray[np.compl
     return res.astype(np.complex64)
 
 
-def resample_mean(a: Array, shape: tuple[int, int]) -> npt.NDArray[np.float64] | npt.NDArray[np.complex128]:
+def resample_mean(
+    a: Array, shape: tuple[int, int]
+) -> npt.NDArray[np.float64] | npt.NDArray[np.complex128]:
     """Average ``a`` onto a coarser grid of ``shape`` covering the same extent."""
     arr = np.asarray(a)
     length, width = arr.shape
@@ -252,14 +258,18 @@ def _tiles(stack: Stack, swaths: list[int]) -> list[tuple[int, int, slice, slice
     ]
 
 
-def _read_bursts(stack: Stack, directory: Path, swaths: list[int], name: str, producer: str) -> Array:
+def _read_bursts(
+    stack: Stack, directory: Path, swaths: list[int], name: str, producer: str
+) -> Array:
     """Stitch ``directory/IW<s>/<name % k>`` burst files back into the full scene."""
     mosaic: Array | None = None
     for s, k, rows, cols in _tiles(stack, swaths):
         path = _need(directory / f"IW{s}" / (name % k), producer)
         data = read_isce_raster(path)
         if mosaic is None:
-            mosaic = np.zeros((data.shape[0], stack.spec.length, stack.spec.width), dtype=data.dtype)
+            mosaic = np.zeros(
+                (data.shape[0], stack.spec.length, stack.spec.width), dtype=data.dtype
+            )
         mosaic[:, rows, cols] = data
     assert mosaic is not None
     return mosaic
@@ -270,7 +280,11 @@ def _write_product(stack: Stack, directory: Path, day: str, swaths: list[int], n
     height = float(stack.truth.topography.mean())
     for s in swaths:
         bursts = [
-            BurstFile(directory / f"IW{s}" / (name % k), cols[s].stop - cols[s].start, rows.stop - rows.start)
+            BurstFile(
+                directory / f"IW{s}" / (name % k),
+                cols[s].stop - cols[s].start,
+                rows.stop - rows.start,
+            )
             for k, rows in enumerate(burst_slices(stack.spec), start=1)
         ]
         write_tops_product(directory / f"IW{s}.xml", stack.spec, day, s, cols[s], bursts, height)
@@ -281,11 +295,14 @@ def _overlap_names(stack: Stack) -> list[tuple[int, slice]]:
     return list(enumerate(overlap_slices(stack.spec), start=1))
 
 
-def _write_overlap_slcs(stack: Stack, mosaic: Array, out_dir: Path, swaths: list[int], day: str) -> None:
+def _write_overlap_slcs(
+    stack: Stack, mosaic: Array, out_dir: Path, swaths: list[int], day: str
+) -> None:
     """Top/bottom overlap bursts of ``mosaic`` under ``out_dir/overlap`` with their product XML."""
     if stack.spec.bursts_per_swath < 2:
         raise SimulatorStepError(
-            f"NESD needs at least two bursts per swath; the scene has {stack.spec.bursts_per_swath} "
+            "NESD needs at least two bursts per swath; the scene has "
+            f"{stack.spec.bursts_per_swath} "
             "(use -C geometry)"
         )
     cols = swath_slices(stack.spec, swaths)
@@ -297,14 +314,20 @@ def _write_overlap_slcs(stack: Stack, mosaic: Array, out_dir: Path, swaths: list
                 path = out_dir / "overlap" / f"IW{s}" / f"burst_{side}_{k:02d}_{k + 1:02d}.slc"
                 _write_slc(path, mosaic[0, rows, cols[s]])
                 files.append(BurstFile(path, cols[s].stop - cols[s].start, rows.stop - rows.start))
-            _write_overlap_product(stack, out_dir / "overlap" / f"IW{s}_{xml_side}.xml", day, s, cols[s], files, height)
+            _write_overlap_product(
+                stack, out_dir / "overlap" / f"IW{s}_{xml_side}.xml", day, s, cols[s], files, height
+            )
 
 
 def _write_overlap_product(
-    stack: Stack, path: Path, day: str, swath: int, cols: slice, files: list[BurstFile], height: float
+    stack: Stack,
+    path: Path,
+    day: str,
+    swath: int,
+    cols: slice,
+    files: list[BurstFile],
+    height: float,
 ) -> None:
-    from tasks.simulator.products import tops_product_xml
-
     # an overlap product lists one burst per overlap; reuse the burst timing of the first bursts
     spec = stack.spec.replace(bursts_per_swath=len(files))
     write_text_atomic(path, tops_product_xml(spec, day, swath, cols, files, height))
@@ -315,41 +338,60 @@ def _write_overlap_product(
 
 def sentinel1_tops(stack: Stack, p: Params) -> None:
     """Unpack a SAFE: ``IW<n>.xml`` and ``IW<n>/burst_NN.slc`` per requested swath."""
-    from tasks.simulator.stack_sentinel import Safe, _find_orbit, _safe_fields
-
     zips = p["dirname"].split()
     for z in zips:
         if not Path(z).is_file():
             raise SimulatorStepError(f"SAFE {z} not found (dirname in the config): restore it")
-        import zipfile
-
         try:
             with zipfile.ZipFile(z) as zf:
                 if not any(n.endswith("manifest.safe") for n in zf.namelist()):
                     raise SimulatorStepError(f"SAFE {z} has no manifest.safe: download it again")
         except zipfile.BadZipFile:
             raise SimulatorStepError(f"SAFE {z} is not a valid zip: download it again") from None
-    platform, start, stop = _safe_fields(zips[0])
+    platform, start, stop = safe_fields(zips[0])
     day = start.strftime("%Y%m%d")
     if day not in stack.spec.dates:
         raise SimulatorStepError(f"{zips[0]} is not an acquisition of the synthetic scene")
     if "orbitdir" in p:
-        if _find_orbit(Safe(zips, platform, day, start, stop), p["orbitdir"]) is None:
+        if find_orbit(Safe(zips, platform, day, start, stop), p["orbitdir"]) is None:
             raise SimulatorStepError(f"no orbit file covering {day} in {p['orbitdir']}")
     elif not Path(p.get("orbit", "")).is_file():
         raise SimulatorStepError(f"orbit file {p.get('orbit')} not found")
     if p.get("pol", "vv").lower() not in ("vv", "vh"):
         raise SimulatorStepError(f"polarization {p['pol']} is not in the 1SDV SAFE (use vv or vh)")
+    if "bbox" in p:
+        _check_bbox(stack, p["bbox"])
     swaths = sorted(int(s) for s in p["swaths"].split())
     missing = [s for s in swaths if s not in stack.spec.swaths]
     if missing:
-        raise SimulatorStepError(f"swaths {missing} are not in the synthetic SAFE (has {stack.spec.swaths})")
+        raise SimulatorStepError(
+            f"swaths {missing} are not in the synthetic SAFE (has {stack.spec.swaths})"
+        )
     outdir = Path(p["outdir"])
     slc = stack.truth.slc(day)
     for s, k, rows, cols in _tiles(stack, swaths):
         _write_slc(outdir / f"IW{s}" / f"burst_{k:02d}.slc", slc[rows, cols])
     _write_product(stack, outdir, day, swaths, "burst_%02d.slc")
     print(f"Sentinel1_TOPS: unpacked {day} swaths {swaths} into {outdir}")
+
+
+def _check_bbox(stack: Stack, text: str) -> None:
+    """Fail like ISCE2 on a bbox that is not S N W E, and on one that misses the scene."""
+    try:
+        south, north, west, east = (float(v) for v in text.split())
+    except ValueError:
+        raise SimulatorStepError(f"bbox {text!r} must be four numbers S N W E") from None
+    if not -90 <= south < north <= 90:
+        raise SimulatorStepError(
+            f"IndexError: too many indices for array (bbox {text!r} is not S N W E: latitudes "
+            "must come first, south before north)"
+        )
+    lat, lon = stack.truth.lat, stack.truth.lon
+    if north < lat.min() or south > lat.max() or east < lon.min() or west > lon.max():
+        raise SimulatorStepError(
+            f"bbox {text!r} does not overlap the synthetic scene (lat {lat.min():.3f}.."
+            f"{lat.max():.3f}, lon {lon.min():.3f}..{lon.max():.3f}): no burst to unpack"
+        )
 
 
 def topo(stack: Stack, p: Params) -> None:
@@ -361,7 +403,9 @@ def topo(stack: Stack, p: Params) -> None:
         raise SimulatorStepError(f"DEM {dem} not found (dem in the config): create or fix the path")
     t, spec = stack.truth, stack.spec
     look = np.degrees(
-        np.arcsin(6371000.0 / (6371000.0 + spec.satellite_height_m) * np.sin(np.radians(t.incidence_deg)))
+        np.arcsin(
+            6371000.0 / (6371000.0 + spec.satellite_height_m) * np.sin(np.radians(t.incidence_deg))
+        )
     )
     ground_step = spec.range_looks * spec.range_pixel_size_m / np.sin(np.radians(t.incidence_deg))
     slope = np.degrees(np.arctan(np.gradient(t.topography, axis=1) / ground_step))
@@ -433,11 +477,22 @@ def geo2rdr(stack: Stack, p: Params) -> None:
         for s in swaths:
             _need(ref / "overlap" / f"IW{s}_top.xml", "run_04 (subsetReference.py)")
             for k, orows in _overlap_names(stack):
-                _need(geom / "overlap" / f"IW{s}" / f"lat_top_{k:02d}_{k + 1:02d}.rdr", "subsetReference.py")
+                _need(
+                    geom / "overlap" / f"IW{s}" / f"lat_top_{k:02d}_{k + 1:02d}.rdr",
+                    "subsetReference.py",
+                )
                 for side in ("top", "bot"):
                     base = coreg / "overlap" / f"IW{s}"
-                    _write(base / f"azimuth_{side}_{k:02d}_{k + 1:02d}.off", az_off[orows, colmap[s]], "BIP")
-                    _write(base / f"range_{side}_{k:02d}_{k + 1:02d}.off", rg_off[orows, colmap[s]], "BIP")
+                    _write(
+                        base / f"azimuth_{side}_{k:02d}_{k + 1:02d}.off",
+                        az_off[orows, colmap[s]],
+                        "BIP",
+                    )
+                    _write(
+                        base / f"range_{side}_{k:02d}_{k + 1:02d}.off",
+                        rg_off[orows, colmap[s]],
+                        "BIP",
+                    )
     else:
         for s, k, brows, bcols in _tiles(stack, swaths):
             _need(geom / f"IW{s}" / f"lat_{k:02d}.rdr", "run_01 (topo)")
@@ -456,7 +511,10 @@ def resamp_with_carrier(stack: Stack, p: Params) -> None:
     if _bool(p.get("overlap", "False")):
         for s in swaths:
             for k, _ in _overlap_names(stack):
-                _need(coreg / "overlap" / f"IW{s}" / f"azimuth_top_{k:02d}_{k + 1:02d}.off", "overlap_geo2rdr")
+                _need(
+                    coreg / "overlap" / f"IW{s}" / f"azimuth_top_{k:02d}_{k + 1:02d}.off",
+                    "overlap_geo2rdr",
+                )
         _write_overlap_slcs(stack, mosaic, coreg, swaths, day)
     else:
         for s, k, rows, cols in _tiles(stack, swaths):
@@ -478,23 +536,32 @@ def generate_igram(stack: Stack, p: Params) -> None:
     if _bool(p.get("overlap", "False")):
         swaths = sorted(int(x.name[2]) for x in (ref / "overlap").glob("IW[1-3]_top.xml"))
         if not swaths:
-            raise SimulatorStepError(f"no overlap products in {ref}/overlap: run the overlap steps first")
+            raise SimulatorStepError(
+                f"no overlap products in {ref}/overlap: run the overlap steps first"
+            )
         cols = swath_slices(stack.spec, swaths)
         for s in swaths:
             for k, rows in _overlap_names(stack):
                 for side in ("top", "bot"):
                     name = f"burst_{side}_{k:02d}_{k + 1:02d}.slc"
-                    a = read_isce_raster(_need(ref / "overlap" / f"IW{s}" / name, "overlap_resample"), 1)
-                    b = read_isce_raster(_need(sec / "overlap" / f"IW{s}" / name, "overlap_resample"), 1)
+                    a = read_isce_raster(
+                        _need(ref / "overlap" / f"IW{s}" / name, "overlap_resample"), 1
+                    )
+                    b = read_isce_raster(
+                        _need(sec / "overlap" / f"IW{s}" / name, "overlap_resample"), 1
+                    )
                     ifg = a * np.conj(b) * noise[rows, cols[s]]
-                    _write_int(out / "overlap" / f"IW{s}" / f"{prefix}_{side}_{k:02d}_{k + 1:02d}.int", ifg)
+                    _write_int(
+                        out / "overlap" / f"IW{s}" / f"{prefix}_{side}_{k:02d}_{k + 1:02d}.int", ifg
+                    )
     else:
         swaths = _swaths(ref, "the unpacking/resampling of " + d1)
-        a_all = _read_bursts(stack, ref, swaths, f"burst_%02d{suffix1}.slc", "resampling/subband")[0]
-        b_all = _read_bursts(stack, sec, swaths, f"burst_%02d{suffix2}.slc", "resampling/subband")[0]
+        producer = "resampling/subband"
+        a_all = _read_bursts(stack, ref, swaths, f"burst_%02d{suffix1}.slc", producer)[0]
+        b_all = _read_bursts(stack, sec, swaths, f"burst_%02d{suffix2}.slc", producer)[0]
         ifg = a_all * np.conj(b_all) * noise
-        for s, k, rows, cols in _tiles(stack, swaths):
-            _write_int(out / f"IW{s}" / f"{prefix}_{k:02d}.int", ifg[rows, cols])
+        for s, k, rows, tile_cols in _tiles(stack, swaths):
+            _write_int(out / f"IW{s}" / f"{prefix}_{k:02d}.int", ifg[rows, tile_cols])
         _write_product(stack, out, d1, swaths, f"{prefix}_%02d.int")
     print(f"generateIgram: {d1}_{d2} in {out}")
 
@@ -505,11 +572,17 @@ def overlap_with_dem(stack: Stack, p: Params) -> None:
     out = Path(p["overlap_dir"])
     swaths = sorted(int(d.name[2]) for d in ifg_dir.glob("IW[1-3]"))
     if not swaths:
-        raise SimulatorStepError(f"no overlap interferograms in {ifg_dir}: run generateIgram (overlap) first")
+        raise SimulatorStepError(
+            f"no overlap interferograms in {ifg_dir}: run generateIgram (overlap) first"
+        )
     for s in swaths:
         for k, _ in _overlap_names(stack):
-            top = read_isce_raster(_need(ifg_dir / f"IW{s}" / f"int_top_{k:02d}_{k + 1:02d}.int", "generateIgram"), 1)
-            bot = read_isce_raster(_need(ifg_dir / f"IW{s}" / f"int_bot_{k:02d}_{k + 1:02d}.int", "generateIgram"), 1)
+            top = read_isce_raster(
+                _need(ifg_dir / f"IW{s}" / f"int_top_{k:02d}_{k + 1:02d}.int", "generateIgram"), 1
+            )
+            bot = read_isce_raster(
+                _need(ifg_dir / f"IW{s}" / f"int_bot_{k:02d}_{k + 1:02d}.int", "generateIgram"), 1
+            )
             dd = top * np.conj(bot)
             _write_int(out / f"IW{s}" / f"overlap_{k:02d}.int", dd)
             _write(out / f"IW{s}" / f"overlap_{k:02d}.cor", coherence_estimate(top, 3), "BIP")
@@ -526,18 +599,24 @@ def estimate_azimuth_misreg(stack: Stack, p: Params) -> None:
     overlap_dir = Path(p["overlap_dir"])
     files = sorted(overlap_dir.glob("IW[1-3]/overlap_*.int"))
     if not files:
-        raise SimulatorStepError(f"no overlap interferograms in {overlap_dir}: run overlap_withDEM first")
+        raise SimulatorStepError(
+            f"no overlap interferograms in {overlap_dir}: run overlap_withDEM first"
+        )
     d1, d2 = stack.pair_of(overlap_dir)
     value = stack.truth.misregistration(d2)[0] - stack.truth.misregistration(d1)[0]
     points = sum(read_isce_info(f).width * read_isce_info(f).length for f in files)
-    write_text_atomic(Path(p["out_azimuth"]), _misreg_text(value, p.get("coh_threshold", "0.85"), points))
+    write_text_atomic(
+        Path(p["out_azimuth"]), _misreg_text(value, p.get("coh_threshold", "0.85"), points)
+    )
 
 
 def estimate_range_misreg(stack: Stack, p: Params) -> None:
     ref, sec = Path(p["reference"]), Path(p["secondary"])
     for d in (ref, sec):
         if not any((d / "overlap").glob("IW[1-3]/burst_top_*.slc")):
-            raise SimulatorStepError(f"no overlap bursts in {d}/overlap: run the overlap steps first")
+            raise SimulatorStepError(
+                f"no overlap bursts in {d}/overlap: run the overlap steps first"
+            )
     d1, d2 = stack.date_of(ref), stack.date_of(sec)
     value = stack.truth.misregistration(d2)[1] - stack.truth.misregistration(d1)[1]
     write_text_atomic(Path(p["out_range"]), _misreg_text(value, p.get("snr_threshold", "10"), 1000))
@@ -550,7 +629,12 @@ _MERGED_KIND: dict[str, tuple[str, str, str | None, str | None]] = {
     "hgt": ("BSQ", "image", None, None),
     "los": ("BSQ", "image", None, None),
     "incLocal": ("BSQ", "image", None, None),
-    "shadowMask": ("BIL", "image", None, "Radar shadow-layover mask. 1 - Radar Shadow. 2 - Radar Layover. 3 - Both."),
+    "shadowMask": (
+        "BIL",
+        "image",
+        None,
+        "Radar shadow-layover mask. 1 - Radar Shadow. 2 - Radar Layover. 3 - Both.",
+    ),
     "fine": ("BIP", "intimage", "cpx", None),
     "burst": ("BIP", "slcimage", "slc", None),
 }
@@ -590,7 +674,7 @@ def merge_bursts(stack: Stack, p: Params) -> None:
     scheme, family, image_type, desc = _MERGED_KIND[prefix]
     outfile = Path(p["outfile"])
     if _bool(p.get("multilook", "False")):
-        _write(outfile, mosaic, scheme, family=family, image_type=image_type, description=desc)
+        # the virtual mosaic first: the multilooked raster, renamed into place last, marks done
         write_virtual_full(
             Path(f"{outfile}.full"),
             tiles,
@@ -601,8 +685,16 @@ def merge_bursts(stack: Stack, p: Params) -> None:
             image_type=image_type,
             family=family,
         )
+        _write(outfile, mosaic, scheme, family=family, image_type=image_type, description=desc)
     else:
-        _write(Path(f"{outfile}.full"), mosaic, scheme, family=family, image_type=image_type, description=desc)
+        _write(
+            Path(f"{outfile}.full"),
+            mosaic,
+            scheme,
+            family=family,
+            image_type=image_type,
+            description=desc,
+        )
     print(f"mergeBursts: {pattern} of {dirname} -> {outfile}")
 
 
@@ -637,7 +729,7 @@ def unwrap(stack: Stack, p: Params) -> None:
     get a 2 pi k jump in one region, which is its own connected component.
     """
     ifg_path = Path(p["ifg"])
-    ifg = read_isce_raster(_need(ifg_path, "filter_coherence"), 1)
+    ifg = np.asarray(read_isce_raster(_need(ifg_path, "filter_coherence"), 1), dtype=np.complex64)
     _need(Path(p["coh"]), "filter_coherence")
     _swaths(Path(p["reference"]), "run_01 (unpack_topo_reference)")
     d1, d2 = stack.pair_of(ifg_path)
@@ -678,7 +770,9 @@ def subband(stack: Stack, p: Params) -> None:
     ref = Path(p["directory"])
     swaths = _swaths(ref, "run_01 (unpack_topo_reference)")
     for s, k, _, _ in _tiles(stack, swaths):
-        data = read_isce_raster(_need(ref / f"IW{s}" / f"burst_{k:02d}.slc", "unpack_topo_reference"), 1)
+        data = read_isce_raster(
+            _need(ref / f"IW{s}" / f"burst_{k:02d}.slc", "unpack_topo_reference"), 1
+        )
         for band in ("lower", "upper"):
             _write_slc(ref / f"IW{s}" / f"burst_{k:02d}_{band}.slc", data)
 
@@ -690,7 +784,9 @@ def subband_and_resamp(stack: Stack, p: Params) -> None:
     swaths = _swaths(sec, "unpack_secondary_slc")
     _swaths(coreg, "fullBurst_resample")
     for s, k, _, _ in _tiles(stack, swaths):
-        data = read_isce_raster(_need(sec / f"IW{s}" / f"burst_{k:02d}.slc", "unpack_secondary_slc"), 1)
+        data = read_isce_raster(
+            _need(sec / f"IW{s}" / f"burst_{k:02d}.slc", "unpack_secondary_slc"), 1
+        )
         for band in ("lower", "upper"):
             _write_slc(coreg / f"IW{s}" / f"burst_{k:02d}_{band}.slc", data)
 
@@ -802,7 +898,9 @@ def sentinel_wrapper(argv: Sequence[str]) -> int:
             continue
         fn = FUNCTIONS.get(name)
         if fn is None:
-            raise SimulatorStepError(f"function {name} in {config} is not supported by the simulator")
+            raise SimulatorStepError(
+                f"function {name} in {config} is not supported by the simulator"
+            )
         print(f"Running: {name}")
         fn(stack, params)
     return 0
@@ -845,7 +943,9 @@ def invert_misreg(argv: Sequence[str]) -> int:
             if line.lower().startswith("median"):
                 values[(m.group(1), m.group(2))] = float(line.split(":")[1])
     if not values:
-        raise SimulatorStepError(f"no pair misregistration files in {pairs_dir}: run pairs_misreg first")
+        raise SimulatorStepError(
+            f"no pair misregistration files in {pairs_dir}: run pairs_misreg first"
+        )
     dates = sorted({d for pair in values for d in pair})
     design = np.zeros((len(values), len(dates) - 1))
     obs = np.zeros(len(values))
@@ -873,7 +973,9 @@ def extract_common_valid_region(argv: Sequence[str]) -> int:
     swaths = _swaths(ref, "run_01 (unpack_topo_reference)")
     dates = sorted(d for d in coreg.glob("[0-9]" * 8) if d.is_dir())
     if not dates:
-        raise SimulatorStepError(f"no coregistered secondaries in {coreg}: run fullBurst_resample first")
+        raise SimulatorStepError(
+            f"no coregistered secondaries in {coreg}: run fullBurst_resample first"
+        )
     for d in dates:
         for s in swaths:
             _need(d / f"IW{s}.xml", f"fullBurst_resample of {d.name}")
@@ -919,7 +1021,7 @@ def invert_ion(argv: Sequence[str]) -> int:
         raise SimulatorStepError(f"no ion/*/ion_cal/filt.ion under {args.idir}: run filtIon first")
     dates = sorted({d for pair in pairs for d in pair})
     design = np.zeros((len(pairs), len(dates) - 1))
-    obs = np.stack([v.ravel() for v in pairs.values()])
+    obs = np.stack([np.asarray(v, dtype=np.float64).ravel() for v in pairs.values()])
     for row, (a, b) in enumerate(pairs):
         if dates.index(b) > 0:
             design[row, dates.index(b) - 1] = 1.0
@@ -935,9 +1037,7 @@ def invert_ion(argv: Sequence[str]) -> int:
 
 
 def stack_sentinel(argv: Sequence[str]) -> int:
-    from tasks.simulator.stack_sentinel import main
-
-    return main(argv)
+    return stack_sentinel_main(argv)
 
 
 SCRIPT_MAIN: dict[str, Callable[[Sequence[str]], int]] = {

@@ -18,7 +18,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -215,6 +215,22 @@ def write_marker(line: RunLine, stack_dir: Path, result: CommandResult) -> Path:
 # --------------------------------------------------------------------------- one line
 
 
+def skipped_result(line: RunLine) -> LineResult:
+    """The result of a line that was already done."""
+    return LineResult(
+        line_id=line.line_id,
+        label=line.label,
+        step=line.step,
+        key=line.key,
+        status="skipped",
+        returncode=0,
+        duration_s=0.0,
+        peak_rss_mb=0.0,
+        log_path=None,
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
 def _write_log_header(
     log_path: Path, line: RunLine, env: Mapping[str, str], extra_path: Sequence[Path]
 ) -> None:
@@ -244,18 +260,7 @@ def run_line(
     line (used when an upstream line re-ran, so its inputs changed). Raises :class:`LineFailed`.
     """
     if not force and is_line_done(line, stack_dir):
-        return LineResult(
-            line_id=line.line_id,
-            label=line.label,
-            step=line.step,
-            key=line.key,
-            status="skipped",
-            returncode=0,
-            duration_s=0.0,
-            peak_rss_mb=0.0,
-            log_path=None,
-            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+        return skipped_result(line)
     # A stale marker must not survive a run that gets killed halfway.
     marker_path(line, stack_dir).unlink(missing_ok=True)
     full_env = {**os.environ, **(env or {})}
@@ -491,30 +496,38 @@ class StackScheduler:
         cap = self.worker_memory_mb
         return memory_mb if cap is None else max(1, min(memory_mb, cap))
 
-    def next_submissions(self) -> list[Submission]:
-        """Lines whose upstream lines all succeeded, in topological order; marks them running."""
-        if self.stopped:
-            return []
-        ready = [
-            line
-            for line in self._pending
-            if all(up in self._results for up in self.dag.get(line.line_id, ()))
-        ]
-        submissions = []
-        for line in ready:
-            self._pending.remove(line)
-            upstream = self.dag.get(line.line_id, ())
-            sub = Submission(
-                line=line,
-                attempt=1,
-                memory_mb=self._capped(self.memory_mb[line.line_id]),
-                resource_class=self.classes[line.line_id],
-                priority=self._priority[line.line_id],
-                force=any(self._results[up].status == "ran" for up in upstream),
-            )
-            self._running[line.line_id] = sub
-            submissions.append(sub)
+    def next_submissions(
+        self, is_done: Callable[[RunLine], bool] | None = None
+    ) -> list[Submission]:
+        """Lines whose upstream lines all succeeded, in topological order; marks them running.
+
+        A ready line for which ``is_done`` holds, and none of whose upstream lines re-ran, is
+        recorded as skipped instead (so resuming a stack submits no task for finished lines).
+        """
+        submissions: list[Submission] = []
+        progress = True
+        while progress and not self.stopped:
+            progress = False
+            for line in [ln for ln in self._pending if self._ready(ln)]:
+                self._pending.remove(line)
+                sub = Submission(
+                    line=line,
+                    attempt=1,
+                    memory_mb=self._capped(self.memory_mb[line.line_id]),
+                    resource_class=self.classes[line.line_id],
+                    priority=self._priority[line.line_id],
+                    force=any(self._results[up].status == "ran" for up in self.dag[line.line_id]),
+                )
+                self._running[line.line_id] = sub
+                if not sub.force and is_done is not None and is_done(line):
+                    self.succeeded(line.line_id, skipped_result(line))
+                    progress = True
+                else:
+                    submissions.append(sub)
         return submissions
+
+    def _ready(self, line: RunLine) -> bool:
+        return all(up in self._results for up in self.dag[line.line_id])
 
     def succeeded(self, line_id: str, result: LineResult) -> None:
         sub = self._running.pop(line_id)

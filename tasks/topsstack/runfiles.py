@@ -398,6 +398,12 @@ def _config_outputs(functions: Sequence[ConfigFunction]) -> list[Path]:
                 keys = ("coherence",)
             case "lookUnwIon" | "filtIon":
                 keys = ("output",)
+        if fn.name == "mergeBursts" and p.get("outfile") and p.get("multilook") == "False":
+            # Without multilooking ISCE2 writes only a virtual mosaic: <outfile>.full.vrt,
+            # or <outfile>.vrt at 1 x 1 looks.
+            looks = int(p.get("range_looks", "1")) * int(p.get("azimuth_looks", "1"))
+            out.append(Path(p["outfile"] + (".full.vrt" if looks > 1 else ".vrt")))
+            keys = ()
         for key in keys:
             if p.get(key):
                 out.append(Path(p[key]))

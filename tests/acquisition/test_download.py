@@ -279,15 +279,25 @@ def test_task_wrapper_runs_in_a_flow(
     prefect_harness: None, server: FaultServer, data: bytes, tmp_path: Path
 ) -> None:
     from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from tasks.download import download_files_task
 
     item = _item(server.add_file("a.zip", data), tmp_path / "a.zip", data)
 
     @flow
-    def fetch() -> list[Path]:
-        return download_files_task([item], max_parallel=1)
+    def fetch() -> tuple[list[Path], Any]:
+        from prefect.runtime import flow_run
 
-    result: Any = fetch()
-    assert result == [item.dest]
+        return download_files_task([item], max_parallel=1), flow_run.id
+
+    paths, run_id = fetch()
+    assert paths == [item.dest]
     assert item.dest.read_bytes() == data
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert [a.data for a in progress] == [100.0]

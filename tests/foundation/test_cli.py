@@ -16,7 +16,12 @@ EXE = shutil.which("insarflow", path=str(Path(sys.executable).parent))
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     assert EXE, "the insarflow console script is not installed in this environment"
     return subprocess.run(
-        [EXE, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False,
+        [EXE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={"COLUMNS": "200", "PATH": str(Path(sys.executable).parent), "HOME": str(Path.home())},
     )
 

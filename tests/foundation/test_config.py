@@ -82,7 +82,10 @@ def test_wesn_bbox_is_rejected_with_the_swap_suggested() -> None:
 
 def test_south_above_north() -> None:
     assert issues_of(minimal(area__bbox=[34.6, 34.0, 116.5, 117.95])) == [
-        ("area.bbox", "south 34.6 is not below north 34.0: give the smaller latitude first (S N W E).")
+        (
+            "area.bbox",
+            "south 34.6 is not below north 34.0: give the smaller latitude first (S N W E).",
+        )
     ]
 
 
@@ -94,7 +97,10 @@ def test_west_east_reversed() -> None:
 
 def test_start_after_end() -> None:
     assert issues_of(minimal(acquisition__start="2025-05-01")) == [
-        ("acquisition", "start 2025-05-01 is not before end 2025-04-15: swap them or widen the range")
+        (
+            "acquisition",
+            "start 2025-05-01 is not before end 2025-04-15: swap them or widen the range",
+        )
     ]
 
 
@@ -124,7 +130,10 @@ def test_ranges(key: str, value: Any, fragment: str) -> None:
 
 def test_unknown_key_is_an_error() -> None:
     assert issues_of(minimal(topsstack__num_proc=4)) == [
-        ("topsstack.num_proc", "unknown key; remove it or check the spelling (see `insarflow config`)")
+        (
+            "topsstack.num_proc",
+            "unknown key; remove it or check the spelling (see `insarflow config`)",
+        )
     ]
 
 

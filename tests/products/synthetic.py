@@ -50,7 +50,9 @@ class SyntheticMintpy:
         return self.mintpy_dir / "geo"
 
 
-def _write(data: dict[str, Any], path: Path, meta: dict[str, str], **kwargs: Any) -> None:
+def _write(
+    data: dict[str, Any] | npt.NDArray[Any], path: Path, meta: dict[str, str], **kwargs: Any
+) -> None:
     from mintpy.utils import writefile
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -97,8 +99,8 @@ def build_mintpy_dir(
     mask = np.nan_to_num(tcoh, nan=0.0) >= 0.7
 
     f32 = np.float32
-    velocity, velocity_std = velocity.astype(f32), velocity_std.astype(f32)
-    timeseries, tcoh, avg_coh, height = (a.astype(f32) for a in (timeseries, tcoh, avg_coh, height))
+    vel32, std32, ts32 = velocity.astype(f32), velocity_std.astype(f32), timeseries.astype(f32)
+    tcoh32, coh32, hgt32 = tcoh.astype(f32), avg_coh.astype(f32), height.astype(f32)
     bperp = rng.uniform(-120, 120, n_dates).astype(f32)
     bperp[0] = 0.0
 
@@ -134,7 +136,7 @@ def build_mintpy_dir(
 
     # radar-coordinate files the geocode step and the network figure start from
     _write(
-        {"timeseries": timeseries, "date": date_ds, "bperp": bperp},
+        {"timeseries": ts32, "date": date_ds, "bperp": bperp},
         mintpy_dir / "timeseries.h5",
         {**common, "FILE_TYPE": "timeseries", "UNIT": "m"},
     )
@@ -168,32 +170,32 @@ def build_mintpy_dir(
 
     # geocoded outputs, as geocode.py and generate_mask.py name them
     _write(
-        {"velocity": velocity, "velocityStd": velocity_std},
+        {"velocity": vel32, "velocityStd": std32},
         geo_dir / "geo_velocity.h5",
         {**geo, "FILE_TYPE": "velocity", "UNIT": "m/year", "DATE12": f"{dates[0]}_{dates[-1]}"},
         ds_unit_dict={"velocity": "m/year", "velocityStd": "m/year"},
     )
     ts_meta = {**geo, "FILE_TYPE": "timeseries", "UNIT": "m"}
     _write(
-        {"timeseries": timeseries, "date": date_ds, "bperp": bperp},
+        {"timeseries": ts32, "date": date_ds, "bperp": bperp},
         geo_dir / "geo_timeseries_demErr.h5",
         ts_meta,
     )
     _write(
-        {"timeseries": np.zeros_like(timeseries), "date": date_ds, "bperp": bperp},
+        {"timeseries": np.zeros_like(ts32), "date": date_ds, "bperp": bperp},
         geo_dir / "geo_timeseries_ramp.h5",
         ts_meta,
     )
     _write(
-        {"temporalCoherence": tcoh},
+        {"temporalCoherence": tcoh32},
         geo_dir / "geo_temporalCoherence.h5",
         {**geo, "FILE_TYPE": "temporalCoherence", "UNIT": "1"},
     )
-    _write(avg_coh, geo_dir / "geo_avgSpatialCoh.h5", {**geo, "FILE_TYPE": "coherence"})
+    _write(coh32, geo_dir / "geo_avgSpatialCoh.h5", {**geo, "FILE_TYPE": "coherence"})
     _write({"mask": mask}, geo_dir / "geo_maskTempCoh.h5", {**geo, "FILE_TYPE": "mask"})
     _write(
         {
-            "height": height,
+            "height": hgt32,
             "incidenceAngle": np.full((length, width), 38.0, f32),
             "shadowMask": np.zeros((length, width), bool),
         },
@@ -205,13 +207,13 @@ def build_mintpy_dir(
         dates=dates,
         ref_yx=ref_yx,
         geo_meta=geo,
-        velocity=velocity,
-        velocity_std=velocity_std,
-        timeseries=timeseries,
-        temporal_coherence=tcoh,
-        avg_spatial_coherence=avg_coh,
+        velocity=vel32,
+        velocity_std=std32,
+        timeseries=ts32,
+        temporal_coherence=tcoh32,
+        avg_spatial_coherence=coh32,
         mask=mask,
-        height=height,
+        height=hgt32,
         bperp=bperp,
         pairs=pairs,
     )

@@ -180,6 +180,7 @@ def test_full_mintpy_run_recovers_the_velocity(
         work / "smallbaselineApp.cfg",
         stack_dir=stack.stack_dir,
         reference_yx=stack.reference_yx,
+        unwrap_error_method="bridging+phase_closure",
         plot=False,
     )
     started = time.monotonic()
@@ -191,8 +192,11 @@ def test_full_mintpy_run_recovers_the_velocity(
     for step, seconds in durations.items():
         print(f"  {step:<22} {seconds:5.1f} s")
 
-    # clean data: no unwrapping error, the case MintPy's own histogram plot fails on
+    # Clean data, on which MintPy 1.6 alone fails: no unwrapping error (histogram
+    # plot) and one connected component per interferogram (bridging).
     assert "histogram plot skipped" in (logs / "mintpy" / "quick_overview.log").read_text()
+    with h5py.File(work / "inputs" / "ifgramStack.h5", "r") as f:
+        assert {"unwrapPhase_bridging", "unwrapPhase_bridging_phaseClosure"} <= set(f)
 
     outputs = sbas_outputs(work, cfg)
     assert outputs.timeseries == work / "timeseries_demErr.h5"

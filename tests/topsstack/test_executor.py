@@ -15,28 +15,40 @@ import pickle
 import shutil
 import stat
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.topsstack import REPORT_KEY, topsstack_flow
 from tasks.shell import CommandResult
 from tasks.topsstack.dag import build_dag, descendants
 from tasks.topsstack.executor import (
     ExecutionReport,
+    FailureKind,
     LineFailed,
     StackFailed,
+    StackScheduler,
     classify_failure,
     is_line_done,
     line_fingerprint,
     line_memory_mb,
+    line_task_options,
     marker_path,
     oom_retry_memory_mb,
+    plan_scheduler,
     run_line,
+    skipped_result,
 )
 from tasks.topsstack.runfiles import RunLine, parse_run_files
 
@@ -152,6 +164,27 @@ def make_stack(root: Path, fixtures_dir: Path) -> Stack:
     return stack
 
 
+def latest_report_markdown() -> str:
+    """The newest ``topsstack-report`` artifact (with a client that is closed again)."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            limit=1,
+            sort=ArtifactSort.UPDATED_DESC,
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY])),
+        )
+    assert artifacts, "no topsstack-report artifact"
+    return str(artifacts[0].data)
+
+
+def task_run_tags(names: list[str]) -> dict[str, set[str]]:
+    """Tags of the task runs with these names, as the Prefect API recorded them."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=names))
+        )
+    return {run.name: set(run.tags) for run in runs}
+
+
 def ok_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The successful attempt of each line."""
     return {r["line_id"]: r for r in records if r["outcome"] == "ok"}
@@ -171,26 +204,61 @@ def peak_reserved_mb(records: list[dict[str, Any]]) -> tuple[int, int]:
     return peak, peak_count
 
 
-# --------------------------------------------------------------------------- one full run
+# --------------------------------------------------------------------------- one stack, three runs
+#
+# 1. "broken": an early line fails deterministically while the reference line still runs.
+# 2. "fixed": the cause is gone; the rerun resumes, with one OOM kill and one bus error
+#    (each on the first attempt only) and one slow resampling date.
+# 3. "touched": two markers deleted, a config edited, an output deleted; rerun.
 
+FAILING = "02_unpack_secondary_slc:20250512"
+REFERENCE = "01_unpack_topo_reference:reference"
 OOM_LINE = "15_filter_coherence:20250418_20250430"
 BUS_LINE = "14_merge_burst_igram:20250406_20250430"
 SLOW_RESAMPLE = "10_fullBurst_resample:20250512"
+STALE_MARKER = "16_unwrap:20250430_20250512"
+UPSTREAM_MARKER = "13_generate_burst_igram:20250418_20250512"
+EDITED_CONFIG = "16_unwrap:20250406_20250418"
+LOST_OUTPUT = "12_merge_reference_secondary_slc:hgt"
+TAIL = "ERROR: cannot open measurement/s1a-iw1-slc.tiff"
 
 
 @dataclass
-class FullRun:
+class Scenario:
     stack: Stack
-    report: ExecutionReport
-    records: list[dict[str, Any]]
-    markdown: str
+    broken: StackFailed
+    broken_records: list[dict[str, Any]]
+    broken_markdown: str
+    broken_markers: set[str]
+    fixed: ExecutionReport
+    fixed_records: list[dict[str, Any]]
+    fixed_markdown: str
+    touched: ExecutionReport
+    touched_records: list[dict[str, Any]]
+    fingerprint_before_edit: str
 
 
 @pytest.fixture(scope="module")
-def full_run(
+def scenario(
     prefect_harness: None, fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FullRun]:
-    stack = make_stack(tmp_path_factory.mktemp("full"), fixtures_dir)
+) -> Scenario:
+    stack = make_stack(tmp_path_factory.mktemp("executor"), fixtures_dir)
+
+    flag = stack.root / "broken"
+    flag.touch()
+    stack.write_plan(
+        # The reference line still runs when the failure is seen: it must finish, and
+        # nothing that becomes ready after it (average_baseline, overlaps) may start.
+        sleeps={REFERENCE: 2.0, FAILING: 0.0},
+        failures={FAILING: {"fail_if_exists": str(flag), "fail_rc": 1, "fail_message": TAIL}},
+    )
+    with pytest.raises(StackFailed) as caught:
+        # Room for the four first lines on one worker (4 threads, 2200 + 3 x 540 MB).
+        stack.run(budget_mb=8000, threads=4)
+    broken_records, broken_markdown = stack.records(), latest_report_markdown()
+    broken_markers = {ln.line_id for ln in stack.lines if marker_path(ln, stack.stack_dir).exists()}
+
+    flag.unlink()
     stack.write_plan(
         sleeps={SLOW_RESAMPLE: 0.8},
         failures={
@@ -206,52 +274,119 @@ def full_run(
             },
         },
     )
-    report = stack.run()
-    artifact = Artifact.get(REPORT_KEY)
-    assert artifact is not None
-    yield FullRun(stack, report, stack.records(), str(artifact.data))
+    fixed = stack.run()
+    fixed_records, fixed_markdown = stack.records(), latest_report_markdown()
+
+    marker_path(stack.line(STALE_MARKER), stack.stack_dir).unlink()
+    marker_path(stack.line(UPSTREAM_MARKER), stack.stack_dir).unlink()
+    edited = stack.line(EDITED_CONFIG)
+    assert edited.config_path is not None
+    before = line_fingerprint(edited)
+    text = edited.config_path.read_text()
+    edited.config_path.write_text(text.replace("defomax : 2", "defomax : 3"))
+    stack.line(LOST_OUTPUT).outputs[0].unlink()
+    touched = stack.run()
+    return Scenario(
+        stack,
+        caught.value,
+        broken_records,
+        broken_markdown,
+        broken_markers,
+        fixed,
+        fixed_records,
+        fixed_markdown,
+        touched,
+        stack.records(),
+        before,
+    )
 
 
-def test_every_line_runs_once_and_leaves_a_marker(full_run: FullRun) -> None:
-    stack, report = full_run.stack, full_run.report
-    assert len(stack.lines) == 59
-    assert sorted(report.ran) == sorted(line.line_id for line in stack.lines)
+def test_fatal_failure_names_the_line_its_log_and_the_tail(scenario: Scenario) -> None:
+    message = str(scenario.broken)
+    log_path = scenario.stack.log_dir / "unpack_secondary_slc" / "20250512.log"
+    assert FAILING in message
+    assert f"full log: {log_path}" in message
+    assert TAIL in message
+    assert TAIL in log_path.read_text()
+    assert "## Failures" in scenario.broken_markdown and TAIL in scenario.broken_markdown
+
+
+def test_fatal_failure_stops_scheduling_and_lets_running_lines_finish(
+    scenario: Scenario,
+) -> None:
+    records = scenario.broken_records
+    assert {r["line_id"] for r in records} == {
+        REFERENCE,
+        "02_unpack_secondary_slc:20250418",
+        "02_unpack_secondary_slc:20250430",
+        FAILING,
+    }
+    assert [r["outcome"] for r in records if r["line_id"] == FAILING] == ["failed"]  # no retry
+    finished = set(ok_runs(records))
+    assert finished == {r["line_id"] for r in records} - {FAILING}
+    report = scenario.broken.report
+    assert set(report.results) == finished
+    assert len(report.not_started) == 59 - 4
+    assert scenario.broken_markers == finished
+
+
+def test_rerun_after_the_fix_runs_only_unfinished_lines(scenario: Scenario) -> None:
+    finished_before = set(ok_runs(scenario.broken_records))
+    report = scenario.fixed
+    assert sorted(report.skipped) == sorted(finished_before)
+    assert set(ok_runs(scenario.fixed_records)) == set(report.ran)
+    assert set(report.ran) == {ln.line_id for ln in scenario.stack.lines} - finished_before
     assert not report.failures and not report.not_started
-    assert sorted(ok_runs(full_run.records)) == sorted(report.ran)
-    for line in stack.lines:
-        assert is_line_done(line, stack.stack_dir), line.line_id
+    for line in scenario.stack.lines:
+        assert is_line_done(line, scenario.stack.stack_dir), line.line_id
 
 
-def test_dependency_order_is_respected_for_every_edge(full_run: FullRun) -> None:
-    runs = ok_runs(full_run.records)
+def test_changed_config_lost_output_or_marker_reruns_exactly_those_and_downstream(
+    scenario: Scenario,
+) -> None:
+    stack = scenario.stack
+    assert line_fingerprint(stack.line(EDITED_CONFIG)) != scenario.fingerprint_before_edit
+    expected = {STALE_MARKER, UPSTREAM_MARKER, EDITED_CONFIG, LOST_OUTPUT}
+    expected |= descendants(stack.dag, UPSTREAM_MARKER)
+    assert len(expected) == 7
+    assert {r["line_id"] for r in scenario.touched_records} == expected
+    assert set(scenario.touched.ran) == expected
+    assert len(scenario.touched.skipped) == 59 - 7
+
+
+def test_dependency_order_is_respected_for_every_edge(scenario: Scenario) -> None:
+    records = scenario.broken_records + scenario.fixed_records
+    runs = ok_runs(records)
     first_start: dict[str, float] = {}
-    for record in full_run.records:
+    for record in records:
         first_start[record["line_id"]] = min(
             first_start.get(record["line_id"], math.inf), record["start"]
         )
-    edges = [(up, child) for child, ups in full_run.stack.dag.items() for up in ups]
+    edges = [(up, child) for child, ups in scenario.stack.dag.items() for up in ups]
     assert len(edges) > 59
     for up, child in edges:
         assert first_start[child] >= runs[up]["end"], f"{child} started before {up} ended"
 
 
-def test_interferograms_start_while_resampling_still_runs(full_run: FullRun) -> None:
-    runs = ok_runs(full_run.records)
+def test_interferograms_start_while_resampling_still_runs(scenario: Scenario) -> None:
+    runs = ok_runs(scenario.fixed_records)
     first_igram = min(r["start"] for k, r in runs.items() if k.startswith("13_generate_burst"))
     last_resample = max(r["end"] for k, r in runs.items() if k.startswith("10_fullBurst_resample"))
     assert first_igram < last_resample
 
 
-def test_memory_budget_is_never_exceeded(full_run: FullRun) -> None:
-    records = full_run.records
+def test_memory_budget_is_never_exceeded(scenario: Scenario) -> None:
+    records = scenario.fixed_records
     expected = {
         line.line_id: line_memory_mb(
             line, n_bursts=N_BURSTS, range_looks=RANGE_LOOKS, azimuth_looks=AZIMUTH_LOOKS
         )
-        for line in full_run.stack.lines
+        for line in scenario.stack.lines
     }
     first = {r["line_id"]: r for r in reversed(records)}
-    assert all(first[k]["memory_mb"] == min(v, BUDGET_MB // N_WORKERS) for k, v in expected.items())
+    assert len(first) == 59 - 3
+    for line_id, record in first.items():
+        assert record["memory_mb"] == min(expected[line_id], BUDGET_MB // N_WORKERS)
     # The three fullBurst_geo2rdr lines become ready together and would overrun the budget
     # (3 x 2540 MB > 6000 MB) on the 6 worker threads if Dask did not hold them back.
     assert sum(expected[k] for k in expected if k.startswith("09_")) > BUDGET_MB
@@ -260,27 +395,27 @@ def test_memory_budget_is_never_exceeded(full_run: FullRun) -> None:
     assert peak_count >= 2
 
 
-def test_oom_is_retried_once_with_a_bigger_reservation(full_run: FullRun) -> None:
-    attempts = [r for r in full_run.records if r["line_id"] == OOM_LINE]
+def test_oom_is_retried_once_with_a_bigger_reservation(scenario: Scenario) -> None:
+    attempts = [r for r in scenario.fixed_records if r["line_id"] == OOM_LINE]
     assert [a["outcome"] for a in attempts] == ["failed", "ok"]
     assert attempts[1]["memory_mb"] == math.ceil(attempts[0]["memory_mb"] * 1.5)
-    outcomes = [(a.attempt, a.outcome) for a in full_run.report.attempts if a.line_id == OOM_LINE]
+    outcomes = [(a.attempt, a.outcome) for a in scenario.fixed.attempts if a.line_id == OOM_LINE]
     assert outcomes == [(1, "oom"), (2, "ran")]
-    log = (full_run.stack.log_dir / "filter_coherence" / "20250418_20250430.log").read_text()
+    log = (scenario.stack.log_dir / "filter_coherence" / "20250418_20250430.log").read_text()
     assert "Out of memory" in log and "### rc=137" in log and "### rc=0" in log
 
 
-def test_transient_crash_is_retried_once_as_is(full_run: FullRun) -> None:
-    attempts = [r for r in full_run.records if r["line_id"] == BUS_LINE]
+def test_transient_crash_is_retried_once_as_is(scenario: Scenario) -> None:
+    attempts = [r for r in scenario.fixed_records if r["line_id"] == BUS_LINE]
     assert [a["outcome"] for a in attempts] == ["failed", "ok"]
     assert attempts[0]["memory_mb"] == attempts[1]["memory_mb"]
-    outcomes = [(a.attempt, a.outcome) for a in full_run.report.attempts if a.line_id == BUS_LINE]
+    outcomes = [(a.attempt, a.outcome) for a in scenario.fixed.attempts if a.line_id == BUS_LINE]
     assert outcomes == [(1, "transient"), (2, "ran")]
-    assert full_run.report.retries == 2
+    assert scenario.fixed.retries == 2
 
 
-def test_line_log_records_command_environment_and_result(full_run: FullRun) -> None:
-    stack = full_run.stack
+def test_line_log_records_command_environment_and_result(scenario: Scenario) -> None:
+    stack = scenario.stack
     log = (stack.log_dir / "fullBurst_resample" / "20250418.log").read_text()
     assert "### line 10_fullBurst_resample:20250418" in log
     assert f"SentinelWrapper.py -c {stack.stack_dir}/configs/config_fullBurst_resample" in log
@@ -290,95 +425,14 @@ def test_line_log_records_command_environment_and_result(full_run: FullRun) -> N
     assert "### rc=0 duration=" in log and "peak_rss=" in log
 
 
-def test_report_artifact_summarises_steps_retries_and_critical_path(full_run: FullRun) -> None:
-    markdown, report = full_run.markdown, full_run.report
-    assert "59 ran, 0 skipped, 0 failed, 0 not started, 2 retries" in markdown
+def test_report_artifact_summarises_steps_retries_and_critical_path(scenario: Scenario) -> None:
+    markdown, report = scenario.fixed_markdown, scenario.fixed
+    assert "56 ran, 3 skipped, 0 failed, 0 not started, 2 retries" in markdown
+    assert "| 01 unpack_topo_reference | 1 | 0 | 1 | 0 | 0 |" in markdown
     assert "| 16 unwrap | 5 | 5 | 0 | 0 | 0 |" in markdown
     assert "| 15 filter_coherence | 5 | 5 | 0 | 0 | 1 |" in markdown
-    assert report.critical_path[0] in {"01_unpack_topo_reference:reference"} | {
-        line.line_id for line in full_run.stack.lines if line.step == "unpack_secondary_slc"
-    }
     assert SLOW_RESAMPLE in report.critical_path
     assert f"`{SLOW_RESAMPLE}`" in markdown
-
-
-# --------------------------------------------------------------------------- failure, resume
-
-
-def test_fatal_failure_stops_scheduling_and_a_rerun_resumes(
-    prefect_harness: None, fixtures_dir: Path, tmp_path: Path
-) -> None:
-    stack = make_stack(tmp_path, fixtures_dir)
-    failing = "02_unpack_secondary_slc:20250512"
-    flag = tmp_path / "broken"
-    flag.touch()
-    stack.write_plan(
-        # The reference line is still running when the failure is seen: it must finish,
-        # and nothing that becomes ready after it (average_baseline, overlaps) may start.
-        sleeps={"01_unpack_topo_reference:reference": 2.0, failing: 0.0},
-        failures={
-            failing: {
-                "fail_if_exists": str(flag),
-                "fail_rc": 1,
-                "fail_message": "ERROR: cannot open measurement/s1a-iw1-slc.tiff",
-            }
-        },
-    )
-    # 4 threads per worker and room for all four first lines on one worker.
-    with pytest.raises(StackFailed) as caught:
-        stack.run(budget_mb=8000, threads=4)
-    message = str(caught.value)
-    log_path = stack.log_dir / "unpack_secondary_slc" / "20250512.log"
-    assert failing in message
-    assert str(log_path) in message
-    assert "ERROR: cannot open measurement/s1a-iw1-slc.tiff" in message
-    first = stack.records()
-    assert {r["line_id"] for r in first} == {
-        "01_unpack_topo_reference:reference",
-        "02_unpack_secondary_slc:20250418",
-        "02_unpack_secondary_slc:20250430",
-        failing,
-    }
-    assert [r["outcome"] for r in first if r["line_id"] == failing] == ["failed"]  # no retry
-    assert not marker_path(stack.line(failing), stack.stack_dir).exists()
-    finished = set(ok_runs(first))
-    assert "01_unpack_topo_reference:reference" in finished
-    report = caught.value.report
-    assert set(report.results) == finished
-    assert len(report.not_started) == 59 - 4
-    artifact = Artifact.get(REPORT_KEY)
-    assert artifact is not None and "## Failures" in str(artifact.data)
-
-    # Fixed: the rerun runs only what did not finish.
-    flag.unlink()
-    second = stack.run()
-    assert sorted(second.skipped) == sorted(finished)
-    ran = [r["line_id"] for r in stack.records()]
-    assert sorted(ran) == sorted(set(second.ran))
-    assert set(ran) == {line.line_id for line in stack.lines} - finished
-
-    # Markers removed, a config edited, an output deleted: exactly those lines run again,
-    # plus everything downstream of a line that re-ran.
-    stale_marker = "16_unwrap:20250430_20250512"
-    marker_path(stack.line(stale_marker), stack.stack_dir).unlink()
-    upstream_marker = "13_generate_burst_igram:20250418_20250512"
-    marker_path(stack.line(upstream_marker), stack.stack_dir).unlink()
-    edited = stack.line("16_unwrap:20250406_20250418")
-    assert edited.config_path is not None
-    before = line_fingerprint(edited)
-    edited.config_path.write_text(
-        edited.config_path.read_text().replace("defomax : 2", "defomax : 3")
-    )
-    assert line_fingerprint(edited) != before
-    lost = stack.line("12_merge_reference_secondary_slc:hgt")
-    lost.outputs[0].unlink()
-    third = stack.run()
-    expected = {stale_marker, upstream_marker, edited.line_id, lost.line_id}
-    expected |= descendants(stack.dag, upstream_marker)
-    assert len(expected) == 7
-    assert {r["line_id"] for r in stack.records()} == expected
-    assert set(third.ran) == expected
-    assert len(third.skipped) == 59 - 7
 
 
 # --------------------------------------------------------------------------- plain functions
@@ -490,3 +544,105 @@ def test_oom_retry_reservation_is_capped_to_a_worker() -> None:
     assert oom_retry_memory_mb(2000, 4000) == 3000
     assert oom_retry_memory_mb(2600, 3000) == 3000
     assert oom_retry_memory_mb(2600, None) == 3900
+
+
+def test_task_runs_are_named_by_line_and_tagged_by_resource_class(scenario: Scenario) -> None:
+    names = [
+        "fullBurst_resample-20250418",
+        "unpack_secondary_slc-20250418",
+        "filter_coherence-20250418_20250430",
+        "filter_coherence-20250418_20250430-retry1",
+    ]
+    assert task_run_tags(names) == {
+        "fullBurst_resample-20250418": {"memory-heavy", "topsstack"},
+        "unpack_secondary_slc-20250418": {"cpu", "topsstack"},
+        "filter_coherence-20250418_20250430": {"memory-heavy", "topsstack"},
+        "filter_coherence-20250418_20250430-retry1": {"memory-heavy", "topsstack"},
+    }
+
+
+def _scheduler_for(fixtures_dir: Path, tmp_path: Path) -> StackScheduler:
+    stack = make_stack(tmp_path, fixtures_dir)
+    return plan_scheduler(
+        stack.lines,
+        stack.dag,
+        n_bursts=N_BURSTS,
+        range_looks=RANGE_LOOKS,
+        azimuth_looks=AZIMUTH_LOOKS,
+        use_gpu=True,
+        worker_memory_mb=3000,
+    )
+
+
+def test_scheduler_submits_roots_first_and_gpu_lines_hold_a_gpu(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    scheduler = _scheduler_for(fixtures_dir, tmp_path)
+    first = scheduler.next_submissions()
+    assert [s.line.line_id for s in first] == [
+        "01_unpack_topo_reference:reference",
+        "02_unpack_secondary_slc:20250418",
+        "02_unpack_secondary_slc:20250430",
+        "02_unpack_secondary_slc:20250512",
+    ]
+    reference, secondary = first[0], first[1]
+    assert reference.resource_class == "gpu" and reference.memory_mb == 2200
+    assert reference.dask_resources(gpu=True) == {"MEMORY_MB": 2200.0, "GPU": 1.0}
+    assert reference.dask_resources(gpu=False) == {"MEMORY_MB": 2200.0}
+    assert secondary.dask_resources(gpu=True) == {"MEMORY_MB": 540.0}
+    assert line_task_options(reference.line, "gpu") == {
+        "task_run_name": "unpack_topo_reference-reference",
+        "tags": {"gpu", "topsstack"},
+    }
+    assert line_task_options(reference.line, "gpu", 2)["task_run_name"].endswith("-retry1")
+    assert scheduler.next_submissions() == []  # nothing new until something finishes
+
+
+def test_scheduler_retries_oom_and_transient_once_each_then_stops(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    scheduler = _scheduler_for(fixtures_dir, tmp_path)
+    reference = scheduler.next_submissions()[0]
+    line_id = reference.line.line_id
+
+    def failure(kind: FailureKind) -> LineFailed:
+        return LineFailed(line_id, kind, tmp_path / "x.log", "tail")
+
+    oom_retry = scheduler.failed(line_id, failure("oom"))
+    assert oom_retry is not None and oom_retry.memory_mb == 3000  # 1.5 x 2200, capped
+    transient_retry = scheduler.failed(line_id, failure("transient"))
+    assert transient_retry is not None and transient_retry.memory_mb == 3000
+    assert transient_retry.attempt == 3
+    assert scheduler.failed(line_id, failure("oom")) is None
+    assert scheduler.stopped and scheduler.next_submissions() == []
+    for sub in scheduler.running():  # the lines already running still finish
+        scheduler.succeeded(sub.line.line_id, skipped_result(sub.line))
+    assert scheduler.finished
+    report = scheduler.report()
+    assert [f.line_id for f in report.failures] == [line_id]
+    assert len(report.not_started) == 59 - 4
+    with pytest.raises(StackFailed, match="reduce parallelism or raise the memory budget"):
+        raise StackFailed(report)
+
+
+def test_scheduler_skips_done_lines_without_submitting_them(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    scheduler = _scheduler_for(fixtures_dir, tmp_path)
+    done = {"01_unpack_topo_reference:reference", "02_unpack_secondary_slc:20250418"}
+    first = scheduler.next_submissions(is_done=lambda line: line.line_id in done)
+    # Lines made ready by skipped lines are submitted in the same call, not forced.
+    assert [s.line.line_id for s in first] == [
+        "02_unpack_secondary_slc:20250430",
+        "02_unpack_secondary_slc:20250512",
+        "03_average_baseline:20250418",
+        "04_extract_burst_overlaps:all",
+    ]
+    assert not any(s.force for s in first)
+    result = scheduler.result("01_unpack_topo_reference:reference")
+    assert result is not None and result.status == "skipped"
+    # A line whose upstream line re-ran is forced, marker or not.
+    ran = first[0].line
+    scheduler.succeeded(ran.line_id, replace(skipped_result(ran), status="ran"))
+    (forced,) = scheduler.next_submissions(is_done=lambda line: True)
+    assert forced.line.line_id == "03_average_baseline:20250430" and forced.force

@@ -1,0 +1,140 @@
+"""The run report: markdown, self-contained HTML, Prefect artifact."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks import figures, report
+
+from .synthetic import SyntheticMintpy
+
+
+@pytest.fixture
+def figure_paths(synthetic_mintpy: SyntheticMintpy, tmp_path: Path) -> list[Path]:
+    return figures.make_figures(synthetic_mintpy.mintpy_dir, tmp_path / "out" / "figures")
+
+
+def _inputs(figure_paths: list[Path], synthetic_mintpy: SyntheticMintpy) -> report.ReportInputs:
+    return report.ReportInputs(
+        scenes_per_date={
+            "2024-12-01": ["S1A_IW_SLC__1SDV_20241201T101010_A.zip"],
+            "2024-12-13": ["S1A_IW_SLC__1SDV_20241213T101010_B.zip", "S1A_C.zip"],
+        },
+        excluded_dates={"2024-12-25": "no orbit file (neither precise nor restituted)"},
+        orbit_kind={"2024-12-01": "precise", "2024-12-13": "restituted"},
+        synthetic=True,
+        steps=[
+            report.StepSummary("search", run=1, duration_s=2.0),
+            report.StepSummary("unwrap", run=12, skipped=3, failed=1, duration_s=3725.0, retries=2),
+        ],
+        figures=figure_paths,
+        velocity_stats=report.velocity_statistics(synthetic_mintpy.mintpy_dir),
+        velocity_rmse_mm_yr=0.8421,
+        outputs={"zarr": Path("/data/work/products/timeseries.zarr")},
+        stack_name="t142_f106",
+    )
+
+
+def test_velocity_statistics_over_masked_pixels(synthetic_mintpy: SyntheticMintpy) -> None:
+    stats = report.velocity_statistics(synthetic_mintpy.mintpy_dir)
+    v = synthetic_mintpy.velocity.astype(np.float64) * 1000.0
+    finite = np.isfinite(v)
+    values = v[synthetic_mintpy.mask & finite]
+    assert stats["min"] == pytest.approx(values.min())
+    assert stats["max"] == pytest.approx(values.max())
+    assert stats["mean"] == pytest.approx(values.mean())
+    assert stats["std"] == pytest.approx(values.std())
+    assert stats["n_pixels"] == values.size
+    assert stats["reliable_fraction"] == pytest.approx(values.size / finite.sum())
+    # masking matters: some finite pixels are left out
+    assert values.size < finite.sum()
+
+
+def test_report_markdown_has_every_section(
+    figure_paths: list[Path], synthetic_mintpy: SyntheticMintpy, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "out"
+    md_path, html_path, md = report.write_report(out_dir, _inputs(figure_paths, synthetic_mintpy))
+    assert md_path == out_dir / "report.md" and html_path == out_dir / "report.html"
+    assert md_path.read_text() == md
+    for heading in (
+        "# insarflow run report",
+        "## Inputs",
+        "### Excluded dates",
+        "## Processing",
+        "## Results",
+        "## Outputs",
+    ):
+        assert re.search(rf"^{re.escape(heading)}$", md, re.M), heading
+    assert "**SYNTHETIC DATA" in md
+    assert "Stack: **t142_f106**" in md
+    assert (
+        "| 2024-12-13 | 2 | S1A_IW_SLC__1SDV_20241213T101010_B.zip, S1A_C.zip | restituted |" in md
+    )
+    assert "| 2024-12-25 | no orbit file (neither precise nor restituted) |" in md
+    assert "| unwrap | 12 | 3 | 1 | 2 | 1:02:05 |" in md
+    assert "| **total** | 13 | 3 | 1 | 2 | 1:02:07 |" in md
+    assert "**Steps with failures:** unwrap." in md
+    assert "0.842 mm/yr" in md
+    assert "`/data/work/products/timeseries.zarr`" in md
+    for path in figure_paths:
+        assert f"](figures/{path.name})" in md
+
+
+def test_report_html_is_self_contained(
+    figure_paths: list[Path], synthetic_mintpy: SyntheticMintpy, tmp_path: Path
+) -> None:
+    _, html_path, _ = report.write_report(tmp_path / "out", _inputs(figure_paths, synthetic_mintpy))
+    page = html_path.read_text()
+    sources = re.findall(r'<img[^>]*src="([^"]+)"', page)
+    assert len(sources) == len(figure_paths)
+    for src, path in zip(sources, figure_paths, strict=True):
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) == path.read_bytes()
+    assert "<table>" in page and "<h2>Processing</h2>" in page
+    assert "<strong>SYNTHETIC DATA" in page
+
+
+def test_real_data_report_has_no_synthetic_note(tmp_path: Path) -> None:
+    _, _, md = report.write_report(tmp_path, report.ReportInputs())
+    assert "SYNTHETIC" not in md
+    assert "No processing steps recorded." in md
+
+
+def test_missing_figure_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"ReportInputs\.figures: .*nope\.png"):
+        report.write_report(tmp_path, report.ReportInputs(figures=[tmp_path / "nope.png"]))
+
+
+def test_report_task_publishes_the_artifact(
+    prefect_harness: None,
+    figure_paths: list[Path],
+    synthetic_mintpy: SyntheticMintpy,
+    tmp_path: Path,
+) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    @flow
+    def report_flow() -> str:
+        return report.write_report_task(tmp_path / "out", _inputs(figure_paths, synthetic_mintpy))[
+            2
+        ]
+
+    md = report_flow()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[report.ARTIFACT_KEY]))
+        )
+    assert artifacts, "no run-report artifact"
+    body = str(artifacts[-1].data)
+    assert "## Processing" in body and "**SYNTHETIC DATA" in body
+    assert "![" not in body  # local images cannot render in the UI
+    assert "*Figure: velocity map* (`figures/velocity_map.png`)" in body
+    assert "## Processing" in md
