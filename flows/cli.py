@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -166,8 +166,17 @@ def run_cmd(
     if STAGES.index(from_stage) > STAGES.index(until):
         err_console.print(f"[red]--from {from_stage} comes after --until {until}[/red]; swap them")
         raise typer.Exit(2)
-    result = sbas(cfg, from_stage=from_stage, until=until)
+    try:
+        result = sbas(cfg, from_stage=from_stage, until=until)
+    except Exception as exc:
+        _fail(exc)
     _print_result(result)
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    """End a failed run with its message (the full traceback is in the logs above)."""
+    err_console.print(f"[bold red]run failed[/bold red]: {exc}", highlight=False)
+    raise typer.Exit(1) from None
 
 
 def _print_result(result: object) -> None:
@@ -192,7 +201,10 @@ def demo_cmd(
     from flows.demo import demo_config, run_demo
 
     cfg = demo_config(workdir, dates=dates, seed=seed)
-    outcome = run_demo(cfg)
+    try:
+        outcome = run_demo(cfg)
+    except Exception as exc:
+        _fail(exc)
     console.print(outcome.summary())
 
 

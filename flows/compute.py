@@ -59,7 +59,7 @@ def task_runner_kwargs(compute: ComputeConfig) -> dict[str, Any]:
             "threads_per_worker": compute.threads_per_worker,
             "processes": True,
             "resources": worker_resources(per_worker_mb, compute.gpus),
-            "dashboard_address": None,
+            "dashboard_address": ":0",  # any free port
         },
     }
 

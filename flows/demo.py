@@ -22,6 +22,7 @@ from flows.config import (
     SimulatorConfig,
     StackConfig,
     TopsStackConfig,
+    config_template,
 )
 from flows.sbas import SbasResult, sbas
 
@@ -37,7 +38,9 @@ def demo_config(workdir: Path, *, dates: int = 12, seed: int = 42) -> StackConfi
         topsstack=TopsStackConfig(
             swaths=[3], coregistration="geometry", connections=3, filter_strength=0.6
         ),
-        mintpy=MintpyConfig(max_memory_gb=2.0),
+        # The synthetic scene's coherence (0.9 at 12 days, decaying over 60 days) is
+        # below MintPy's default 0.85 for automatic reference-point selection.
+        mintpy=MintpyConfig(max_memory_gb=2.0, extra={"mintpy.reference.minCoherence": "0.5"}),
         compute=ComputeConfig(workers=2, threads_per_worker=1, memory_gb=4.0),
         simulator=SimulatorConfig(seed=seed, dates=dates),
     )
@@ -45,7 +48,12 @@ def demo_config(workdir: Path, *, dates: int = 12, seed: int = 42) -> StackConfi
 
 @dataclass
 class VelocityError:
-    """Recovered-vs-true LOS velocity on coherent pixels."""
+    """Recovered-vs-true LOS velocity on coherent pixels.
+
+    MintPy's velocities are relative to one reference pixel, whose own noise
+    (decorrelation, atmosphere) shifts the whole map: that shift is ``bias_mm_yr``.
+    ``rmse_mm_yr`` is the RMS of the difference once that shift is removed.
+    """
 
     rmse_mm_yr: float
     bias_mm_yr: float
@@ -60,16 +68,17 @@ def velocity_error(mintpy_dir: Path, truth_file: Path) -> VelocityError:
         ref_y, ref_x = int(f.attrs["REF_Y"]), int(f.attrs["REF_X"])
     with h5py.File(truth_file, "r") as f:
         true = f["velocity"][()].astype("f8")
-        coherent = f["coherent_mask"][()].astype(bool)
+        coherent = f["mask"][()].astype(bool)
     mask_file = mintpy_dir / "maskTempCoh.h5"
     if mask_file.is_file():
         with h5py.File(mask_file, "r") as f:
             coherent &= f["mask"][()].astype(bool)
     diff = (est - (true - true[ref_y, ref_x])) * 1000.0
     values = diff[coherent & np.isfinite(diff)]
+    bias = float(np.median(values))
     return VelocityError(
-        rmse_mm_yr=float(np.sqrt(np.mean(values**2))),
-        bias_mm_yr=float(np.mean(values)),
+        rmse_mm_yr=float(np.sqrt(np.mean((values - bias) ** 2))),
+        bias_mm_yr=bias,
         pixels=int(values.size),
     )
 
@@ -89,14 +98,21 @@ class DemoOutcome:
             f"  figures    : {r.figures[0].parent if r.figures else '-'}",
             f"  report     : {r.report_html}",
             f"  velocity   : {r.velocity}",
-            f"  recovered vs true LOS velocity: RMSE {self.error.rmse_mm_yr:.2f} mm/yr, "
-            f"bias {self.error.bias_mm_yr:+.2f} mm/yr over {self.error.pixels} coherent pixels",
+            f"  recovered vs true LOS velocity over {self.error.pixels} coherent pixels: "
+            f"RMSE {self.error.rmse_mm_yr:.2f} mm/yr after removing the reference-pixel "
+            f"offset of {self.error.bias_mm_yr:+.2f} mm/yr",
         ]
         return "\n".join(lines)
 
 
 def run_demo(config: StackConfig) -> DemoOutcome:
-    """Run the demo stack end to end and measure the velocity error."""
+    """Run the demo stack end to end and measure the velocity error.
+
+    The configuration is saved as ``<work_dir>/demo.yaml`` first, so single stages can
+    be rerun with ``insarflow run <work_dir>/demo.yaml --from sbas``.
+    """
+    config.paths.root.mkdir(parents=True, exist_ok=True)
+    (config.paths.root / "demo.yaml").write_text(config_template(config))
     result = sbas(config)
     error = velocity_error(config.paths.mintpy, config.paths.stack / "simulator" / "truth.h5")
     return DemoOutcome(result=result, error=error)

@@ -15,6 +15,7 @@ from flows.config import StackConfig
 if TYPE_CHECKING:
     from tasks.report import StepSummary
     from tasks.simulator.scene import SceneSpec
+    from tasks.topsstack.executor import ExecutionReport
 
 # ------------------------------------------------------------------------ results
 
@@ -64,7 +65,9 @@ class TopsStackResult:
     """What the topsStack stage produced."""
 
     stack_dir: Path
-    report: dict[str, object] = field(default_factory=dict)
+    steps: list[StepSummary] = field(default_factory=list)
+    wall_s: float = 0.0
+    critical_path: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -187,6 +190,7 @@ def _acquire_real(config: StackConfig) -> AcquireResult:
 @flow(name="topsstack-stage")
 def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> TopsStackResult:
     """Write run files with stackSentinel.py (or the simulator) and execute them as a DAG."""
+    from flows.compute import task_runner_kwargs
     from flows.topsstack import topsstack_flow
     from tasks.topsstack.stack_sentinel import (
         build_stack_sentinel_args,
@@ -265,8 +269,14 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         extra_path=extra_path,
         env=env,
         scheduler_address=compute.scheduler_address,
+        cluster=task_runner_kwargs(compute) if compute.jobqueue else None,
     )
-    return TopsStackResult(stack_dir=paths.stack, report=_as_dict(report))
+    return TopsStackResult(
+        stack_dir=paths.stack,
+        steps=step_summaries(report),
+        wall_s=report.wall_s,
+        critical_path=list(report.critical_path),
+    )
 
 
 def _bursts_per_swath(config: StackConfig) -> int:
@@ -278,10 +288,34 @@ def _bursts_per_swath(config: StackConfig) -> int:
     return BURSTS_PER_SWATH
 
 
-def _as_dict(report: object) -> dict[str, object]:
-    if isinstance(report, dict):
-        return report
-    return dict(getattr(report, "__dict__", {}))
+def step_summaries(report: ExecutionReport) -> list[StepSummary]:
+    """Lines run/skipped/failed, time and retries per run-file step."""
+    from collections import Counter, defaultdict
+
+    from tasks.report import StepSummary
+
+    def step_of(line_id: str) -> str:
+        return line_id.split(":", 1)[0]
+
+    status = Counter((step_of(k), r.status) for k, r in report.results.items())
+    failed = Counter(step_of(f.line_id) for f in report.failures)
+    seconds: defaultdict[str, float] = defaultdict(float)
+    retries: Counter[str] = Counter()
+    for attempt in report.attempts:
+        seconds[step_of(attempt.line_id)] += attempt.duration_s
+        retries[step_of(attempt.line_id)] += attempt.attempt > 1
+    steps = sorted({s for s, _ in status} | set(failed))
+    return [
+        StepSummary(
+            name=step,
+            run=status[(step, "ran")],
+            skipped=status[(step, "skipped")],
+            failed=failed[step],
+            duration_s=round(seconds[step], 2),
+            retries=retries[step],
+        )
+        for step in steps
+    ]
 
 
 # ------------------------------------------------------------------------- sbas
@@ -364,7 +398,7 @@ def products_stage(
         scenes_per_date=_scenes_per_date(acquired),
         excluded_dates=acquired.excluded if acquired else {},
         orbit_kind=acquired.orbit_kinds if acquired else {},
-        steps=_step_summaries(stack.report if stack else {}),
+        steps=stack.steps if stack else [],
         figures=list(figures),
         velocity_stats=velocity_statistics(paths.mintpy),
         outputs={k: str(v) for k, v in outputs.items()},
@@ -394,17 +428,3 @@ def _scenes_per_date(acquired: AcquireResult | None) -> dict[str, list[str]]:
                 per_date[d].append(safe.name)
                 break
     return per_date
-
-
-def _step_summaries(report: dict[str, object]) -> list[StepSummary]:
-    """Per-step summaries from the topsStack execution report."""
-    from tasks.report import StepSummary
-
-    steps = report.get("steps", [])
-    out: list[StepSummary] = []
-    for step in steps if isinstance(steps, list) else []:
-        if isinstance(step, StepSummary):
-            out.append(step)
-        elif isinstance(step, dict):
-            out.append(StepSummary(**step))
-    return out

@@ -53,12 +53,15 @@ def make_task_runner(
     threads_per_worker: int,
     use_gpu: bool = False,
     scheduler_address: str | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> DaskTaskRunner:
     """A runner on an existing scheduler, or on a local cluster sharing the memory budget.
 
     Local workers are threads of one process: each line is an external program, so worker
     threads only wait on subprocesses, and one process starts fast and pickles nothing.
     """
+    if cluster:  # e.g. a dask-jobqueue cluster spec (flows.compute.task_runner_kwargs)
+        return DaskTaskRunner(**cluster)
     if scheduler_address:
         return DaskTaskRunner(address=scheduler_address)
     return DaskTaskRunner(
@@ -91,14 +94,18 @@ def _check_capacity(
     capacity: dict[str, float] | None, runner: TaskRunner[Any], use_gpu: bool
 ) -> bool:
     """Whether to annotate Dask resources; raises when workers cannot run what is asked."""
-    logger = get_run_logger()
+    if capacity is None and isinstance(runner, DaskTaskRunner):
+        get_run_logger().warning(
+            "no Dask worker has joined yet: lines reserve MEMORY_MB (and GPU) assuming the "
+            "workers that join advertise them"
+        )
+        return True
     if capacity is None:
-        logger.warning(
-            "task runner %s reports no Dask worker resources: the memory budget is not "
-            "enforced by the cluster",
+        get_run_logger().warning(
+            "task runner %s is not Dask: the memory budget is not enforced",
             type(runner).__name__,
         )
-        return isinstance(runner, DaskTaskRunner)
+        return False
     if "MEMORY_MB" not in capacity:
         raise ValueError(
             "the Dask workers advertise no MEMORY_MB resource, so the memory budget cannot be "
@@ -246,6 +253,7 @@ def topsstack_flow(
     extra_path: list[Path] | None = None,
     env: dict[str, str] | None = None,
     scheduler_address: str | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> ExecutionReport:
     """Execute the run files of ``stack_dir`` as a dependency graph on a Dask cluster."""
     lines = parse_run_files(stack_dir)
@@ -256,6 +264,7 @@ def topsstack_flow(
         threads_per_worker=threads_per_worker,
         use_gpu=use_gpu,
         scheduler_address=scheduler_address,
+        cluster=cluster,
     )
     with runner:
         try:

@@ -152,11 +152,7 @@ def _from_secret_block(service: Service, name: str, loader: SecretLoader) -> Cre
         elif ":" in text:
             username, _, password = text.partition(":")
             value = {"username": username, "password": password}
-    if (
-        not isinstance(value, Mapping)
-        or not value.get("username")
-        or not value.get("password")
-    ):
+    if not isinstance(value, Mapping) or not value.get("username") or not value.get("password"):
         raise CredentialsError(
             f"Prefect Secret block {name!r} must hold {{'username': ..., 'password': ...}} "
             "or the string 'username:password'"
@@ -221,9 +217,7 @@ def load_earthdata_credentials(
     env: Mapping[str, str] | None = None,
 ) -> Credentials:
     """Earthdata login (ASF SLC downloads, SRTM for ISCE2's dem.py)."""
-    return load_credentials(
-        "earthdata", secret_block=secret_block, netrc_path=netrc_path, env=env
-    )
+    return load_credentials("earthdata", secret_block=secret_block, netrc_path=netrc_path, env=env)
 
 
 def write_private_netrc(directory: Path, credentials: Sequence[Credentials]) -> Path:
@@ -312,6 +306,4 @@ class EarthdataAuth(httpx.Auth):
             request = httpx.Request(
                 method, response.url.join(location), headers=headers, extensions=request.extensions
             )
-        raise httpx.TooManyRedirects(
-            f"more than {self._max_redirects} redirects", request=request
-        )
+        raise httpx.TooManyRedirects(f"more than {self._max_redirects} redirects", request=request)

@@ -76,8 +76,10 @@ class DemInfo:
         tol_lat, tol_lon = abs(self.dlat), abs(self.dlon)
         south, north, west, east = snwe
         return (
-            s <= south + tol_lat and n >= north - tol_lat
-            and w <= west + tol_lon and e >= east - tol_lon
+            s <= south + tol_lat
+            and n >= north - tol_lat
+            and w <= west + tol_lon
+            and e >= east - tol_lon
         )
 
 
@@ -129,8 +131,9 @@ def _prop(parent: ET.Element, name: str, value: object, doc: str) -> None:
     ET.SubElement(prop, "doc").text = doc
 
 
-def _coordinate(parent: ET.Element, name: str, doc: str, start: float, delta: float,
-                size: int) -> None:
+def _coordinate(
+    parent: ET.Element, name: str, doc: str, start: float, delta: float, size: int
+) -> None:
     comp = ET.SubElement(parent, "component", name=name)
     ET.SubElement(comp, "factorymodule").text = "isceobj.Image"
     ET.SubElement(comp, "factoryname").text = "createCoordinate"
@@ -143,15 +146,24 @@ def _coordinate(parent: ET.Element, name: str, doc: str, start: float, delta: fl
     _prop(comp, "startingvalue", repr(start), "Starting value of the coordinate.")
 
 
-def _dem_xml(path: Path, width: int, length: int, isce_type: str, lon0: float, dlon: float,
-             lat0: float, dlat: float) -> ET.Element:
+def _dem_xml(
+    path: Path,
+    width: int,
+    length: int,
+    isce_type: str,
+    lon0: float,
+    dlon: float,
+    lat0: float,
+    dlat: float,
+) -> ET.Element:
     """The ``imageFile`` XML ISCE2 writes for a DEM image (family demimage, WGS84)."""
     root = ET.Element("imageFile")
     _prop(root, "access_mode", "read", "Image access mode.")
     _prop(root, "byte_order", "l", "Endianness of the image.")
     _coordinate(root, "coordinate1", "First coordinate of a 2D image (width).", lon0, dlon, width)
-    _coordinate(root, "coordinate2", "Second coordinate of a 2D image (length).", lat0, dlat,
-                length)
+    _coordinate(
+        root, "coordinate2", "Second coordinate of a 2D image (length).", lat0, dlat, length
+    )
     _prop(root, "data_type", isce_type, "Image data type.")
     _prop(root, "extra_file_name", f"{path}.vrt", "For example name of vrt metadata.")
     _prop(root, "family", "demimage", "Instance family name")
@@ -169,14 +181,21 @@ def _dem_xml(path: Path, width: int, length: int, isce_type: str, lon0: float, d
     return root
 
 
-def _dem_vrt(path: Path, width: int, length: int, gdal_type: str, itemsize: int, lon0: float,
-             dlon: float, lat0: float, dlat: float) -> ET.Element:
+def _dem_vrt(
+    path: Path,
+    width: int,
+    length: int,
+    gdal_type: str,
+    itemsize: int,
+    lon0: float,
+    dlon: float,
+    lat0: float,
+    dlat: float,
+) -> ET.Element:
     """The VRT ISCE2 renders beside a geocoded image (SRS and GeoTransform from its XML)."""
     root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(length))
     ET.SubElement(root, "SRS").text = "EPSG:4326"
-    ET.SubElement(root, "GeoTransform").text = (
-        f"{lon0!r}, {dlon!r}, 0.0, {lat0!r}, 0.0, {dlat!r}"
-    )
+    ET.SubElement(root, "GeoTransform").text = f"{lon0!r}, {dlon!r}, 0.0, {lat0!r}, 0.0, {dlat!r}"
     band = ET.SubElement(
         root, "VRTRasterBand", dataType=gdal_type, band="1", subClass="VRTRawRasterBand"
     )
@@ -234,12 +253,14 @@ def read_dem_info(path: Path) -> DemInfo:
     xml_path = path.with_name(path.name + ".xml")
     try:
         root = ET.parse(xml_path).getroot()
-        props = {p.get("name"): (p.findtext("value") or "").strip()
-                 for p in root.findall("property")}
+        props = {
+            p.get("name"): (p.findtext("value") or "").strip() for p in root.findall("property")
+        }
         coords = {}
         for comp in root.findall("component"):
-            cprops = {p.get("name"): (p.findtext("value") or "").strip()
-                      for p in comp.findall("property")}
+            cprops = {
+                p.get("name"): (p.findtext("value") or "").strip() for p in comp.findall("property")
+            }
             coords[(comp.get("name") or "").lower()] = cprops
         dtype = _FROM_ISCE[props["data_type"].upper()]
         info = DemInfo(
@@ -317,12 +338,13 @@ def stitch_copernicus_dem(
         ) from None
     t = profile["transform"]
     path = dem_dir / dem_filename(bounds)
-    info = write_isce_dem(
-        path, heights, lon0=t.c, dlon=t.a, lat0=t.f, dlat=t.e, dtype=dtype
-    )
+    info = write_isce_dem(path, heights, lon0=t.c, dlon=t.a, lat0=t.f, dlat=t.e, dtype=dtype)
     run_logger().info(
-        "DEM %s: %d x %d samples, S%.4f N%.4f W%.4f E%.4f", path.name, info.width,
-        info.length, *info.snwe,
+        "DEM %s: %d x %d samples, S%.4f N%.4f W%.4f E%.4f",
+        path.name,
+        info.width,
+        info.length,
+        *info.snwe,
     )
     return info
 
@@ -351,8 +373,14 @@ def stitch_isce2_dem(
             write_private_netrc(Path(home), [credentials])
             env["HOME"] = home
         try:
-            run_command(args, log_path=log_path, cwd=dem_dir, env=env, extra_path=extra_path,
-                        secrets=secrets)
+            run_command(
+                args,
+                log_path=log_path,
+                cwd=dem_dir,
+                env=env,
+                extra_path=extra_path,
+                secrets=secrets,
+            )
         except FileNotFoundError:
             raise DemError(
                 "dem.py (ISCE2) is not on PATH: install ISCE2 (conda-forge `isce2`) or use "
@@ -438,6 +466,10 @@ def prepare_dem_task(
 ) -> Path:
     """Prefect task: :func:`prepare_dem`."""
     return prepare_dem(
-        snwe, dem_dir, source=source, margin_deg=margin_deg, credentials=credentials,
+        snwe,
+        dem_dir,
+        source=source,
+        margin_deg=margin_deg,
+        credentials=credentials,
         log_path=log_path,
     )

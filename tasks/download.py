@@ -238,8 +238,8 @@ class _Tracker:
         self._log_interval = log_interval_s
         self._file_bytes: dict[Path, int] = {item.dest: 0 for item in items}
         sizes = [item.size for item in items]
-        self.total: int | None = None if any(s is None for s in sizes) else sum(
-            s for s in sizes if s is not None
+        self.total: int | None = (
+            None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
         )
         self._transferred = 0
         self._start = time.monotonic()
@@ -250,8 +250,9 @@ class _Tracker:
         if _in_prefect_run():
             self._artifact = _create_progress_artifact(f"Downloading {len(items)} file(s)")
 
-    def set_file(self, item: DownloadItem, nbytes: int, *, transferred: int = 0,
-                 finished: bool = False) -> None:
+    def set_file(
+        self, item: DownloadItem, nbytes: int, *, transferred: int = 0, finished: bool = False
+    ) -> None:
         """Record that ``item`` now has ``nbytes`` on disk (``transferred`` of them new)."""
         with self._lock:
             self._file_bytes[item.dest] = nbytes

@@ -56,6 +56,7 @@ class SafeScene:
 
     @property
     def date(self) -> str:
+        """Acquisition date, YYYYMMDD."""
         return self.start.strftime("%Y%m%d")
 
 
@@ -152,9 +153,7 @@ def find_local_orbit(
     scene: SafeScene, orbit_dir: Path, kind: OrbitKind, margin: timedelta
 ) -> OrbitFile | None:
     """The newest local orbit of ``kind`` covering ``scene``, or None."""
-    candidates = [
-        o for o in local_orbits(orbit_dir) if o.kind == kind and o.covers(scene, margin)
-    ]
+    candidates = [o for o in local_orbits(orbit_dir) if o.kind == kind and o.covers(scene, margin)]
     return max(candidates, key=lambda o: o.created) if candidates else None
 
 
@@ -210,7 +209,8 @@ def select_orbit(
         tried.append(f"{kind} download gave no file covering the scene")
     raise OrbitError(
         f"no orbit covers scene {scene.name} ({scene.mission} {scene.start:%Y-%m-%dT%H:%M:%S}"
-        f"..{scene.stop:%H:%M:%S} UTC, margin {margin_s:.0f} s): " + "; ".join(tried)
+        f"..{scene.stop:%H:%M:%S} UTC, margin {margin_s:.0f} s): "
+        + "; ".join(tried)
         + ". Put a matching EOF into the orbit directory or retry when the network is back."
     )
 

@@ -674,37 +674,45 @@ def _remove_attempt_outputs(
 _RUNNER = """\
 import sys
 
-if "quick_overview" in sys.argv[1:]:
-    import numpy as np
-    from mintpy.utils import plot, readfile
 
-    _plot_tint = getattr(plot, "plot_num_triplet_with_nonzero_integer_ambiguity", None)
+def _run() -> None:
+    if "quick_overview" in sys.argv[1:]:
+        import numpy as np
+        from mintpy.utils import plot, readfile
 
-    def _plot_tint_if_any(fname, *args, **kwargs):
-        if not np.any(np.nan_to_num(readfile.read(fname)[0]) > 0):
-            print("no triplet with a non-zero integer ambiguity: histogram plot skipped")
-            return None
-        return _plot_tint(fname, *args, **kwargs)
+        _plot_tint = getattr(plot, "plot_num_triplet_with_nonzero_integer_ambiguity", None)
 
-    if _plot_tint is not None:
-        plot.plot_num_triplet_with_nonzero_integer_ambiguity = _plot_tint_if_any
+        def _plot_tint_if_any(fname, *args, **kwargs):
+            if not np.any(np.nan_to_num(readfile.read(fname)[0]) > 0):
+                print("no triplet with a non-zero integer ambiguity: histogram plot skipped")
+                return None
+            return _plot_tint(fname, *args, **kwargs)
 
-if "correct_unwrap_error" in sys.argv[1:]:
-    from mintpy.objects import conncomp
+        if _plot_tint is not None:
+            plot.plot_num_triplet_with_nonzero_integer_ambiguity = _plot_tint_if_any
 
-    _find_bridges = conncomp.connectComponent.find_mst_bridge
+    if "correct_unwrap_error" in sys.argv[1:]:
+        from mintpy.objects import conncomp
 
-    def _find_bridges_if_several(self):
-        if getattr(self, "numLabel", 2) <= 1:
-            self.bridges, self.num_bridge = [], 0
-            return self.bridges
-        return _find_bridges(self)
+        _find_bridges = conncomp.connectComponent.find_mst_bridge
 
-    conncomp.connectComponent.find_mst_bridge = _find_bridges_if_several
+        def _find_bridges_if_several(self):
+            if getattr(self, "numLabel", 2) <= 1:
+                self.bridges, self.num_bridge = [], 0
+                return self.bridges
+            return _find_bridges(self)
 
-from mintpy.cli.smallbaselineApp import main
+        conncomp.connectComponent.find_mst_bridge = _find_bridges_if_several
 
-main(sys.argv[1:])
+    from mintpy.cli.smallbaselineApp import main
+
+    main(sys.argv[1:])
+
+
+# Dask workers (mintpy.compute.cluster = local) re-import this file: patch and run only
+# in the main process.
+if __name__ == "__main__":
+    _run()
 """
 
 

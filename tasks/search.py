@@ -27,8 +27,12 @@ SNWE = tuple[float, float, float, float]
 # Uncovered share of the area tolerated for floating-point slop between adjacent slices.
 COVERAGE_TOLERANCE = 1e-6
 
-_PLATFORMS = {"S1A": "SENTINEL-1A", "S1B": "SENTINEL-1B", "S1C": "SENTINEL-1C",
-              "S1D": "SENTINEL-1D"}
+_PLATFORMS = {
+    "S1A": "SENTINEL-1A",
+    "S1B": "SENTINEL-1B",
+    "S1C": "SENTINEL-1C",
+    "S1D": "SENTINEL-1D",
+}
 # A polarization channel -> the SLC product polarizations that contain it.
 _CHANNELS = {
     "VV": ["VV", "VV+VH"],
@@ -66,6 +70,7 @@ class Scene:
 
     @property
     def footprint(self) -> BaseGeometry:
+        """The footprint as a shapely geometry (lon/lat)."""
         return shapely_wkt.loads(self.footprint_wkt)
 
 
@@ -215,8 +220,13 @@ def _options(
 
 
 def _describe(
-    area: BaseGeometry, track: int, frame: int | None, start: date, end: date,
-    polarization: str | None, flight_direction: str | None,
+    area: BaseGeometry,
+    track: int,
+    frame: int | None,
+    start: date,
+    end: date,
+    polarization: str | None,
+    flight_direction: str | None,
 ) -> str:
     minx, miny, maxx, maxy = area.bounds
     parts = [
@@ -233,9 +243,7 @@ def _describe(
     return ", ".join(parts)
 
 
-def _diagnose(
-    criteria: dict[str, Any], base: dict[str, Any], search: Callable[..., Any]
-) -> str:
+def _diagnose(criteria: dict[str, Any], base: dict[str, Any], search: Callable[..., Any]) -> str:
     """Counts with each criterion dropped in turn, and what the area offers instead."""
     count: Callable[..., int] = asf_search.search_count
     lines: list[str] = []
@@ -252,16 +260,20 @@ def _diagnose(
             widen.append(name)
     if "track" in widen:
         relaxed = {
-            k: v for k, v in base.items()
-            if k not in ("relativeOrbit", "frame", "flightDirection")
+            k: v for k, v in base.items() if k not in ("relativeOrbit", "frame", "flightDirection")
         }
         try:
             found = search(opts=asf_search.ASFSearchOptions(**relaxed), maxResults=250)
-            offers = sorted({
-                (int(p.properties["pathNumber"]), str(p.properties.get("flightDirection")),
-                 _int_or_none(p.properties.get("frameNumber")))
-                for p in found
-            })
+            offers = sorted(
+                {
+                    (
+                        int(p.properties["pathNumber"]),
+                        str(p.properties.get("flightDirection")),
+                        _int_or_none(p.properties.get("frameNumber")),
+                    )
+                    for p in found
+                }
+            )
             shown = ", ".join(f"track {t} {d} frame {f}" for t, d, f in offers[:12])
             lines.append(f"  tracks over this area in these dates: {shown}")
         except Exception as exc:
@@ -290,6 +302,8 @@ def find_scenes(
 ) -> list[Scene]:
     """Query ASF for IW SLC scenes matching the criteria; raise EmptySearchError on none."""
     if start > end:
+        if allow_empty:  # e.g. an update whose next date lies past the configured end
+            return []
         raise EmptySearchError(f"start {start} is after end {end}: swap them")
     area = area_polygon(area_snwe, wkt)
     polarizations = _product_polarizations(polarization)
@@ -297,8 +311,15 @@ def find_scenes(
     asf_search.REPORT_ERRORS = False
     session = session or asf_search.ASFSession()
     base = _options(
-        area, track=track, frame=frame, start=start, end=end, polarizations=polarizations,
-        flight_direction=flight_direction, platforms=platforms, session=session,
+        area,
+        track=track,
+        frame=frame,
+        start=start,
+        end=end,
+        polarizations=polarizations,
+        flight_direction=flight_direction,
+        platforms=platforms,
+        session=session,
         cmr_host=cmr_host,
     )
     search: Callable[..., Any] = asf_search.search
@@ -315,8 +336,11 @@ def find_scenes(
     run_logger().info("search (%s): %d scene(s)", described, len(scenes))
     if scenes or allow_empty:
         return scenes
-    criteria = {"date range": ("start", "end"), "track": ("relativeOrbit",),
-                "area": ("intersectsWith",)}
+    criteria = {
+        "date range": ("start", "end"),
+        "track": ("relativeOrbit",),
+        "area": ("intersectsWith",),
+    }
     if frame is not None:
         criteria["frame"] = ("frame",)
     if polarizations:
@@ -395,9 +419,18 @@ def search_scenes(
     """Search, group by date and keep the dates whose slices cover the area."""
     area = area_polygon(area_snwe, wkt)
     scenes = find_scenes(
-        area_snwe, wkt=wkt, track=track, start=start, end=end, frame=frame,
-        polarization=polarization, flight_direction=flight_direction, platforms=platforms,
-        allow_empty=allow_empty, session=session, cmr_host=cmr_host,
+        area_snwe,
+        wkt=wkt,
+        track=track,
+        start=start,
+        end=end,
+        frame=frame,
+        polarization=polarization,
+        flight_direction=flight_direction,
+        platforms=platforms,
+        allow_empty=allow_empty,
+        session=session,
+        cmr_host=cmr_host,
     )
     result = check_coverage(group_by_date(scenes), area, exclude_dates)
     result.criteria = _describe(area, track, frame, start, end, polarization, flight_direction)
@@ -430,18 +463,25 @@ def summary_rows(result: SearchResult) -> list[dict[str, str]]:
         if day in result.dates:
             scenes = result.dates[day]
             size = sum(s.size or 0 for s in scenes) / 2**30
-            rows.append({
-                "date": day,
-                "status": "kept",
-                "scenes": str(len(scenes)),
-                "size_gib": f"{size:.2f}",
-                "detail": " ".join(s.granule for s in scenes),
-            })
+            rows.append(
+                {
+                    "date": day,
+                    "status": "kept",
+                    "scenes": str(len(scenes)),
+                    "size_gib": f"{size:.2f}",
+                    "detail": " ".join(s.granule for s in scenes),
+                }
+            )
         else:
-            rows.append({
-                "date": day, "status": "excluded", "scenes": "-", "size_gib": "-",
-                "detail": result.excluded[day],
-            })
+            rows.append(
+                {
+                    "date": day,
+                    "status": "excluded",
+                    "scenes": "-",
+                    "size_gib": "-",
+                    "detail": result.excluded[day],
+                }
+            )
     return rows
 
 
@@ -495,9 +535,18 @@ def search_scenes_task(
 ) -> SearchResult:
     """Prefect task: :func:`search_scenes` plus a table artifact of the result."""
     result = search_scenes(
-        area_snwe, wkt=wkt, track=track, start=start, end=end, frame=frame,
-        polarization=polarization, flight_direction=flight_direction, platforms=platforms,
-        exclude_dates=exclude_dates, session=session, cmr_host=cmr_host,
+        area_snwe,
+        wkt=wkt,
+        track=track,
+        start=start,
+        end=end,
+        frame=frame,
+        polarization=polarization,
+        flight_direction=flight_direction,
+        platforms=platforms,
+        exclude_dates=exclude_dates,
+        session=session,
+        cmr_host=cmr_host,
     )
     publish_search_artifact(result)
     return result

@@ -65,7 +65,7 @@ def _matches(record: dict[str, Any], form: list[tuple[str, str]]) -> bool:
             elif wanted[0] not in have:
                 return False
         elif key == "temporal":
-            start, end = (value.split(",") + ["", ""])[:2]
+            start, end = [*value.split(","), "", ""][:2]
             extent = record["umm"]["TemporalExtent"]["RangeDateTime"]
             begin, stop = _time(extent["BeginningDateTime"]), _time(extent["EndingDateTime"])
             if start and stop < _time(start):

@@ -3,8 +3,9 @@
 Serves byte strings with Range support and applies queued :class:`Fault` s, one per
 request: drop the connection mid-body, answer a status (503, 429 + Retry-After, 401...),
 send a short but self-consistent body, flip a byte, or ignore ``Range``. It records every
-request and counts the body bytes it sent, so tests (and benchmarks) can check what a
-client really transferred. Custom endpoints can be added with :meth:`FaultServer.route`.
+request, counts the body bytes it sent and the most requests in flight at once
+(``max_active``), so tests (and benchmarks) can check what a client really did.
+Custom endpoints can be added with :meth:`FaultServer.route`.
 
     with FaultServer() as server:
         url = server.add_file("a.zip", data, faults=[drop_after(1000), status(503)])
@@ -236,7 +237,7 @@ def _parse_range(value: str | None, total: int) -> tuple[int, int] | None:
     """(start, end inclusive) of a single ``bytes=`` range, or None when absent/unparsable."""
     if not value or not value.startswith("bytes="):
         return None
-    first, _, last = value[len("bytes="):].partition("-")
+    first, _, last = value[len("bytes=") :].partition("-")
     if not first.isdigit():
         return None
     start = int(first)
@@ -254,8 +255,15 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def _headers(self) -> dict[str, str]:
             return {k.lower(): v for k, v in self.headers.items()}
 
-        def _send(self, status_code: int, headers: dict[str, str], body: bytes,
-                  *, body_limit: int | None = None, close: bool = False) -> int:
+        def _send(
+            self,
+            status_code: int,
+            headers: dict[str, str],
+            body: bytes,
+            *,
+            body_limit: int | None = None,
+            close: bool = False,
+        ) -> int:
             self.send_response(status_code)
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -297,8 +305,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 server._record(RequestRecord(self.command, path, headers, 404, sent))
                 return
             if entry.auth is not None and headers.get("authorization") != f"Basic {entry.auth}":
-                sent = self._send(401, {"Content-Length": "12", "WWW-Authenticate": "Basic"},
-                                  b"unauthorized")
+                sent = self._send(
+                    401, {"Content-Length": "12", "WWW-Authenticate": "Basic"}, b"unauthorized"
+                )
                 server._record(RequestRecord(self.command, path, headers, 401, sent))
                 return
             faults = [f for f in (fault, *always) if f is not None]
@@ -319,30 +328,32 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             total = len(data)
             wanted = None if "ignore_range" in kinds else _parse_range(headers.get("range"), total)
             if wanted is not None and wanted[0] >= total:
-                sent = self._send(416, {"Content-Range": f"bytes */{total}", "Content-Length": "0"},
-                                  b"")
+                sent = self._send(
+                    416, {"Content-Range": f"bytes */{total}", "Content-Length": "0"}, b""
+                )
                 server._record(RequestRecord(self.command, path, headers, 416, sent))
                 return
             if wanted is None:
                 code, start, end = 200, 0, total - 1
             else:
                 code, (start, end) = 206, wanted
-            body = bytes(data[start:end + 1])
+            body = bytes(data[start : end + 1])
             reply_headers = {"Accept-Ranges": "bytes", "Content-Type": "application/zip"}
             if code == 206:
                 reply_headers["Content-Range"] = f"bytes {start}-{end}/{total}"
             truncate_fault = next((f for f in faults if f.kind == "truncate"), None)
             drop_fault = next((f for f in faults if f.kind == "drop"), None)
             if truncate_fault is not None:
-                body = body[:truncate_fault.after_bytes]
+                body = body[: truncate_fault.after_bytes]
                 if code == 206:
                     reply_headers["Content-Range"] = (
                         f"bytes {start}-{start + len(body) - 1}/{total}"
                     )
             reply_headers["Content-Length"] = str(len(body))
             if drop_fault is not None:
-                sent = self._send(code, reply_headers, body, body_limit=drop_fault.after_bytes,
-                                  close=True)
+                sent = self._send(
+                    code, reply_headers, body, body_limit=drop_fault.after_bytes, close=True
+                )
             else:
                 sent = self._send(code, reply_headers, body)
             server._record(RequestRecord(self.command, path, headers, code, sent))

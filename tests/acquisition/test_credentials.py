@@ -99,8 +99,14 @@ def test_missing_credentials_say_how_to_add_them(tmp_path: Path) -> None:
 
 def test_secret_never_shows_in_repr_str_or_dumps(netrc_file: Path) -> None:
     creds = load_credentials("earthdata", netrc_path=netrc_file, env={})
-    for text in (repr(creds), str(creds), f"{creds}", creds.model_dump_json(),
-                 str(creds.model_dump()), repr(EarthdataAuth(creds))):
+    for text in (
+        repr(creds),
+        str(creds),
+        f"{creds}",
+        creds.model_dump_json(),
+        str(creds.model_dump()),
+        repr(EarthdataAuth(creds)),
+    ):
         assert PLANTED not in text
     assert "earth-user" in repr(creds)
     assert PLANTED in creds.secrets()
@@ -111,8 +117,11 @@ def test_secret_block_loader_formats() -> None:
     def loader(value: object) -> Callable[[str], object]:
         return lambda name: value
 
-    for value in ({"username": "u", "password": PLANTED}, f"u:{PLANTED}",
-                  f'{{"username": "u", "password": "{PLANTED}"}}'):
+    for value in (
+        {"username": "u", "password": PLANTED},
+        f"u:{PLANTED}",
+        f'{{"username": "u", "password": "{PLANTED}"}}',
+    ):
         creds = load_credentials("earthdata", secret_block="blk", secret_loader=loader(value))
         assert creds.username == "u" and creds.password.get_secret_value() == PLANTED
         assert creds.source == "prefect-secret:blk"
@@ -155,8 +164,9 @@ def earthdata() -> Iterator[tuple[FaultServer, FaultServer]]:
             return Reply(302, {"Location": req.query["redirect_uri"] + "?code=c0de"})
 
         def login(req: Request) -> Reply:
-            return Reply(302, {"Location": data_host.url("f.zip"),
-                               "Set-Cookie": "asf-urs=ok; Path=/"})
+            return Reply(
+                302, {"Location": data_host.url("f.zip"), "Set-Cookie": "asf-urs=ok; Path=/"}
+            )
 
         data_host.route("f.zip", product)
         data_host.route("login", login)
@@ -166,8 +176,7 @@ def earthdata() -> Iterator[tuple[FaultServer, FaultServer]]:
 
 
 def _creds() -> Credentials:
-    return Credentials(service="earthdata", username="earth-user", password=PLANTED,
-                       source="test")
+    return Credentials(service="earthdata", username="earth-user", password=PLANTED, source="test")
 
 
 def test_earthdata_auth_keeps_credentials_for_login_host_only(
@@ -181,8 +190,12 @@ def test_earthdata_auth_keeps_credentials_for_login_host_only(
     assert [r.status for r in urs.requests()] == [302]
     assert all("authorization" in r.headers for r in urs.requests())
     assert not any("authorization" in r.headers for r in data_host.requests())
-    assert [r.path for r in data_host.requests()] == ["/f.zip", "/login", "/f.zip",
-                                                      "/storage/f.zip"]
+    assert [r.path for r in data_host.requests()] == [
+        "/f.zip",
+        "/login",
+        "/f.zip",
+        "/storage/f.zip",
+    ]
 
 
 def test_plain_basic_auth_loses_the_header_on_the_redirect(
@@ -222,9 +235,9 @@ sys.exit(3)
 
 
 def _flush_api_logs() -> None:
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
 
-    APILogHandler.flush()
+    APILogWorker.drain_all(timeout=10)
 
 
 def test_planted_secret_appears_nowhere(
@@ -234,6 +247,7 @@ def test_planted_secret_appears_nowhere(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    import eof.download
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -243,7 +257,6 @@ def test_planted_secret_appears_nowhere(
         LogFilterFlowRunId,
     )
 
-    import eof.download
     from tasks.dem import prepare_dem_task
     from tasks.download import download_files_task
     from tasks.orbits import fetch_orbits_task
@@ -280,24 +293,29 @@ def test_planted_secret_appears_nowhere(
 
             run_ids.append(flow_run.id)
             search_scenes_task(
-                (64.5, 65.3, -148.5, -146.0), track=94, start=date(2021, 1, 1),
-                end=date(2021, 1, 31), session=cmr.session(), cmr_host=cmr.host,
+                (64.5, 65.3, -148.5, -146.0),
+                track=94,
+                start=date(2021, 1, 1),
+                end=date(2021, 1, 31),
+                session=cmr.session(),
+                cmr_host=cmr.host,
             )
             steps: list[Callable[[], object]] = [
                 lambda: download_files_task(
                     [DownloadItem(url, tmp_path / "s.zip", size=100)], credentials=earth
                 ),
                 lambda: fetch_orbits_task(
-                    [
-                        "S1A_IW_SLC__1SDV_20230101T000000_20230101T000027_046000_058000_ABCD.zip"
-                    ],
+                    ["S1A_IW_SLC__1SDV_20230101T000000_20230101T000027_046000_058000_ABCD.zip"],
                     tmp_path / "orbits",
                     credentials=earth,
                     esa_credentials=esa,
                 ),
                 lambda: prepare_dem_task(
-                    (32.3, 33.6, 115.4, 116.7), tmp_path / "dem", source="isce2",
-                    credentials=earth, log_path=tmp_path / "dem.log",
+                    (32.3, 33.6, 115.4, 116.7),
+                    tmp_path / "dem",
+                    source="isce2",
+                    credentials=earth,
+                    log_path=tmp_path / "dem.log",
                 ),
             ]
             for step in steps:
@@ -311,9 +329,7 @@ def test_planted_secret_appears_nowhere(
         _flush_api_logs()
 
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids))
-        )
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
         artifacts = client.read_artifacts(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
         )
@@ -327,6 +343,7 @@ def test_planted_secret_appears_nowhere(
     assert "CDSE access token creation failed" in joined
     assert "login earth-user" in joined and "password ********" in joined  # dem.py echo
     assert any(a.key == "scene-search" for a in artifacts)
+    assert any("password ********" in log.message for log in logs)  # shipped to the API
     assert len(texts) >= 6
     for text in texts:
         assert PLANTED not in text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,16 +53,30 @@ def glo30(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     src.mkdir()
     tile = src / "Copernicus_DSM_COG_10_N32_00_E115_00_DEM.tif"
     with rasterio.open(
-        tile, "w", driver="GTiff", width=200, height=200, count=1, dtype="float32",
-        crs="EPSG:4326", transform=Affine(RES, 0, 115 - RES / 2, 0, -RES, 34 + RES / 2),
+        tile,
+        "w",
+        driver="GTiff",
+        width=200,
+        height=200,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=Affine(RES, 0, 115 - RES / 2, 0, -RES, 34 + RES / 2),
         nodata=np.nan,
     ) as ds:
         ds.write(_tile_heights(), 1)
         ds.update_tags(AREA_OR_POINT="Point")
     geoid = src / "geoid.tif"
     with rasterio.open(
-        geoid, "w", driver="GTiff", width=40, height=24, count=1, dtype="float32",
-        crs="EPSG:4326", transform=Affine(0.25, 0, 110, 0, -0.25, 36),
+        geoid,
+        "w",
+        driver="GTiff",
+        width=40,
+        height=24,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=Affine(0.25, 0, 110, 0, -0.25, 36),
     ) as ds:
         ds.write(np.full((24, 40), GEOID_M, "float32"), 1)
 
@@ -86,8 +99,9 @@ def _xml_props(path: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     root = ET.parse(f"{path}.xml").getroot()
     props = {p.get("name") or "": p.findtext("value") or "" for p in root.findall("property")}
     comps = {
-        c.get("name") or "": {p.get("name") or "": p.findtext("value") or ""
-                              for p in c.findall("property")}
+        c.get("name") or "": {
+            p.get("name") or "": p.findtext("value") or "" for p in c.findall("property")
+        }
         for c in root.findall("component")
     }
     return props, comps
@@ -172,14 +186,15 @@ def test_area_without_tiles_is_a_clear_error(glo30: Path, tmp_path: Path) -> Non
 
 def test_int16_dem_and_missing_sidecar(tmp_path: Path) -> None:
     heights = np.array([[1.4, -2.6], [np.nan, 40000.0]])
-    info = write_isce_dem(tmp_path / "x.dem.wgs84", heights, lon0=10.0, dlon=0.5, lat0=5.0,
-                          dlat=-0.5, dtype="int16")
+    info = write_isce_dem(
+        tmp_path / "x.dem.wgs84", heights, lon0=10.0, dlon=0.5, lat0=5.0, dlat=-0.5, dtype="int16"
+    )
     raw = np.fromfile(info.path, dtype="<i2").reshape(2, 2)
     assert raw.tolist() == [[1, -3], [0, 32767]]
     assert _xml_props(info.path)[0]["data_type"] == "SHORT"
     assert info.snwe == (4.0, 5.0, 10.0, 11.0)
     Path(f"{info.path}.xml").unlink()
-    with pytest.raises(DemError, match="sidecar .* is missing"):
+    with pytest.raises(DemError, match=r"sidecar .* is missing"):
         read_dem_info(info.path)
 
 
@@ -214,11 +229,18 @@ def test_isce2_dem_py_gets_credentials_through_a_private_netrc(tmp_path: Path) -
     script = bin_dir / "dem.py"
     script.write_text(FAKE_DEM_PY.format(python=sys.executable))
     script.chmod(0o755)
-    creds = Credentials(service="earthdata", username="earth-user", password="pa55-word!",
-                        source="test")
+    creds = Credentials(
+        service="earthdata", username="earth-user", password="pa55-word!", source="test"
+    )
     dem_dir = tmp_path / "dem"
-    path = prepare_dem(AREA, dem_dir, source="isce2", credentials=creds, extra_path=[bin_dir],
-                       log_path=tmp_path / "logs" / "dem.log")
+    path = prepare_dem(
+        AREA,
+        dem_dir,
+        source="isce2",
+        credentials=creds,
+        extra_path=[bin_dir],
+        log_path=tmp_path / "logs" / "dem.log",
+    )
 
     call = json.loads((dem_dir / "dem_py_call.json").read_text())
     assert call["argv"] == ["-a", "stitch", "-b", "32", "34", "115", "117", "-r", "-s", "1", "-c"]
@@ -231,5 +253,5 @@ def test_isce2_dem_py_gets_credentials_through_a_private_netrc(tmp_path: Path) -
 
 def test_isce2_missing_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(DemError, match="install ISCE2 .* or use dem_source: copernicus"):
+    with pytest.raises(DemError, match=r"install ISCE2 .* or use dem_source: copernicus"):
         prepare_dem(AREA, tmp_path / "dem", source="isce2")

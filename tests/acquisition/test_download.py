@@ -101,8 +101,9 @@ def test_drop_mid_body_resumes_with_only_the_remaining_bytes(
     assert server.bytes_sent("a.zip") == SIZE  # nothing transferred twice
 
 
-def test_503_then_200(server: FaultServer, data: bytes, tmp_path: Path,
-                      caplog: pytest.LogCaptureFixture) -> None:
+def test_503_then_200(
+    server: FaultServer, data: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     url = server.add_file("a.zip", data, faults=[status(503)])
     item = _item(url, tmp_path / "a.zip", data)
     with caplog.at_level(logging.WARNING, logger="insarflow.download"):
@@ -112,8 +113,9 @@ def test_503_then_200(server: FaultServer, data: bytes, tmp_path: Path,
     assert "attempt 1 failed (HTTP 503)" in caplog.text
 
 
-def test_429_honours_retry_after(server: FaultServer, data: bytes, tmp_path: Path,
-                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_429_honours_retry_after(
+    server: FaultServer, data: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     url = server.add_file("a.zip", data, faults=[status(429, Retry_After="1")])
     item = _item(url, tmp_path / "a.zip", data)
     with caplog.at_level(logging.WARNING, logger="insarflow.download"):
@@ -238,8 +240,9 @@ def test_batch_is_bounded_and_reports_every_failure(
 def test_progress_reports_bytes_rate_and_completion(
     server: FaultServer, data: bytes, tmp_path: Path
 ) -> None:
-    items = [_item(server.add_file(f"f{i}.zip", data), tmp_path / f"f{i}.zip", data)
-             for i in range(2)]
+    items = [
+        _item(server.add_file(f"f{i}.zip", data), tmp_path / f"f{i}.zip", data) for i in range(2)
+    ]
     events: list[DownloadProgress] = []
     download_files(items, progress=events.append, max_parallel=2, **FAST)
     finished = [e for e in events if e.finished]

@@ -29,9 +29,7 @@ RESORB_1024 = "S1A_OPER_AUX_RESORB_OPOD_20221024T205436_V20221024T170308_2022102
 
 def _scene(start: datetime, mission: str = "S1A", seconds: int = 27) -> SafeScene:
     stop = start + timedelta(seconds=seconds)
-    name = (
-        f"{mission}_IW_SLC__1SDV_{start:%Y%m%dT%H%M%S}_{stop:%Y%m%dT%H%M%S}_045000_056000_ABCD"
-    )
+    name = f"{mission}_IW_SLC__1SDV_{start:%Y%m%dT%H%M%S}_{stop:%Y%m%dT%H%M%S}_045000_056000_ABCD"
     return parse_safe_name(name + ".zip")
 
 
@@ -47,8 +45,11 @@ def orbit_dir(fixtures_dir: Path, tmp_path: Path) -> Path:
 class Recorder:
     """A downloader that records its calls and serves prepared files per orbit kind."""
 
-    def __init__(self, files: dict[OrbitKind, list[Path]] | None = None,
-                 fail: dict[OrbitKind, Exception] | None = None) -> None:
+    def __init__(
+        self,
+        files: dict[OrbitKind, list[Path]] | None = None,
+        fail: dict[OrbitKind, Exception] | None = None,
+    ) -> None:
         self.files = files or {}
         self.fail = fail or {}
         self.calls: list[tuple[str, OrbitKind]] = []
@@ -95,8 +96,9 @@ def test_parse_names(fixtures_dir: Path) -> None:
 
 
 def test_local_precise_orbit_is_reused_without_network(orbit_dir: Path) -> None:
-    never = Recorder(fail={"precise": AssertionError("network"),
-                           "restituted": AssertionError("network")})
+    never = Recorder(
+        fail={"precise": AssertionError("network"), "restituted": AssertionError("network")}
+    )
     choice = select_orbit(_scene(datetime(2022, 8, 28, 12)), orbit_dir, downloader=never)
     assert choice.kind == "precise"
     assert choice.path == orbit_dir / POEORB_0828
@@ -110,7 +112,8 @@ def test_precise_is_preferred_over_restituted(
     scene = _scene(datetime(2022, 10, 24, 18))
     assert select_orbit(scene, orbit_dir, downloader=Recorder()).kind == "restituted"
     precise = _published(
-        fixtures_dir, tmp_path,
+        fixtures_dir,
+        tmp_path,
         "S1A_OPER_AUX_POEORB_OPOD_20221113T081000_V20221023T225942_20221025T005942.EOF",
     )
     shutil.copyfile(precise, orbit_dir / precise.name)
@@ -135,7 +138,8 @@ def test_restituted_fallback_when_precise_is_not_published(
     orbit_dir: Path, fixtures_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     resorb = _published(
-        fixtures_dir, tmp_path,
+        fixtures_dir,
+        tmp_path,
         "S1A_OPER_AUX_RESORB_OPOD_20250101T030000_V20250101T000000_20250101T033000.EOF",
         source=RESORB_1024,
     )
@@ -172,8 +176,9 @@ def test_other_mission_and_truncated_files_are_not_used(
     orbit_dir: Path, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(OrbitError):
-        select_orbit(_scene(datetime(2022, 8, 28, 12), mission="S1B"), orbit_dir,
-                     downloader=Recorder())
+        select_orbit(
+            _scene(datetime(2022, 8, 28, 12), mission="S1B"), orbit_dir, downloader=Recorder()
+        )
     path = orbit_dir / POEORB_0828
     path.write_bytes(path.read_bytes()[:5000])  # a download cut short
     fetch = Recorder()
@@ -183,8 +188,11 @@ def test_other_mission_and_truncated_files_are_not_used(
 
 
 def test_select_orbits_reports_every_missing_scene(orbit_dir: Path) -> None:
-    scenes = [_scene(datetime(2022, 8, 28, 12)), _scene(datetime(2023, 1, 1)),
-              _scene(datetime(2023, 2, 1))]
+    scenes = [
+        _scene(datetime(2022, 8, 28, 12)),
+        _scene(datetime(2023, 1, 1)),
+        _scene(datetime(2023, 2, 1)),
+    ]
     with pytest.raises(OrbitError, match="2 scene\\(s\\) without orbit") as err:
         select_orbits([s.name for s in scenes], orbit_dir, downloader=Recorder())
     assert scenes[1].name in str(err.value) and scenes[2].name in str(err.value)
@@ -203,8 +211,7 @@ def test_sentineleof_is_called_in_process_with_credentials(
 
     monkeypatch.setattr(eof.download, "download_eofs", fake_download_eofs)
     scene = _scene(datetime(2022, 8, 28, 12))
-    esa = Credentials(service="copernicus", username="esa-user", password="esa-pass",
-                      source="test")
+    esa = Credentials(service="copernicus", username="esa-user", password="esa-pass", source="test")
     sentineleof_downloader(esa=esa)(scene, "precise", tmp_path)
     sentineleof_downloader()(scene, "restituted", tmp_path)
     assert calls[0]["cdse_user"] == "esa-user" and calls[0]["cdse_password"] == "esa-pass"

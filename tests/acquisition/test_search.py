@@ -106,8 +106,9 @@ def test_search_parses_recorded_stack(
     assert {"int,PATH_NUMBER,94", "int,FRAME_NUMBER,210", "string,POLARIZATION,VV+VH"} <= posted
 
 
-def test_umm_parsing_matches_asf_search_properties(stack_records: list[dict[str, Any]],
-                                                   fixtures_dir: Path) -> None:
+def test_umm_parsing_matches_asf_search_properties(
+    stack_records: list[dict[str, Any]], fixtures_dir: Path
+) -> None:
     """Scenes built by asf_search's own UMM parsing agree with the recorded properties."""
     recorded = yaml.safe_load((fixtures_dir / "asf_search" / "Fairbanks_S1_stack.yml").read_text())
     for scene, expected in zip(scenes_from_umm(stack_records), recorded, strict=True):
@@ -150,13 +151,29 @@ def test_dates_group_slices_and_coverage_needs_their_union(
 
 def test_group_by_date_orders_by_time() -> None:
     def scene(name: str, start: datetime) -> Scene:
-        return Scene(name, "u", 1, None, start, start, start.strftime("%Y%m%d"),
-                     "POLYGON((0 0,1 0,1 1,0 1,0 0))", 1, None, "ASCENDING", "VV", "S1A")
+        return Scene(
+            name,
+            "u",
+            1,
+            None,
+            start,
+            start,
+            start.strftime("%Y%m%d"),
+            "POLYGON((0 0,1 0,1 1,0 1,0 0))",
+            1,
+            None,
+            "ASCENDING",
+            "VV",
+            "S1A",
+        )
 
     t0 = datetime(2024, 1, 1, 10)
     groups = group_by_date(
-        [scene("b", t0 + timedelta(seconds=25)), scene("c", t0 + timedelta(days=12)),
-         scene("a", t0)]
+        [
+            scene("b", t0 + timedelta(seconds=25)),
+            scene("c", t0 + timedelta(days=12)),
+            scene("a", t0),
+        ]
     )
     assert {d: [s.granule for s in ss] for d, ss in groups.items()} == {
         "20240101": ["a", "b"],
@@ -168,8 +185,9 @@ def test_excluded_dates_from_configuration_are_reported(
     server: FaultServer, stack_records: list[dict[str, Any]]
 ) -> None:
     cmr = FakeCMR(server, stack_records)
-    result = search_scenes(AREA, track=94, exclude_dates=["20210114"], **JAN_2021,
-                           **_cmr_kwargs(cmr))
+    result = search_scenes(
+        AREA, track=94, exclude_dates=["20210114"], **JAN_2021, **_cmr_kwargs(cmr)
+    )
     assert list(result.dates) == ["20210102", "20210126"]
     assert result.excluded == {"20210114": "excluded by configuration (exclude_dates)"}
 
@@ -193,8 +211,14 @@ def test_wrong_dates_say_to_widen_the_dates(
 ) -> None:
     cmr = FakeCMR(server, stack_records)
     with pytest.raises(EmptySearchError) as err:
-        find_scenes(AREA, track=94, start=date(2022, 1, 1), end=date(2022, 2, 1),
-                    flight_direction="ASCENDING", **_cmr_kwargs(cmr))
+        find_scenes(
+            AREA,
+            track=94,
+            start=date(2022, 1, 1),
+            end=date(2022, 2, 1),
+            flight_direction="ASCENDING",
+            **_cmr_kwargs(cmr),
+        )
     message = str(err.value)
     assert "without the date range filter: 3 scene(s)" in message
     assert "without the direction filter: 0 scene(s)" in message
@@ -205,9 +229,21 @@ def test_allow_empty_returns_nothing(
     server: FaultServer, stack_records: list[dict[str, Any]]
 ) -> None:
     cmr = FakeCMR(server, stack_records)
-    result = search_scenes(AREA, track=94, start=date(2022, 1, 1), end=date(2022, 2, 1),
-                           allow_empty=True, **_cmr_kwargs(cmr))
+    result = search_scenes(
+        AREA,
+        track=94,
+        start=date(2022, 1, 1),
+        end=date(2022, 2, 1),
+        allow_empty=True,
+        **_cmr_kwargs(cmr),
+    )
     assert result.dates == {} and result.excluded == {}
+    past_end = search_scenes(
+        AREA, track=94, start=date(2021, 2, 1), end=date(2021, 1, 31), allow_empty=True
+    )
+    assert past_end.dates == {}
+    with pytest.raises(EmptySearchError, match="is after end"):
+        find_scenes(AREA, track=94, start=date(2021, 2, 1), end=date(2021, 1, 31))
 
 
 def test_polarization_channel_maps_to_products(

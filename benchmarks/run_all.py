@@ -1,0 +1,85 @@
+"""Run every benchmark in turn (``--smoke``: tiny sizes, about a minute in all).
+
+The scripts run in this process, one after another, and the ones that use Prefect share one
+throwaway Prefect API started here (``--prefect-api current`` uses the configured one). A
+failing script is reported and the others still run; the exit status is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import cast
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import benchlib as bl  # noqa: E402
+
+#: (script, whether it runs Prefect flows)
+SCRIPTS: tuple[tuple[str, bool], ...] = (
+    ("bench_scheduling.py", True),
+    ("bench_overhead.py", True),
+    ("bench_export.py", False),
+    ("bench_download.py", False),
+    ("bench_update.py", True),
+)
+
+
+def load_main(script: str) -> Callable[[Sequence[str] | None], int]:
+    """The ``main`` function of ``benchmarks/<script>``."""
+    path = HERE / script
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return cast(Callable[[Sequence[str] | None], int], module.main)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes")
+    parser.add_argument(
+        "--only", nargs="+", metavar="SCRIPT", help="run only these scripts (e.g. bench_export)"
+    )
+    bl.add_prefect_api_argument(parser)
+    args = parser.parse_args(argv)
+    wanted = [
+        (s, p) for s, p in SCRIPTS if not args.only or Path(s).stem in args.only or s in args.only
+    ]
+    if not wanted:
+        parser.error(f"--only: no such script; choose from {[Path(s).stem for s, _ in SCRIPTS]}")
+    common = ["--smoke"] if args.smoke else []
+    failed: list[str] = []
+    timings: list[tuple[str, float]] = []
+    start = time.perf_counter()
+    with bl.prefect_api(args.prefect_api if any(p for _, p in wanted) else "current"):
+        for script, uses_prefect in wanted:
+            t0 = time.perf_counter()
+            script_args = common + (["--prefect-api", "current"] if uses_prefect else [])
+            try:
+                status = load_main(script)(script_args)
+            except Exception:
+                traceback.print_exc()
+                status = 1
+            if status != 0:
+                failed.append(script)
+            timings.append((script, time.perf_counter() - t0))
+            print(flush=True)
+    print("== run_all")
+    bl.table(
+        [[s, f"{t:.1f}", "FAILED" if s in failed else "ok"] for s, t in timings],
+        ["script", "seconds", "status"],
+    )
+    print(f"   total {time.perf_counter() - start:.1f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
