@@ -56,7 +56,9 @@ def test_time_series_dates_and_zarr(demo_run) -> None:  # type: ignore[no-untype
         assert f["timeseries"].shape == (12, 80, 100)
     assert result.zarr is not None
     ds = xr.open_zarr(result.zarr)
-    assert [np.datetime_as_string(t, unit="D").replace("-", "") for t in ds.time.values] == true_dates
+    assert [
+        np.datetime_as_string(t, unit="D").replace("-", "") for t in ds.time.values
+    ] == true_dates
     assert ds.timeseries.dims == ("time", "y", "x")
     assert ds.rio.crs is not None and ds.rio.crs.to_epsg() == 4326
     velocity = ds.velocity.values
@@ -66,7 +68,7 @@ def test_time_series_dates_and_zarr(demo_run) -> None:  # type: ignore[no-untype
 
 
 def test_products_and_report(demo_run) -> None:  # type: ignore[no-untyped-def]
-    config, outcome = demo_run
+    _, outcome = demo_run
     result = outcome.result
     assert len(result.figures) == 4
     for png in result.figures:
