@@ -1,6 +1,6 @@
 """Adding one date to a processed stack vs processing the whole stack again.
 
-A 30-date stack (3 connections, 3 swaths x 9 bursts, NESD; smoke: 4 dates, 1 swath x 2
+A 30-date stack (3 connections, 3 swaths x 9 bursts, NESD; smoke: 3 dates, 1 swath x 2
 bursts) is processed by the DAG executor (``flows.topsstack.topsstack_flow``) with the sleeping
 stand-ins and cost model of ``bench_scheduling`` (``benchlib``; not the simulator's real steps).
 Then one acquisition is added: the old run files are archived
@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
 
 FULL = bl.StackSpec(n_dates=30, connections=3, swaths=(1, 2, 3), bursts_per_swath=9)
-# With 4 dates the update must re-process fewer than 2 x 3 dates: one overlap connection.
+# A 3-date stack has fewer coregistered dates than 2 x 3 to re-process: one overlap connection.
 SMOKE = bl.StackSpec(
-    n_dates=4, connections=2, swaths=(1,), bursts_per_swath=2, overlap_connections=1
+    n_dates=3, connections=1, swaths=(1,), bursts_per_swath=2, overlap_connections=1
 )
 
 
@@ -55,7 +55,7 @@ def execute(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="4 (+1) dates, 1 swath x 2 bursts")
+    parser.add_argument("--smoke", action="store_true", help="3 (+1) dates, 1 swath x 2 bursts")
     parser.add_argument("--slots", type=int, default=2, help="executor slots (default 2)")
     parser.add_argument("--budget-mb", type=int, default=16000, help="memory budget (16000)")
     parser.add_argument(

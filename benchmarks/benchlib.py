@@ -467,6 +467,74 @@ def run_executor(
     return time.perf_counter() - start, report
 
 
+def run_plain_dag(
+    stack: BenchStack,
+    lines: Sequence[RunLine],
+    dag: Mapping[str, frozenset[str]],
+    *,
+    slots: int,
+    budget_mb: int,
+) -> float:
+    """The executor's policy without Prefect or Dask: the same ``StackScheduler`` (DAG, memory
+    estimates, priorities) and ``run_line``, on a plain pool of ``slots`` threads.
+
+    Ready lines start in priority order while a slot is free and their reservation fits in
+    what the running lines leave of ``budget_mb``; like a Dask worker's queue of
+    resource-constrained tasks, the first line that does not fit waits and holds back the
+    ones behind it. Returns the wall time.
+    """
+    import heapq
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    from tasks.topsstack.executor import ENV_MEMORY_MB, LineResult, Submission, plan_scheduler
+    from tasks.topsstack.executor import run_line as run_one
+
+    start = time.perf_counter()
+    scheduler = plan_scheduler(
+        lines,
+        dag,
+        n_bursts=stack.spec.n_bursts,
+        range_looks=RANGE_LOOKS,
+        azimuth_looks=AZIMUTH_LOOKS,
+        use_gpu=False,
+        worker_memory_mb=budget_mb,
+    )
+    queue: list[tuple[int, int, Submission]] = []
+    running: dict[Future[LineResult], Submission] = {}
+    reserved = 0
+    order = 0
+    log_dir = stack.log_dir / "plain"
+    with ThreadPoolExecutor(max_workers=slots) as pool:
+        while True:
+            for sub in scheduler.next_submissions():
+                heapq.heappush(queue, (-sub.priority, order, sub))
+                order += 1
+            while queue and len(running) < slots and reserved + queue[0][2].memory_mb <= budget_mb:
+                sub = heapq.heappop(queue)[2]
+                env = {**standin_env(stack), ENV_MEMORY_MB: str(sub.memory_mb)}
+                future = pool.submit(
+                    run_one,
+                    sub.line,
+                    stack_dir=stack.stack_dir,
+                    log_dir=log_dir,
+                    extra_path=[stack.bin_dir],
+                    env=env,
+                    force=sub.force,
+                )
+                running[future] = sub
+                reserved += sub.memory_mb
+            if scheduler.finished:
+                break
+            if not running:
+                raise RuntimeError("no line can start: a reservation exceeds the budget")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                sub = running.pop(future)
+                reserved -= sub.memory_mb
+                scheduler.succeeded(sub.line.line_id, future.result())
+    return time.perf_counter() - start
+
+
 # --------------------------------------------------------------------------- analysis
 
 

@@ -12,8 +12,11 @@ from prefect import flow, get_run_logger
 
 from flows.config import StackConfig
 
+# A runtime import: Prefect validates stage parameters (TopsStackResult.steps) with pydantic,
+# which must resolve StepSummary.
+from tasks.report import StepSummary
+
 if TYPE_CHECKING:
-    from tasks.report import StepSummary
     from tasks.simulator.scene import SceneSpec
     from tasks.topsstack.executor import ExecutionReport
 
@@ -291,8 +294,6 @@ def _bursts_per_swath(config: StackConfig) -> int:
 def step_summaries(report: ExecutionReport) -> list[StepSummary]:
     """Lines run/skipped/failed, time and retries per run-file step."""
     from collections import Counter, defaultdict
-
-    from tasks.report import StepSummary
 
     def step_of(line_id: str) -> str:
         return line_id.split(":", 1)[0]
