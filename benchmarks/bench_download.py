@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib as bl  # noqa: E402
+import benchlib as bl
 
 PIECE = 16 * 1024  # bytes per write; the throttle sleeps between pieces
 CHUNK_SIZE = 1 << 20  # download_files' default chunk_size
@@ -123,9 +123,7 @@ def throughput(server: ThrottledServer, root: Path, names: list[str], parallel: 
     from tasks.download import DownloadItem, download_files
 
     dest = root / f"parallel-{parallel}"
-    items = [
-        DownloadItem(server.url(n), dest / n, size=len(server.files[n])) for n in names
-    ]
+    items = [DownloadItem(server.url(n), dest / n, size=len(server.files[n])) for n in names]
     t0 = time.perf_counter()
     download_files(items, max_parallel=parallel, log_interval_s=3600)
     seconds = time.perf_counter() - t0
@@ -238,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bl.figure("download.single_stream_mb_per_s", f"{single:.2f}")
     bl.figure("download.parallel4_mb_per_s", f"{parallel:.2f}")
     bl.figure("download.parallel_speedup", f"{parallel / single:.2f}")
+    bl.figure("download.part_bytes_after_kill", str(kill["on_disk_after_kill"]))
+    bl.figure("download.resume_offset", str(kill["resume_offset"]))
     bl.figure("download.retransferred_bytes", f"{retransferred}")
     bl.figure("download.retransferred_chunks", f"{retransferred / CHUNK_SIZE:.2f}")
     return 0

@@ -20,16 +20,17 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib as bl  # noqa: E402
+import benchlib as bl
 
 FULL = ((100, 1000, 1000), (100, 2000, 2000))
 SMOKE = ((10, 100, 100), (10, 200, 200))
@@ -95,17 +96,21 @@ def write_mintpy_dir(mintpy_dir: Path, n_dates: int, length: int, width: int) ->
             block = years[:, None, None] * vel[None]
             block += rng.standard_normal(block.shape, dtype=f32) * f32(0.003)
             f["timeseries"][:, y0:y1, :] = block
-    maps = {
-        "geo_velocity.h5": ({"velocity": velocity, "velocityStd": velocity * 0 + 1e-3}, "velocity"),
-        "geo_temporalCoherence.h5": ({"temporalCoherence": np.full_like(velocity, 0.9)}, "temporalCoherence"),
+    maps: dict[str, tuple[dict[str, Any], str]] = {
+        "geo_velocity.h5": (
+            {"velocity": velocity, "velocityStd": np.full_like(velocity, 1e-3)},
+            "velocity",
+        ),
+        "geo_temporalCoherence.h5": (
+            {"temporalCoherence": np.full_like(velocity, 0.9)},
+            "temporalCoherence",
+        ),
         "geo_avgSpatialCoh.h5": ({"coherence": np.full_like(velocity, 0.7)}, "coherence"),
         "geo_maskTempCoh.h5": ({"mask": np.ones((length, width), bool)}, "mask"),
         "geo_geometryRadar.h5": ({"height": np.full_like(velocity, 120.0)}, "geometry"),
-    }  # fmt: skip
+    }
     for name, (data, file_type) in maps.items():
-        path = layout(
-            name, {k: [v.dtype, v.shape, None] for k, v in data.items()}, file_type
-        )
+        path = layout(name, {k: [v.dtype, v.shape, None] for k, v in data.items()}, file_type)
         with h5py.File(path, "r+") as f:
             for key, value in data.items():
                 f[key][:] = value
@@ -160,10 +165,60 @@ def du_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
+@dataclass(frozen=True)
+class Row:
+    """Figures of one stack size."""
+
+    shape: str
+    ts_mb: float
+    chunk_mb: float
+    export_s: float
+    raw_s: float
+    store_mb: float
+    base_rss_mb: float
+    peak_rss_mb: float
+
+    @property
+    def zarr_mbs(self) -> float:
+        return self.ts_mb / self.export_s
+
+    @property
+    def raw_mbs(self) -> float:
+        return self.ts_mb / self.raw_s
+
+    @property
+    def rss_growth_mb(self) -> float:
+        return self.peak_rss_mb - self.base_rss_mb
+
+
+def measure(root: Path, n_dates: int, length: int, width: int) -> Row:
+    t0 = time.perf_counter()
+    mintpy_dir = write_mintpy_dir(root / "mintpy", n_dates, length, width)
+    print(
+        f"   {n_dates} x {length} x {width}: input written in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    store = root / "products" / "timeseries.zarr"
+    stats = run_child(mintpy_dir, store, root / "child.log")
+    nbytes = n_dates * length * width * 4
+    return Row(
+        shape=f"{n_dates} x {length} x {width}",
+        ts_mb=nbytes / 1e6,
+        chunk_mb=n_dates * min(256, length) * min(256, width) * 4 / 1e6,
+        export_s=stats["seconds"],
+        raw_s=tofile_seconds(root / "raw.bin", nbytes),
+        store_mb=du_mb(store),
+        base_rss_mb=stats["baseline_rss_mb"],
+        peak_rss_mb=stats["peak_rss_mb"],
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="10 x 100 x 100 and 10 x 200 x 200")
-    parser.add_argument("--child-export", nargs=2, metavar=("MINTPY_DIR", "STORE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child-export", nargs=2, metavar=("MINTPY_DIR", "STORE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child_export:
         return child_export(Path(args.child_export[0]), Path(args.child_export[1]))
@@ -173,42 +228,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for n_dates, length, width in sizes:
         with bl.scratch_dir("export") as root:
-            t0 = time.perf_counter()
-            mintpy_dir = write_mintpy_dir(root / "mintpy", n_dates, length, width)
-            gen_s = time.perf_counter() - t0
-            ts_mb = n_dates * length * width * 4 / 1e6
-            stats = run_child(mintpy_dir, root / "products" / "timeseries.zarr", root / "child.log")
-            store_mb = du_mb(root / "products" / "timeseries.zarr")
-            raw_s = tofile_seconds(root / "raw.bin", n_dates * length * width * 4)
-            rows.append(
-                {
-                    "shape": f"{n_dates} x {length} x {width}",
-                    "ts_mb": ts_mb,
-                    "gen_s": gen_s,
-                    "export_s": stats["seconds"],
-                    "zarr_mbs": ts_mb / stats["seconds"],
-                    "raw_mbs": ts_mb / raw_s,
-                    "store_mb": store_mb,
-                    "base_rss": stats["baseline_rss_mb"],
-                    "peak_rss": stats["peak_rss_mb"],
-                    "chunk_mb": n_dates * min(256, length) * min(256, width) * 4 / 1e6,
-                }
-            )
-            print(f"   {rows[-1]['shape']}: input written in {gen_s:.1f} s", flush=True)
+            rows.append(measure(root, n_dates, length, width))
     print()
     bl.table(
         [
             [
-                r["shape"],
-                f"{r['ts_mb']:.0f}",
-                f"{r['chunk_mb']:.1f}",
-                f"{r['export_s']:.1f}",
-                f"{r['zarr_mbs']:.0f}",
-                f"{r['raw_mbs']:.0f}",
-                f"{r['zarr_mbs'] / r['raw_mbs']:.2f}",
-                f"{r['store_mb']:.0f}",
-                f"{r['base_rss']:.0f}",
-                f"{r['peak_rss']:.0f}",
+                r.shape,
+                f"{r.ts_mb:.0f}",
+                f"{r.chunk_mb:.1f}",
+                f"{r.export_s:.1f}",
+                f"{r.zarr_mbs:.0f}",
+                f"{r.raw_mbs:.0f}",
+                f"{r.zarr_mbs / r.raw_mbs:.2f}",
+                f"{r.store_mb:.0f}",
+                f"{r.base_rss_mb:.0f}",
+                f"{r.peak_rss_mb:.0f}",
             ]
             for r in rows
         ],
@@ -221,21 +255,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tofile MB/s",
             "zarr/raw",
             "store MB",
-            "RSS after import MB",
+            "RSS after imports MB",
             "peak RSS MB",
         ],
     )
     print()
     small, large = rows[0], rows[-1]
-    bl.figure("export.zarr_mb_per_s", f"{large['zarr_mbs']:.0f}")
-    bl.figure("export.tofile_mb_per_s", f"{large['raw_mbs']:.0f}")
-    bl.figure("export.zarr_over_tofile", f"{large['zarr_mbs'] / large['raw_mbs']:.2f}")
-    bl.figure("export.peak_rss_mb_small", f"{small['peak_rss']:.0f}")
-    bl.figure("export.peak_rss_mb_large", f"{large['peak_rss']:.0f}")
+    bl.figure("export.zarr_mb_per_s", f"{large.zarr_mbs:.0f}")
+    bl.figure("export.tofile_mb_per_s", f"{large.raw_mbs:.0f}")
+    bl.figure("export.zarr_over_tofile", f"{large.zarr_mbs / large.raw_mbs:.2f}")
+    bl.figure("export.peak_rss_mb_small", f"{small.peak_rss_mb:.0f}")
+    bl.figure("export.peak_rss_mb_large", f"{large.peak_rss_mb:.0f}")
+    growth = large.rss_growth_mb / max(1.0, small.rss_growth_mb)
     bl.figure(
         "export.rss_growth_vs_stack_growth",
-        f"{(large['peak_rss'] - large['base_rss']) / max(1.0, small['peak_rss'] - small['base_rss']):.2f}"
-        f" vs {large['ts_mb'] / small['ts_mb']:.2f}",
+        f"{growth:.2f} vs {large.ts_mb / small.ts_mb:.2f}",
     )
     return 0
 

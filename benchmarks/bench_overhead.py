@@ -11,21 +11,29 @@ Figures for n = 100, 1,000 and 5,000 lines (smoke: 20, 50): amortised ms per lin
 the first to the last line's timestamp / (n - 1) x slots), the median and p95 of the gap between
 consecutive lines (with one slot: everything the executor, Prefect and Dask do per line), the
 flow's whole wall time, and how the per-line cost grows from the smallest to the largest n.
+
+For reference, to split the cost: a no-op ``@task`` submitted n times in a flow on a
+``DaskTaskRunner`` of the same shape (Prefect + Dask without the executor, ``run_line`` or a
+subprocess), and on Prefect's ``ThreadPoolTaskRunner`` (Prefect alone); for n up to
+``--reference-max`` (1,000).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib as bl  # noqa: E402
+import benchlib as bl
 
 FULL_SIZES = (100, 1000, 5000)
 SMOKE_SIZES = (20, 50)
@@ -61,21 +69,74 @@ def line_times(stack: bl.BenchStack) -> list[float]:
     return sorted(out)
 
 
-def measure(root: Path, n: int, slots: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class Result:
+    """Per-line figures of one path at one size."""
+
+    path: str
+    n: int
+    wall_s: float
+    amortised_ms: float
+    median_ms: float
+    p95_ms: float
+
+
+def summarise(path: str, n: int, wall: float, times: list[float], slots: int) -> Result:
+    """Figures from the sorted times at which the lines ran."""
+    if len(times) != n:
+        raise RuntimeError(f"{path}: {len(times)} of {n} lines ran")
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    return Result(
+        path=path,
+        n=n,
+        wall_s=wall,
+        amortised_ms=(times[-1] - times[0]) / (n - 1) * slots * 1000,
+        median_ms=statistics.median(gaps) * 1000,
+        p95_ms=gaps[min(len(gaps) - 1, int(0.95 * len(gaps)))] * 1000,
+    )
+
+
+def measure_executor(root: Path, n: int, slots: int) -> Result:
     stack = write_noop_stack(root, n)
     wall, report = bl.run_executor(stack, slots=slots, budget_mb=BUDGET_MB)
-    times = line_times(stack)
-    if len(report.ran) != n or len(times) != n:
-        raise RuntimeError(f"{len(report.ran)} of {n} lines ran ({len(times)} logs)")
-    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
-    p95 = gaps[min(len(gaps) - 1, int(0.95 * len(gaps)))]
-    return {
-        "n": n,
-        "wall_s": wall,
-        "amortised_ms": (times[-1] - times[0]) / (n - 1) * slots * 1000,
-        "median_ms": statistics.median(gaps) * 1000,
-        "p95_ms": p95 * 1000,
-    }
+    if len(report.ran) != n:
+        raise RuntimeError(f"the executor ran {len(report.ran)} of {n} lines")
+    return summarise("executor", n, wall, line_times(stack), slots)
+
+
+def measure_bare(n: int, slots: int, runner: str) -> Result:
+    """``n`` no-op Prefect tasks submitted at once in a flow on ``runner`` (dask | threads)."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    @task(cache_policy=NO_CACHE, persist_result=False)
+    def noop(i: int) -> float:
+        return time.time()
+
+    @flow(name="bench-overhead-bare")
+    def bare(n: int) -> list[float]:
+        futures = [noop.submit(i) for i in range(n)]
+        return sorted(f.result() for f in futures)
+
+    task_runner: Any  # DaskTaskRunner or ThreadPoolTaskRunner
+    if runner == "dask":
+        task_runner = DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": 1,
+                "threads_per_worker": slots,
+                "processes": False,
+                "dashboard_address": ":0",
+            },
+        )
+    else:
+        task_runner = ThreadPoolTaskRunner(max_workers=slots)
+    t0 = time.perf_counter()
+    times = bare.with_options(task_runner=task_runner)(n)
+    wall = time.perf_counter() - t0
+    return summarise(f"bare task, {runner}", n, wall, times, slots)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="20 and 50 lines")
     parser.add_argument("--sizes", type=int, nargs="+", help="numbers of lines to run")
     parser.add_argument("--slots", type=int, default=1, help="Dask worker threads (default 1)")
+    parser.add_argument(
+        "--reference-max",
+        type=int,
+        default=1000,
+        help="run the bare-task reference paths for sizes up to this (default 1000)",
+    )
     bl.add_prefect_api_argument(parser)
     args = parser.parse_args(argv)
     sizes = args.sizes or (SMOKE_SIZES if args.smoke else FULL_SIZES)
@@ -91,40 +158,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bl.header("bench_overhead: per-line cost of the topsStack executor (Prefect + Dask)")
     print(
-        f"   path: flows.topsstack.topsstack_flow (executor), 1 Dask worker x {args.slots} "
-        "thread(s), no-op line = /bin/sh exec date"
+        f"   executor: flows.topsstack.topsstack_flow, 1 Dask worker x {args.slots} thread(s), "
+        "no-op line = /bin/sh exec date, run through run_line/run_command"
     )
-    results = []
+    print(
+        "   references: a no-op @task submitted n times in a flow on a DaskTaskRunner (same "
+        "cluster shape) and on a ThreadPoolTaskRunner"
+    )
+    results: list[Result] = []
     with bl.prefect_api(args.prefect_api):
         for n in sizes:
+            t0 = time.perf_counter()
             with bl.scratch_dir(f"overhead-{n}") as root:
-                t0 = time.perf_counter()
-                results.append(measure(root, n, args.slots))
-                print(f"   {n} lines done in {time.perf_counter() - t0:.1f} s", flush=True)
+                results.append(measure_executor(root, n, args.slots))
+            if n <= args.reference_max:
+                results.append(measure_bare(n, args.slots, "dask"))
+                results.append(measure_bare(n, args.slots, "threads"))
+            print(f"   {n} lines done in {time.perf_counter() - t0:.1f} s", flush=True)
     print()
     bl.table(
         [
             [
-                f"{r['n']:.0f}",
-                f"{r['wall_s']:.1f}",
-                f"{r['amortised_ms']:.1f}",
-                f"{r['median_ms']:.1f}",
-                f"{r['p95_ms']:.1f}",
+                r.path,
+                str(r.n),
+                f"{r.wall_s:.1f}",
+                f"{r.amortised_ms:.1f}",
+                f"{r.median_ms:.1f}",
+                f"{r.p95_ms:.1f}",
             ]
             for r in results
         ],
-        ["lines", "flow wall s", "ms/line (amortised)", "median gap ms", "p95 gap ms"],
+        ["path", "lines", "flow wall s", "ms/line (amortised)", "median gap ms", "p95 gap ms"],
     )
     print()
+    executor = [r for r in results if r.path == "executor"]
     for r in results:
-        n = int(r["n"])
-        bl.figure(f"overhead.ms_per_line_{n}", f"{r['amortised_ms']:.1f}")
-        bl.figure(f"overhead.median_ms_{n}", f"{r['median_ms']:.1f}")
-        bl.figure(f"overhead.p95_ms_{n}", f"{r['p95_ms']:.1f}")
-    first, last = results[0], results[-1]
+        prefix = "overhead" if r.path == "executor" else f"overhead.{r.path.split()[-1]}_task"
+        bl.figure(f"{prefix}.ms_per_line_{r.n}", f"{r.amortised_ms:.1f}")
+        bl.figure(f"{prefix}.median_ms_{r.n}", f"{r.median_ms:.1f}")
+        bl.figure(f"{prefix}.p95_ms_{r.n}", f"{r.p95_ms:.1f}")
+    first, last = executor[0], executor[-1]
     bl.figure(
-        f"overhead.growth_{last['n']:.0f}_vs_{first['n']:.0f}",
-        f"{last['amortised_ms'] / first['amortised_ms']:.2f}",
+        f"overhead.growth_{last.n}_vs_{first.n}",
+        f"{last.amortised_ms / first.amortised_ms:.2f}",
     )
     return 0
 

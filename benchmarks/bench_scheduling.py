@@ -1,13 +1,13 @@
 """Wall time of a topsStack stack: sequential run files vs run-file barriers vs the DAG executor.
 
-The stack: 30 dates, 3 connections, 3 swaths x 9 bursts, NESD coregistration (smoke: 3 dates,
-1 connection, 1 swath x 2 bursts). Its run files and configs are written by the simulator's
-``stackSentinel.py``; every line's ISCE2 script is replaced by a stand-in that allocates the
-line's memory estimate / ``--memory-divisor`` and sleeps for the line's modelled duration
-(cost model in ``benchlib``: MinSAR-like ``base + per_burst x bursts`` seconds, scaled so that
-all lines together take ``--work-s`` seconds).
+The stack: 30 dates, 3 connections, 3 swaths x 9 bursts, NESD coregistration (smoke: 2 dates,
+1 swath x 2 bursts, geometry coregistration). Its run files and configs are written by the
+simulator's ``stackSentinel.py``; every line's ISCE2 script is replaced by a stand-in that
+allocates the line's memory estimate / ``--memory-divisor`` and sleeps for the line's modelled
+duration (cost model in ``benchlib``: MinSAR-like ``base + per_burst x bursts`` seconds, scaled
+so that all lines together take ``--work-s`` seconds).
 
-Three ways to execute the same lines:
+Ways to execute the same lines:
 
 (a) sequential: ``bash run_01_...``, ``bash run_02_...`` ... (the tutorial workflow);
 (b) barriers: each run file as ``stackSentinel.py --num_proc N`` writes it (N lines with ``&``,
@@ -20,11 +20,11 @@ Three ways to execute the same lines:
     is what the orchestration costs per line (see ``bench_overhead``).
 
 Reported: wall times, (a)/(c), (b)/(c), and (c) against the lower bound max(critical path,
-total work / N) computed from the line durations measured in (c); a memory-aware bound adds
-sum(memory x duration) / budget. Memory safety: the peak summed reservation of lines running
-at one instant (from the stand-ins' start/end records) against the budget, and the
-time-weighted mean reservation / budget. For (a) and (b) the reservation is the line's estimate,
-which nothing enforces there.
+total work / N) computed from the line durations measured in (c) (``run_command`` time of each
+line, process start-up included); a memory-aware bound adds sum(memory x duration) / budget.
+Memory safety: the peak summed reservation of lines running at one instant (from the
+stand-ins' start/end records) against the budget, and the time-weighted mean reservation /
+budget. For (a) and (b) the reservation is the line's estimate, which nothing enforces there.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib as bl  # noqa: E402
+import benchlib as bl
 
 FULL = bl.StackSpec(n_dates=30, connections=3, swaths=(1, 2, 3), bursts_per_swath=9)
-SMOKE = bl.StackSpec(n_dates=3, connections=1, swaths=(1,), bursts_per_swath=2)
+SMOKE = bl.StackSpec(
+    n_dates=2, connections=1, swaths=(1,), bursts_per_swath=2, coregistration="geometry"
+)
 
 
 def dispatch_latency(
@@ -71,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--work-s",
         type=float,
         default=None,
-        help="sum of all line durations in seconds (default 150; smoke 2)",
+        help="sum of all line durations in seconds (default 150; smoke 0.5)",
     )
     parser.add_argument(
         "--memory-divisor",
@@ -82,16 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     bl.add_prefect_api_argument(parser)
     args = parser.parse_args(argv)
     spec = SMOKE if args.smoke else FULL
-    work_target = args.work_s if args.work_s is not None else (2.0 if args.smoke else 150.0)
+    work_target = args.work_s if args.work_s is not None else (0.5 if args.smoke else 150.0)
     n = args.slots
 
     from tasks.topsstack.dag import build_dag, critical_path
+    from tasks.topsstack.runfiles import parse_run_files
 
     bl.header("bench_scheduling: sequential vs run-file barriers vs DAG executor")
     with bl.scratch_dir("scheduling") as root:
         t0 = time.perf_counter()
         stack = bl.make_stack(root, spec)
-        lines = bl.parse_run_files(stack.stack_dir)
+        lines = parse_run_files(stack.stack_dir)
         dag = build_dag(lines)
         real = bl.durations(lines, spec.n_bursts, 1.0)
         scale = work_target / sum(real.values())
@@ -162,8 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lat = sorted(latency)
         p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
         print(
-            f"   dispatch latency in (c) (line start - end of the last line it needs): "
-            f"median {statistics.median(lat) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"
+            f"   start delay in (c) (line start - end of the last line it needs; waiting for a "
+            f"free slot included): median {statistics.median(lat) * 1000:.0f} ms, "
+            f"p95 {p95 * 1000:.0f} ms"
         )
     print()
     bl.table(

@@ -1,8 +1,9 @@
 """Adding one date to a processed stack vs processing the whole stack again.
 
-A 30-date stack (3 connections, 3 swaths x 9 bursts, NESD; smoke: 3 dates, 1 swath x 2
-bursts) is processed by the DAG executor (``flows.topsstack.topsstack_flow``) with the sleeping
-stand-ins and cost model of ``bench_scheduling`` (``benchlib``; not the simulator's real steps).
+A 30-date stack (3 connections, 3 swaths x 9 bursts, NESD; smoke: 2 dates, 1 swath x 2
+bursts, geometry coregistration) is processed by the DAG executor
+(``flows.topsstack.topsstack_flow``) with the sleeping stand-ins and cost model of
+``bench_scheduling`` (``benchlib``; not the simulator's real steps).
 Then one acquisition is added: the old run files are archived
 (``tasks.topsstack.stack_sentinel.prepare_stack_dir``) and the simulator's ``stackSentinel.py``
 runs again; ``coreg_secondarys/`` exists, so it writes update-mode run files (the new date and
@@ -20,18 +21,19 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib as bl  # noqa: E402
+import benchlib as bl
 
 FULL = bl.StackSpec(n_dates=30, connections=3, swaths=(1, 2, 3), bursts_per_swath=9)
-# A 3-date stack has fewer coregistered dates than 2 x 3 to re-process: one overlap connection.
+# Geometry coregistration re-processes only num_connections dates, so 2 dates can be updated.
 SMOKE = bl.StackSpec(
-    n_dates=3, connections=1, swaths=(1,), bursts_per_swath=2, overlap_connections=1
+    n_dates=2, connections=1, swaths=(1,), bursts_per_swath=2, coregistration="geometry"
 )
 
 
@@ -39,7 +41,9 @@ def execute(
     stack: bl.BenchStack, scale: float, slots: int, budget_mb: int, divisor: float
 ) -> tuple[int, Any, float]:
     """Plan the stack's current run files with the cost model and run the executor."""
-    lines = bl.parse_run_files(stack.stack_dir)
+    from tasks.topsstack.runfiles import parse_run_files
+
+    lines = parse_run_files(stack.stack_dir)
     n_bursts = stack.spec.n_bursts
     bl.write_plan(
         stack,
@@ -55,29 +59,32 @@ def execute(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="3 (+1) dates, 1 swath x 2 bursts")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 (+1) dates, 1 swath x 2 bursts, geometry"
+    )
     parser.add_argument("--slots", type=int, default=2, help="executor slots (default 2)")
     parser.add_argument("--budget-mb", type=int, default=16000, help="memory budget (16000)")
     parser.add_argument(
         "--work-s",
         type=float,
         default=None,
-        help="sum of the line durations of the initial stack in seconds (default 60; smoke 1)",
+        help="sum of the line durations of the initial stack in seconds (default 60; smoke 0.3)",
     )
     parser.add_argument("--memory-divisor", type=float, default=100.0)
     bl.add_prefect_api_argument(parser)
     args = parser.parse_args(argv)
     spec = SMOKE if args.smoke else FULL
-    work_target = args.work_s if args.work_s is not None else (1.0 if args.smoke else 60.0)
+    work_target = args.work_s if args.work_s is not None else (0.3 if args.smoke else 60.0)
     grown = dataclasses.replace(spec, n_dates=spec.n_dates + 1)
     run = {"slots": args.slots, "budget_mb": args.budget_mb, "divisor": args.memory_divisor}
 
+    from tasks.topsstack.runfiles import parse_run_files
     from tasks.topsstack.stack_sentinel import prepare_stack_dir
 
     bl.header("bench_update: add one date to a processed stack vs a full run")
     with bl.scratch_dir("update") as root, bl.prefect_api(args.prefect_api):
         stack = bl.make_stack(root / "incremental", spec)
-        lines = bl.parse_run_files(stack.stack_dir)
+        lines = parse_run_files(stack.stack_dir)
         scale = work_target / sum(bl.durations(lines, spec.n_bursts, 1.0).values())
         print(
             f"   stack: {spec.describe()}; +1 date; cost model scaled by {scale:.2e}; "
@@ -93,9 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sentinel_s = time.perf_counter() - t0
         if not (stack.stack_dir / "coreg_secondarys").is_dir():
             raise RuntimeError("coreg_secondarys/ is missing: stackSentinel did not update")
-        n_update, update, wall_update = execute(
-            bl.BenchStack(stack.root, grown), scale, **run
-        )
+        n_update, update, wall_update = execute(bl.BenchStack(stack.root, grown), scale, **run)
 
         fresh = bl.make_stack(root / "full", grown)
         n_full, full, wall_full = execute(fresh, scale, **run)
@@ -103,13 +108,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     bl.table(
         [
-            [f"initial {spec.n_dates}-date run", n_initial, len(initial.ran), len(initial.skipped), bl.fmt_s(wall_initial), ""],
-            [f"update: +1 date ({grown.n_dates} dates)", n_update, len(update.ran), len(update.skipped), bl.fmt_s(wall_update), bl.ratio(wall_update, wall_full)],
-            [f"full run, {grown.n_dates} dates from scratch", n_full, len(full.ran), len(full.skipped), bl.fmt_s(wall_full), "1.00x"],
-        ],  # fmt: skip
+            [
+                f"initial {spec.n_dates}-date run",
+                n_initial,
+                len(initial.ran),
+                len(initial.skipped),
+                bl.fmt_s(wall_initial),
+                "",
+            ],
+            [
+                f"update: +1 date ({grown.n_dates} dates)",
+                n_update,
+                len(update.ran),
+                len(update.skipped),
+                bl.fmt_s(wall_update),
+                bl.ratio(wall_update, wall_full),
+            ],
+            [
+                f"full run, {grown.n_dates} dates from scratch",
+                n_full,
+                len(full.ran),
+                len(full.skipped),
+                bl.fmt_s(wall_full),
+                "1.00x",
+            ],
+        ],
         ["execution", "lines", "ran", "skipped", "wall", "vs full"],
     )
     print(f"   update-mode stackSentinel.py took {sentinel_s:.1f} s")
+    skipped = Counter(update.results[k].step for k in update.skipped)
+    if skipped:
+        print(
+            "   skipped in the update (completion marker and outputs still valid): "
+            + ", ".join(f"{step} {count}" for step, count in sorted(skipped.items()))
+        )
     print()
     bl.figure("update.lines_in_update_run_files", str(n_update))
     bl.figure("update.lines_executed", str(len(update.ran)))

@@ -67,7 +67,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tasks.topsstack.resources import estimate_memory_mb  # noqa: E402
-from tasks.topsstack.runfiles import RunLine, parse_run_files  # noqa: E402
+from tasks.topsstack.runfiles import RunLine  # noqa: E402
 
 PLAN_ENV = "INSARFLOW_BENCH_PLAN"
 TOOLS = (
@@ -141,6 +141,8 @@ def machine() -> str:
 
     mem = psutil.virtual_memory().total / 2**30
     cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration), Path("/proc/cpuinfo").open() as fh:
+        cpu = next(x for x in fh if x.startswith("model name")).split(":", 1)[1].strip()
     return f"{os.cpu_count()} cores, {mem:.0f} GiB, {cpu}, Python {platform.python_version()}"
 
 
@@ -155,7 +157,9 @@ def table(rows: Sequence[Sequence[object]], head: Sequence[str]) -> None:
     cells = [[str(c) for c in head], *[[str(c) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
     for n, row in enumerate(cells):
-        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        parts = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         print("   " + "  ".join(parts))
         if n == 0:
             print("   " + "  ".join("-" * w for w in widths))
@@ -210,6 +214,7 @@ class StackSpec:
     swaths: tuple[int, ...]
     bursts_per_swath: int
     overlap_connections: int = 3
+    coregistration: str = "NESD"
 
     @property
     def n_bursts(self) -> int:
@@ -218,7 +223,7 @@ class StackSpec:
     def describe(self) -> str:
         return (
             f"{self.n_dates} dates, {self.connections} connections, {len(self.swaths)} swaths "
-            f"x {self.bursts_per_swath} bursts, NESD"
+            f"x {self.bursts_per_swath} bursts, {self.coregistration}"
         )
 
 
@@ -284,7 +289,7 @@ def run_stack_sentinel(root: Path, spec: StackSpec, *extra: str) -> None:
     dem = root / "dem" / dem_name(_scene(spec, 2))
     args = [
         "-s", str(root / "SLC"), "-w", str(stack), "-o", str(root / "orbits"),
-        "-a", str(root / "aux"), "-d", str(dem), "-C", "NESD",
+        "-a", str(root / "aux"), "-d", str(dem), "-C", spec.coregistration,
         "-c", str(spec.connections), "-O", str(spec.overlap_connections), *extra,
     ]  # fmt: skip
     cwd = Path.cwd()

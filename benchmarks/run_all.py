@@ -38,6 +38,7 @@ def load_main(script: str) -> Callable[[Sequence[str] | None], int]:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return cast(Callable[[Sequence[str] | None], int], module.main)
 

@@ -197,9 +197,11 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     from flows.topsstack import topsstack_flow
     from tasks.topsstack.stack_sentinel import (
         build_stack_sentinel_args,
+        check_safe_files,
         find_stack_sentinel,
         isce_env,
         prepare_stack_dir,
+        run_files_complete,
         run_stack_sentinel,
     )
 
@@ -247,7 +249,8 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     safe_list = paths.stack / "SAFE_files.txt"
     wanted = sorted(str(p) for p in acquired.safe_files)
     have = sorted(safe_list.read_text().split()) if safe_list.is_file() else []
-    if not (paths.stack / "run_files").is_dir() or set(wanted) - set(have):
+    if not run_files_complete(paths.stack) or set(wanted) - set(have):
+        check_safe_files(acquired.safe_files)
         archived = prepare_stack_dir(paths.stack)
         if archived:
             logger.info("previous run files archived to %s", archived)

@@ -46,6 +46,7 @@ from affine import Affine
 from prefect import task
 
 from tasks import __version__
+from tasks.diskspace import disk_full_error, is_disk_full
 
 ProductFormat = Literal["zarr", "geotiff", "netcdf"]
 
@@ -606,9 +607,12 @@ def _atomic_output(final: Path) -> Iterator[Path]:
     tmp = _tmp_path(final)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         if tmp.exists():
             _remove(tmp)
+        if is_disk_full(exc):
+            kept = f"{final} is unchanged" if final.exists() else "nothing was written"
+            raise disk_full_error(exc, final, kept=kept) from exc
         raise
     _swap_into_place(tmp, final)
 

@@ -171,6 +171,29 @@ def _adopt(paths: Sequence[Path], orbit_dir: Path) -> None:
         staged.replace(orbit_dir / path.name)
 
 
+def _not_covering(scene: SafeScene, orbit_dir: Path, kind: OrbitKind) -> str:
+    """The local EOFs of ``kind`` for the scene's mission that do not cover it, named."""
+    others = [
+        o
+        for o in (parse_orbit_name(p) for p in sorted(orbit_dir.glob("S1*_OPER_AUX_*ORB_*.EOF")))
+        if o is not None and o.kind == kind and o.mission == scene.mission
+    ]
+    if not others:
+        return ""
+    shown = [
+        f"{o.path.name} ("
+        + (
+            f"valid {o.valid_start:%Y-%m-%dT%H:%M:%S}..{o.valid_stop:%Y-%m-%dT%H:%M:%S}"
+            if is_valid_orbit_file(o.path)
+            else "incomplete file"
+        )
+        + ")"
+        for o in others[:3]
+    ]
+    more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+    return f" covering it (found {', '.join(shown)}{more})"
+
+
 def select_orbit(
     scene: SafeScene,
     orbit_dir: Path,
@@ -193,7 +216,7 @@ def select_orbit(
         local = find_local_orbit(scene, orbit_dir, kind, margin)
         if local is not None:
             return OrbitChoice(scene.name, scene.date, local.path, kind)
-        tried.append(f"no local {kind} orbit in {orbit_dir}")
+        tried.append(f"no local {kind} orbit in {orbit_dir}{_not_covering(scene, orbit_dir, kind)}")
         with tempfile.TemporaryDirectory(prefix=".eof-", dir=orbit_dir) as tmp:
             try:
                 got = fetch(scene, kind, Path(tmp))

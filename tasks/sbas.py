@@ -664,18 +664,23 @@ def _remove_attempt_outputs(
     return removed
 
 
-# smallbaselineApp.py with two fixes for MintPy 1.6 edge cases of clean data:
+# smallbaselineApp.py with fixes for MintPy 1.6 edge cases:
 # - quick_overview plots the histogram of numTriNonzeroIntAmbiguity.h5 with
 #   bins=max(data), which raises when no triplet has an unwrapping error (after the
 #   file is written);
 # - bridging finds no region boundary when an interferogram's connected components
 #   are one region covering the whole image and fails with an IndexError; with one
-#   region there is nothing to bridge.
+#   region there is nothing to bridge;
+# - the automatic reference point is a pixel drawn with Python's unseeded ``random``,
+#   so two runs on the same data (or a run resumed after a kill) would give products
+#   relative to different pixels; a fixed seed makes the choice reproducible.
 _RUNNER = """\
+import random
 import sys
 
 
 def _run() -> None:
+    random.seed(0)
     if "quick_overview" in sys.argv[1:]:
         import numpy as np
         from mintpy.utils import plot, readfile

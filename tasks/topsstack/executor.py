@@ -161,8 +161,12 @@ def _safe_name(text: str) -> str:
 
 
 def marker_path(line: RunLine, stack_dir: Path) -> Path:
-    """Where the completion marker of ``line`` lives."""
-    return stack_dir / MARKER_DIR / f"{_safe_name(line.line_id)}.json"
+    """Where the completion marker of ``line`` lives.
+
+    Named by step and key, not by ``line_id``: stackSentinel renumbers the run files in
+    update mode (no ``unpack_topo_reference``), and a finished line must stay finished.
+    """
+    return stack_dir / MARKER_DIR / f"{_safe_name(line.label)}.json"
 
 
 def log_path_for(line: RunLine, log_dir: Path) -> Path:

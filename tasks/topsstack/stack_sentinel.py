@@ -8,9 +8,11 @@ ISCE2's ``contrib/stack/topsStack/stackSentinel.py`` argument parser.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,6 +23,8 @@ from prefect import task
 from tasks.shell import CommandResult, run_command
 
 STACK_SENTINEL = "stackSentinel.py"
+#: Written (atomically) once stackSentinel.py finished: its run files and configs are complete.
+RUN_FILES_MARKER = Path(".insarflow") / "run_files.done.json"
 
 INSTALL_HINT = (
     "Install ISCE2 from conda-forge: `conda install -c conda-forge isce2`, then "
@@ -282,7 +286,53 @@ def run_stack_sentinel(
             "call prepare_stack_dir() to archive it first"
         )
     stack_dir.mkdir(parents=True, exist_ok=True)
-    return run_command(args, log_path=log_path, cwd=stack_dir, extra_path=extra_path, env=env)
+    marker = stack_dir / RUN_FILES_MARKER
+    marker.unlink(missing_ok=True)
+    result = run_command(args, log_path=log_path, cwd=stack_dir, extra_path=extra_path, env=env)
+    # stackSentinel writes run files one by one: only a finished run makes them a stack.
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"args": list(args)}, indent=1) + "\n")
+    tmp.replace(marker)
+    return result
+
+
+class SafeFileError(ValueError):
+    """A SAFE zip that cannot be read; the message names it and the fix."""
+
+
+def check_safe_files(safe_files: Sequence[Path]) -> None:
+    """Raise :class:`SafeFileError` naming every SAFE zip that is not a readable zip file.
+
+    stackSentinel.py opens each zip and stops with a bare ``BadZipFile`` traceback that
+    names no file; a zip cut short (a copy or download that died) has no central directory.
+    Only the directory is read here, not the data.
+    """
+    bad = []
+    for path in safe_files:
+        if Path(path).suffix != ".zip":
+            continue
+        try:
+            with zipfile.ZipFile(path) as zf:
+                zf.namelist()
+        except (OSError, zipfile.BadZipFile) as exc:
+            size = Path(path).stat().st_size if Path(path).is_file() else 0
+            bad.append(f"{path} ({size} bytes): {exc}")
+    if bad:
+        raise SafeFileError(
+            f"{len(bad)} SAFE zip(s) cannot be read (truncated or corrupt):\n  "
+            + "\n  ".join(bad)
+            + "\ndelete them and run again: the acquire stage downloads them anew"
+        )
+
+
+def run_files_complete(stack_dir: Path) -> bool:
+    """True when ``run_files/`` exists and was written by a stackSentinel.py run that finished.
+
+    A run killed (or failed) halfway leaves some run files: they must be archived and
+    written again, never executed as if they were the whole stack.
+    """
+    return (stack_dir / "run_files").is_dir() and (stack_dir / RUN_FILES_MARKER).is_file()
 
 
 @task(name="stack-sentinel")
