@@ -20,6 +20,6 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check .
+	$(BIN)/ruff check flows tasks deployments tests benchmarks
 	$(BIN)/ruff format --check flows tasks deployments tests benchmarks
 	$(BIN)/mypy

@@ -15,7 +15,7 @@ flow's whole wall time, and how the per-line cost grows from the smallest to the
 For reference, to split the cost: a no-op ``@task`` submitted n times in a flow on a
 ``DaskTaskRunner`` of the same shape (Prefect + Dask without the executor, ``run_line`` or a
 subprocess), and on Prefect's ``ThreadPoolTaskRunner`` (Prefect alone); for n up to
-``--reference-max`` (1,000).
+``--reference-max`` (1,000; smoke: 20).
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reference-max",
         type=int,
-        default=1000,
-        help="run the bare-task reference paths for sizes up to this (default 1000)",
+        default=None,
+        help="run the bare-task reference paths for sizes up to this (default 1000; smoke 20)",
     )
     bl.add_prefect_api_argument(parser)
     args = parser.parse_args(argv)
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.perf_counter()
             with bl.scratch_dir(f"overhead-{n}") as root:
                 results.append(measure_executor(root, n, args.slots))
-            if n <= args.reference_max:
+            if n <= (args.reference_max or (20 if args.smoke else 1000)):
                 results.append(measure_bare(n, args.slots, "dask"))
                 results.append(measure_bare(n, args.slots, "threads"))
             print(f"   {n} lines done in {time.perf_counter() - t0:.1f} s", flush=True)
