@@ -36,8 +36,14 @@ class StackPlan:
     steps: list[tuple[str, int]] = field(default_factory=list)
     bursts: int = 0
     disk_gb: float = 0.0
+    slc_gb: float = 0.0
     peak_memory_mb: int = 0
     dates_are_estimated: bool = False
+
+    @property
+    def processing_bytes(self) -> int:
+        """Estimated bytes topsStack writes into the stack directory (everything but SLCs)."""
+        return int((self.disk_gb - self.slc_gb) * 1024**3)
 
     @property
     def total_lines(self) -> int:
@@ -136,6 +142,7 @@ def plan_stack(config: StackConfig, dates: list[str] | None = None) -> StackPlan
         steps=steps,
         bursts=bursts,
         disk_gb=round(slc_gb + coreg_gb + burst_igram_gb + merged_gb, 1),
+        slc_gb=round(slc_gb, 1),
         peak_memory_mb=peak,
         dates_are_estimated=estimated,
     )

@@ -251,6 +251,13 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     have = sorted(safe_list.read_text().split()) if safe_list.is_file() else []
     if not run_files_complete(paths.stack) or set(wanted) - set(have):
         check_safe_files(acquired.safe_files)
+        if config.engine == "isce2" and not (paths.stack / "coreg_secondarys").exists():
+            # A fresh stack: its size is predictable, so a too-small disk stops it here.
+            from flows.plan import plan_stack
+            from tasks.diskspace import check_free_space
+
+            needed = plan_stack(config, acquired.dates).processing_bytes
+            check_free_space(paths.stack, needed, what="topsStack processing")
         archived = prepare_stack_dir(paths.stack)
         if archived:
             logger.info("previous run files archived to %s", archived)

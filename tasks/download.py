@@ -37,6 +37,7 @@ from tenacity import (
 )
 
 from tasks.credentials import Credentials, CredentialsError, EarthdataAuth
+from tasks.diskspace import check_free_space
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -526,6 +527,17 @@ class _Wait:
         return float(self._backoff(state))
 
 
+def bytes_still_needed(items: Sequence[DownloadItem]) -> int:
+    """Bytes the batch will still write: known sizes less what complete or partial files hold."""
+    needed = 0
+    for item in items:
+        if item.size is None or is_complete(item):
+            continue
+        part = item.dest.with_name(item.dest.name + ".part")
+        needed += item.size - (part.stat().st_size if part.is_file() else 0)
+    return max(needed, 0)
+
+
 def download_file(
     item: DownloadItem,
     *,
@@ -635,6 +647,8 @@ def download_files(
         raise ValueError(f"several download items write to the same file: {', '.join(dupes)}")
     if not items:
         return []
+    # Before any request: a full disk found after hours of downloading is the costly way.
+    check_free_space(items[0].dest.parent, bytes_still_needed(items), what="the downloads")
     tracker = _Tracker(items, progress, log_interval_s)
     follow = not getattr(auth, "handles_redirects", False)
     client = httpx.Client(

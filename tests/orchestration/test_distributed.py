@@ -1,0 +1,307 @@
+"""The topsStack executor on a real multi-process Dask cluster with worker resources.
+
+A ``dask scheduler`` and two ``dask worker`` processes run on 127.0.0.1: worker
+``gpu-worker`` advertises ``MEMORY_MB=4000,GPU=1``, worker ``cpu-worker`` only
+``MEMORY_MB=4000``. The run files are the simulator's stackSentinel output for a small
+stack; the programs they call are replaced by a stand-in that writes the line's outputs
+and records which worker process started it (each worker runs with its name in
+``$INSARFLOW_TEST_WORKER``, which the line's subprocess inherits), when, and the memory
+reservation it was given.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dask.utils import parse_bytes
+from distributed import Client
+
+from flows.compute import task_runner_kwargs
+from flows.config import ComputeConfig, JobqueueConfig
+from flows.stages import scene_spec_for
+from flows.topsstack import topsstack_flow
+from tasks.simulator.acquisition import make_synthetic_acquisitions
+from tasks.simulator.steps import install_simulator_bin
+from tasks.topsstack.executor import ExecutionReport, line_memory_mb
+from tasks.topsstack.resources import resource_class
+from tasks.topsstack.runfiles import RunLine, parse_run_files
+from tasks.topsstack.stack_sentinel import build_stack_sentinel_args, run_stack_sentinel
+
+from .conftest import MakeConfig, Process, Processes, clean_env, wait_until
+
+WORKER_MB = 4000
+WORKERS = {"gpu-worker": f"MEMORY_MB={WORKER_MB},GPU=1", "cpu-worker": f"MEMORY_MB={WORKER_MB}"}
+# Three threads per worker: several lines could run at once on one worker, so only the
+# MEMORY_MB reservations keep the heavy ones apart.
+THREADS = 3
+N_BURSTS = 2
+DATES = 5
+
+# Stand-in for the topsStack programs: writes the outputs the plan lists for its command
+# line and appends one JSON record per run.
+STAND_IN = """\
+import json, os, sys, time
+from pathlib import Path
+
+plan = json.loads(Path(os.environ["INSARFLOW_TEST_PLAN"]).read_text())
+key = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+spec = plan["lines"][key]
+start = time.time()
+time.sleep(spec["sleep"])
+for output in spec["outputs"]:
+    path = Path(output)
+    if path.suffix:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(spec["line_id"])
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "done.txt").write_text(spec["line_id"])
+record = {
+    "line_id": spec["line_id"],
+    "worker": os.environ.get("INSARFLOW_TEST_WORKER", "<none>"),
+    "memory_mb": int(os.environ["INSARFLOW_LINE_MEMORY_MB"]),
+    "start": start,
+    "end": time.time(),
+}
+with open(plan["record_file"], "a", encoding="utf-8") as fh:
+    fh.write(json.dumps(record) + "\\n")
+"""
+
+
+@dataclass
+class Cluster:
+    address: str
+    scheduler: Process
+    workers: dict[str, Process]
+
+
+@pytest.fixture(scope="module")
+def cluster(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A scheduler and the two workers, started as processes and stopped by PID."""
+    root = tmp_path_factory.mktemp("dask")
+    scheduler_file = root / "scheduler.json"
+    env = clean_env(PREFECT_HOME=str(root / "prefect-home"))
+    dask = [sys.executable, "-m", "dask"]
+    scheduler_args = ["--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+    scheduler = processes.start(
+        "dask-scheduler",
+        [*dask, "scheduler", *scheduler_args, "--scheduler-file", str(scheduler_file)],
+        env,
+    )
+    wait_until(scheduler_file.is_file, timeout_s=60, what="dask scheduler", process=scheduler)
+    address = json.loads(scheduler_file.read_text())["address"]
+    worker_args = ["--nthreads", str(THREADS), "--host", "127.0.0.1", "--no-nanny"]
+    workers = {
+        name: processes.start(
+            name,
+            [
+                *dask,
+                "worker",
+                address,
+                *("--name", name, "--resources", resources, *worker_args),
+                *("--no-dashboard", "--local-directory", str(root / name)),
+            ],
+            {**env, "INSARFLOW_TEST_WORKER": name},
+        )
+        for name, resources in WORKERS.items()
+    }
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(len(WORKERS), timeout=90)
+        advertised = {
+            info["name"]: info["resources"]
+            for info in client.scheduler_info(n_workers=-1)["workers"].values()
+        }
+    assert advertised == {
+        "gpu-worker": {"MEMORY_MB": WORKER_MB, "GPU": 1},
+        "cpu-worker": {"MEMORY_MB": WORKER_MB},
+    }
+    yield Cluster(address, scheduler, workers)
+    for worker in workers.values():
+        processes.stop(worker)
+    processes.stop(scheduler)
+
+
+@dataclass
+class Run:
+    lines: list[RunLine]
+    report: ExecutionReport
+    records: list[dict[str, Any]]
+
+
+def write_run_files(config_root: Path, make_config: MakeConfig) -> list[RunLine]:
+    """The simulator's stackSentinel run files of a small stack (nothing executed)."""
+    config = make_config(config_root, DATES)
+    config.topsstack.use_gpu = True
+    paths = config.paths
+    make_synthetic_acquisitions(paths.slc, paths.orbits, paths.dem, scene_spec_for(config))
+    ts = config.topsstack
+    args = build_stack_sentinel_args(
+        slc_dir=paths.slc,
+        work_dir=paths.stack,
+        orbit_dir=paths.orbits,
+        aux_dir=paths.aux,
+        dem_path=next(paths.dem.glob("*.dem.wgs84")),
+        swaths=ts.swaths,
+        bbox=config.area.snwe(),
+        connections=1,
+        azimuth_looks=ts.azimuth_looks,
+        range_looks=ts.range_looks,
+        filter_strength=ts.filter_strength,
+        coregistration=ts.coregistration,
+        polarization=config.acquisition.polarization,
+        use_gpu=True,
+    )
+    paths.aux.mkdir(parents=True, exist_ok=True)
+    run_stack_sentinel(
+        args,
+        stack_dir=paths.stack,
+        log_path=paths.logs / "stackSentinel.log",
+        extra_path=[install_simulator_bin(paths.stack / "simulator" / "bin")],
+    )
+    return parse_run_files(paths.stack)
+
+
+@pytest.fixture(scope="module")
+def run(
+    cluster: Cluster,
+    prefect_harness: None,
+    make_config: MakeConfig,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Run:
+    root = tmp_path_factory.mktemp("distributed")
+    lines = write_run_files(root / "work", make_config)
+    stack_dir = root / "work" / "stack"
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    for program in {Path(line.command[0]).name for line in lines}:
+        script = bin_dir / program
+        script.write_text(f"#!{sys.executable}\n{STAND_IN}")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    record_file = root / "records.jsonl"
+    plan = {
+        "record_file": str(record_file),
+        "lines": {
+            " ".join([Path(line.command[0]).name, *line.command[1:]]): {
+                "line_id": line.line_id,
+                # the GPU lines take longest, so other lines are ready while they run
+                "sleep": 0.5 if resource_class(line.step, True) == "gpu" else 0.25,
+                "outputs": [str(p) for p in line.outputs],
+            }
+            for line in lines
+        },
+    }
+    plan_file = root / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    report = topsstack_flow(
+        stack_dir=stack_dir,
+        log_dir=root / "logs",
+        memory_budget_mb=2 * WORKER_MB,
+        n_bursts=N_BURSTS,
+        range_looks=9,
+        azimuth_looks=3,
+        use_gpu=True,
+        extra_path=[bin_dir],
+        env={"INSARFLOW_TEST_PLAN": str(plan_file)},
+        scheduler_address=cluster.address,
+    )
+    records = [json.loads(x) for x in record_file.read_text().splitlines()]
+    return Run(lines, report, records)
+
+
+def test_every_line_ran_once_on_a_worker_process(run: Run, cluster: Cluster) -> None:
+    ids = [line.line_id for line in run.lines]
+    assert len(ids) == 45  # 1 + 4 x 4 secondary steps + 1 + (5 + 6) merges + 4 x 4 pair steps
+    assert sorted(run.report.ran) == sorted(ids)
+    assert not run.report.failures
+    assert sorted(r["line_id"] for r in run.records) == sorted(ids)
+    workers = {r["worker"] for r in run.records}
+    assert workers == set(WORKERS), "both workers (and only they) ran lines"
+    for process in cluster.workers.values():
+        process.check_alive()
+
+
+def test_gpu_lines_ran_only_on_the_gpu_worker(run: Run) -> None:
+    gpu_ids = {ln.line_id for ln in run.lines if resource_class(ln.step, True) == "gpu"}
+    assert len(gpu_ids) == DATES  # topo of the reference + geo2rdr of each secondary
+    placed = {r["line_id"]: r["worker"] for r in run.records}
+    assert {placed[i] for i in gpu_ids} == {"gpu-worker"}
+    # GPU=1: no two GPU lines at once
+    spans = sorted((r["start"], r["end"]) for r in run.records if r["line_id"] in gpu_ids)
+    assert all(end <= next_start for (_, end), (next_start, _) in pairwise(spans))
+
+
+def test_memory_reservations_are_respected_per_worker(run: Run) -> None:
+    by_id = {ln.line_id: ln for ln in run.lines}
+    for record in run.records:
+        estimate = line_memory_mb(
+            by_id[record["line_id"]], n_bursts=N_BURSTS, range_looks=9, azimuth_looks=3
+        )
+        assert record["memory_mb"] == min(estimate, WORKER_MB), record["line_id"]
+    peaks: dict[str, tuple[int, int]] = {}
+    events: defaultdict[str, list[tuple[float, int, int]]] = defaultdict(list)
+    for r in run.records:
+        events[r["worker"]] += [(r["start"], 1, r["memory_mb"]), (r["end"], 0, -r["memory_mb"])]
+    for worker, worker_events in events.items():
+        total = running = peak_mb = peak_count = 0
+        for _, is_start, delta in sorted(worker_events):  # an end sorts before a start
+            total += delta
+            running += 1 if is_start else -1
+            peak_mb, peak_count = max(peak_mb, total), max(peak_count, running)
+        peaks[worker] = (peak_mb, peak_count)
+    assert all(peak_mb <= WORKER_MB for peak_mb, _ in peaks.values()), peaks
+    # Lines did share a worker, so the reservations (not the thread count) kept the sum down.
+    assert max(count for _, count in peaks.values()) >= 2, peaks
+    heavy = [r for r in run.records if r["memory_mb"] > WORKER_MB / 2]
+    assert len(heavy) > 10
+
+
+def test_slurm_spec_advertises_memory_and_gpu_resources() -> None:
+    from dask_jobqueue.slurm import SLURMJob
+
+    compute = ComputeConfig(
+        jobqueue=JobqueueConfig(
+            kind="slurm",
+            queue="gpu",
+            account="insar",
+            cores=8,
+            memory_gb=32,
+            walltime="02:00:00",
+            jobs=3,
+            gpus_per_job=1,
+        )
+    )
+    kwargs = task_runner_kwargs(compute)
+    assert kwargs["cluster_class"] == "dask_jobqueue.SLURMCluster"
+    spec = kwargs["cluster_kwargs"]
+    assert spec["worker_extra_args"] == ["--resources", "MEMORY_MB=29491,GPU=1"]
+    assert spec["job_extra_directives"] == ["--gres=gpu:1"]
+    assert (spec["n_workers"], spec["processes"], parse_bytes(spec["memory"])) == (3, 1, 32e9)
+    # The same arguments render a job script (no cluster, nothing submitted).
+    job_args = {k: v for k, v in spec.items() if k != "n_workers"}
+    script = SLURMJob(scheduler="tcp://127.0.0.1:8786", name="insarflow", **job_args).job_script()
+    assert "--resources MEMORY_MB=29491,GPU=1" in script
+    assert "#SBATCH --gres=gpu:1" in script
+    assert "#SBATCH -p gpu" in script and "#SBATCH -A insar" in script
+    assert "#SBATCH -t 02:00:00" in script
+
+
+def test_pbs_and_local_specs_advertise_memory_only_without_gpus() -> None:
+    pbs = task_runner_kwargs(
+        ComputeConfig(jobqueue=JobqueueConfig(kind="pbs", memory_gb=10, gpus_per_job=0))
+    )
+    assert pbs["cluster_class"] == "dask_jobqueue.PBSCluster"
+    assert pbs["cluster_kwargs"]["worker_extra_args"] == ["--resources", "MEMORY_MB=9216"]
+    assert "job_extra_directives" not in pbs["cluster_kwargs"]
+    local = task_runner_kwargs(ComputeConfig(workers=2, memory_gb=8.0, gpus=1))
+    assert local["cluster_kwargs"]["resources"] == {"MEMORY_MB": 4096.0, "GPU": 1.0}
+    remote = task_runner_kwargs(ComputeConfig(scheduler_address="tcp://10.0.0.5:8786"))
+    assert remote == {"address": "tcp://10.0.0.5:8786"}
