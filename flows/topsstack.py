@@ -11,6 +11,7 @@ a failed attempt could never run.
 from __future__ import annotations
 
 import queue
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import Any
 import dask
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import FlowRunContext
+from prefect.context import EngineContext, FlowRunContext, SettingsContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
+from prefect_dask.task_runners import PrefectDaskFuture
 
 from flows.compute import worker_resources
 from tasks.topsstack.dag import build_dag
@@ -119,6 +121,60 @@ def _check_capacity(
     return True
 
 
+class _SharedSettingsContext(SettingsContext):
+    """The flow's settings, handed by reference to Dask worker threads of this same process.
+
+    A Prefect task submitted to a DaskTaskRunner carries the whole settings model serialized,
+    and the worker validates it back into a new model: ~80 ms of CPU per task here, most of
+    the per-line cost (benchmarks/README.md). Workers that are threads of the flow's own
+    process (``inproc://`` addresses) can share the flow's settings object instead.
+    """
+
+    def serialize(self, include_secrets: bool = True) -> dict[str, Any]:
+        return {"profile": self.profile, "settings": self.settings}
+
+
+# What EngineContext.serialize sends to a worker (the rest stays with the flow's engine).
+_ENGINE_CONTEXT_SENT = frozenset(
+    {"flow_run", "flow", "parameters", "log_prints", "start_time", "input_keyset"}
+    | {"persist_result", "result_store"}
+)
+
+
+class _SharedEngineContext(EngineContext):
+    """The flow run's context by reference, for the same reason (its result store's block
+    is dumped with its JSON schema for every task otherwise)."""
+
+    def serialize(self, include_secrets: bool = True) -> dict[str, Any]:
+        fields = (self.model_fields_set & _ENGINE_CONTEXT_SENT) | {"result_store"}
+        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+
+
+def _workers_in_this_process(runner: TaskRunner[Any]) -> bool:
+    if not isinstance(runner, DaskTaskRunner):
+        return False
+    workers = runner.client.scheduler_info(n_workers=-1).get("workers", {})
+    return bool(workers) and all(str(addr).startswith("inproc://") for addr in workers)
+
+
+@contextmanager
+def _contexts_by_reference(runner: TaskRunner[Any]) -> Iterator[None]:
+    """While lines are submitted: share the flow's contexts with in-process workers."""
+    settings, flow_run = SettingsContext.get(), FlowRunContext.get()
+    if settings is None or flow_run is None or not _workers_in_this_process(runner):
+        yield
+        return
+    # A shallow copy: the same run, parameters and bookkeeping objects as the engine's.
+    shared_run = _SharedEngineContext.model_construct(
+        _fields_set=set(flow_run.model_fields_set), **dict(flow_run)
+    )
+    with (
+        _SharedSettingsContext(profile=settings.profile, settings=settings.settings),
+        shared_run,
+    ):
+        yield
+
+
 @contextmanager
 def _annotations(sub: Submission, *, enabled: bool, use_gpu: bool) -> Iterator[None]:
     if not enabled:
@@ -126,6 +182,29 @@ def _annotations(sub: Submission, *, enabled: bool, use_gpu: bool) -> Iterator[N
         return
     with dask.annotate(resources=sub.dask_resources(gpu=use_gpu), priority=sub.priority):
         yield
+
+
+def _submit_task(
+    runner: TaskRunner[Any],
+    task: Any,
+    parameters: dict[str, Any],
+    wait_for: list[PrefectFuture[LineResult]],
+) -> PrefectFuture[LineResult]:
+    """``runner.submit``; on Dask, under a fresh key rather than a hash of the task.
+
+    ``DaskTaskRunner.submit`` names the Dask task by pickling and hashing the task object and
+    its parameters, several ms per line; every line attempt is distinct anyway.
+    """
+    if not isinstance(runner, DaskTaskRunner):
+        return runner.submit(task, parameters=parameters, wait_for=wait_for)
+    future = runner.client.submit(
+        task,
+        key=f"{task.name}-{uuid.uuid4().hex}",
+        parameters=parameters,
+        wait_for=[f.wrapped_future for f in wait_for if isinstance(f, PrefectDaskFuture)],
+        return_type="state",
+    )
+    return PrefectDaskFuture[LineResult](wrapped_future=future, task_run_id=future.task_run_id)
 
 
 def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
@@ -185,7 +264,8 @@ def execute_stack(
             **line_task_options(sub.line, sub.resource_class, sub.attempt)
         )
         with _annotations(sub, enabled=annotate, use_gpu=use_gpu):
-            future = runner.submit(
+            future = _submit_task(
+                runner,
                 task,
                 parameters={
                     "line": sub.line,
@@ -199,31 +279,36 @@ def execute_stack(
                 wait_for=[futures[up] for up in sorted(dag[sub.line.line_id]) if up in futures],
             )
         futures[sub.line.line_id] = future
-        future.add_done_callback(lambda f, s=sub: done.put((s, f)))
 
-    while True:
-        for sub in scheduler.next_submissions(is_done=lambda ln: is_line_done(ln, stack_dir)):
-            submit(sub)
-        if scheduler.finished:
-            break
-        sub, future = done.get()
-        try:
-            outcome: object = future.result(raise_on_failure=False)
-        except Exception as exc:  # the Dask side failed (worker lost, cancelled)
-            outcome = exc
-        if isinstance(outcome, LineResult):
-            scheduler.succeeded(sub.line.line_id, outcome)
-            continue
-        failure = _as_failure(sub, outcome, log_dir)
-        retry = scheduler.failed(sub.line.line_id, failure)
-        if retry is not None:
-            get_run_logger().warning(
-                "%s failed (%s); retrying with %d MB",
-                sub.line.label,
-                failure.kind,
-                retry.memory_mb,
-            )
-            submit(retry)
+        def notify(f: PrefectFuture[LineResult], s: Submission = sub) -> None:
+            done.put((s, f))
+
+        future.add_done_callback(notify)
+
+    with _contexts_by_reference(runner):
+        while True:
+            for sub in scheduler.next_submissions(is_done=lambda ln: is_line_done(ln, stack_dir)):
+                submit(sub)
+            if scheduler.finished:
+                break
+            sub, future = done.get()
+            try:
+                outcome: object = future.result(raise_on_failure=False)
+            except Exception as exc:  # the Dask side failed (worker lost, cancelled)
+                outcome = exc
+            if isinstance(outcome, LineResult):
+                scheduler.succeeded(sub.line.line_id, outcome)
+                continue
+            failure = _as_failure(sub, outcome, log_dir)
+            retry = scheduler.failed(sub.line.line_id, failure)
+            if retry is not None:
+                get_run_logger().warning(
+                    "%s failed (%s); retrying with %d MB",
+                    sub.line.label,
+                    failure.kind,
+                    retry.memory_mb,
+                )
+                submit(retry)
     report = scheduler.report()
     if report.failures:
         raise StackFailed(report)

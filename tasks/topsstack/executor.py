@@ -29,7 +29,12 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.shell import CommandResult, run_command
 from tasks.topsstack.dag import critical_path, topological_order
-from tasks.topsstack.resources import ResourceClass, estimate_memory_mb, resource_class
+from tasks.topsstack.resources import (
+    LIMITED_CLASSES,
+    ResourceClass,
+    estimate_memory_mb,
+    resource_class,
+)
 from tasks.topsstack.runfiles import RunLine
 
 FailureKind = Literal["oom", "transient", "fatal"]
@@ -339,9 +344,14 @@ def run_line_task(
 
 
 def line_task_options(line: RunLine, klass: ResourceClass, attempt: int = 1) -> dict[str, Any]:
-    """``with_options`` arguments for one line: run name = line label, tags = class + topsstack."""
+    """``with_options`` arguments for one line: run name = line label, tag = limited class.
+
+    Only ``gpu`` and ``memory-heavy`` lines are tagged, the classes operators limit (tag
+    concurrency limits, deployments/setup.py): Prefect asks the API for a concurrency slot for
+    every tag of every task run, a round trip that light lines need not pay.
+    """
     name = line.label if attempt == 1 else f"{line.label}-retry{attempt - 1}"
-    return {"task_run_name": name, "tags": {klass, "topsstack"}}
+    return {"task_run_name": name, "tags": {klass} if klass in LIMITED_CLASSES else set()}
 
 
 # --------------------------------------------------------------------------- graph helpers

@@ -554,10 +554,10 @@ def test_task_runs_are_named_by_line_and_tagged_by_resource_class(scenario: Scen
         "filter_coherence-20250418_20250430-retry1",
     ]
     assert task_run_tags(names) == {
-        "fullBurst_resample-20250418": {"memory-heavy", "topsstack"},
-        "unpack_secondary_slc-20250418": {"cpu", "topsstack"},
-        "filter_coherence-20250418_20250430": {"memory-heavy", "topsstack"},
-        "filter_coherence-20250418_20250430-retry1": {"memory-heavy", "topsstack"},
+        "fullBurst_resample-20250418": {"memory-heavy"},
+        "unpack_secondary_slc-20250418": set(),
+        "filter_coherence-20250418_20250430": {"memory-heavy"},
+        "filter_coherence-20250418_20250430-retry1": {"memory-heavy"},
     }
 
 
@@ -592,7 +592,7 @@ def test_scheduler_submits_roots_first_and_gpu_lines_hold_a_gpu(
     assert secondary.dask_resources(gpu=True) == {"MEMORY_MB": 540.0}
     assert line_task_options(reference.line, "gpu") == {
         "task_run_name": "unpack_topo_reference-reference",
-        "tags": {"gpu", "topsstack"},
+        "tags": {"gpu"},
     }
     assert line_task_options(reference.line, "gpu", 2)["task_run_name"].endswith("-retry1")
     assert scheduler.next_submissions() == []  # nothing new until something finishes
