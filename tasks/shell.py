@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -71,25 +73,83 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-def _watch_rss(pid: int, stop: threading.Event, peak: list[float]) -> None:
-    """Sample the summed RSS of a process tree until ``stop`` is set."""
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    while not stop.is_set():
-        try:
-            procs = [root, *root.children(recursive=True)]
-            rss = 0
-            for proc in procs:
+class _TreeRssSampler:
+    """One daemon thread that samples the summed RSS of every running command's tree.
+
+    Shared by all commands of the process: a thread (and a full ``/proc`` scan) per
+    running line cost the flow process more CPU than the lines' bookkeeping itself.
+    """
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self._interval_s = interval_s
+        self._peaks_mb: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def register(self, pid: int) -> None:
+        with self._lock:
+            self._peaks_mb[pid] = 0.0
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="insarflow-rss-sampler", daemon=True
+                )
+                self._thread.start()
+
+    def unregister(self, pid: int) -> float:
+        with self._lock:
+            return self._peaks_mb.pop(pid, 0.0)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval_s)
+            with self._lock:
+                roots = list(self._peaks_mb)
+            if roots:
+                self._sample(roots)
+
+    def _sample(self, roots: list[int]) -> None:
+        procs: dict[int, psutil.Process] = {}
+        children: dict[int, list[int]] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            procs[proc.pid] = proc
+            children.setdefault(proc.info["ppid"], []).append(proc.pid)
+        for root in roots:
+            rss, todo = 0, [root]
+            while todo:
+                pid = todo.pop()
                 try:
-                    rss += proc.memory_info().rss
-                except psutil.Error:
+                    rss += procs[pid].memory_info().rss
+                except (KeyError, psutil.Error):
                     continue
-            peak[0] = max(peak[0], rss / 2**20)
-        except psutil.Error:
-            return
-        stop.wait(0.2)
+                todo.extend(children.get(pid, ()))
+            with self._lock:
+                if root in self._peaks_mb:
+                    self._peaks_mb[root] = max(self._peaks_mb[root], rss / 2**20)
+
+
+_SAMPLER = _TreeRssSampler()
+
+
+def _maxrss_mb(usage: resource.struct_rusage) -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    return (usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024) / 2**20
+
+
+def _wait_with_peak_rss(proc: subprocess.Popen[str], sampled_mb: float) -> tuple[int, float]:
+    """Reap ``proc``; return its exit code and peak RSS in MB.
+
+    The kernel's high-water mark from ``wait4`` is exact but starts from this process's own
+    at the spawn (exec carries it over), so it counts only when it is above ours; below
+    that, the sampled tree figure stands (short lines may show 0).
+    """
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # already reaped (SIGCHLD ignored): no kernel figure
+        return proc.wait(), sampled_mb
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    child_mb = _maxrss_mb(usage)
+    ours_mb = _maxrss_mb(resource.getrusage(resource.RUSAGE_SELF))
+    return proc.returncode, max(sampled_mb, child_mb if child_mb > ours_mb else 0.0)
 
 
 def run_command(
@@ -115,7 +175,6 @@ def run_command(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logger = _run_logger()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    peak = [0.0]
     start = time.monotonic()
     shown = redact(" ".join(argv), secrets)
     with log_path.open("a", encoding="utf-8") as log:
@@ -141,9 +200,7 @@ def run_command(
             raise FileNotFoundError(
                 f"program {argv[0]!r} not found on PATH (cwd {cwd or Path.cwd()})"
             ) from exc
-        stop = threading.Event()
-        watcher = threading.Thread(target=_watch_rss, args=(proc.pid, stop, peak), daemon=True)
-        watcher.start()
+        _SAMPLER.register(proc.pid)
         timer = None
         if timeout_s is not None:
             timer = threading.Timer(timeout_s, proc.kill)
@@ -158,24 +215,23 @@ def run_command(
                 logger.debug("%s", line)
                 if on_line is not None:
                     on_line(line)
-            returncode = proc.wait()
+            returncode, peak_rss_mb = _wait_with_peak_rss(proc, _SAMPLER.unregister(proc.pid))
         finally:
             if timer is not None:
                 timer.cancel()
-            stop.set()
-            watcher.join(timeout=1)
+            _SAMPLER.unregister(proc.pid)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
         duration = time.monotonic() - start
-        log.write(f"### rc={returncode} duration={duration:.2f}s peak_rss={peak[0]:.1f}MB\n")
+        log.write(f"### rc={returncode} duration={duration:.2f}s peak_rss={peak_rss_mb:.1f}MB\n")
     result = CommandResult(
         args=[redact(a, secrets) for a in argv],
         returncode=returncode,
         duration_s=duration,
-        peak_rss_mb=peak[0],
+        peak_rss_mb=peak_rss_mb,
         log_path=log_path,
         log_tail="\n".join(tail),
     )

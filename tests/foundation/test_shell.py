@@ -76,3 +76,18 @@ def test_timeout_kills(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert result.duration_s < 30
+
+
+def test_peak_rss_is_measured_for_the_command_not_this_process(tmp_path: Path) -> None:
+    # 300 MB touched and held for a while (the sampler sees it; above this process's own
+    # high-water mark the kernel's figure counts too); a bare interpreter reports far less,
+    # not this test process's RSS, which exec carries over into the child's rusage.
+    code = (
+        "import time\nb = bytearray(300 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\n"
+        "time.sleep(1.5)\nprint('done')"
+    )
+    result = run_command([sys.executable, "-c", code], log_path=tmp_path / "x.log")
+    small = run_command([sys.executable, "-c", "print('done')"], log_path=tmp_path / "y.log")
+    assert result.peak_rss_mb > 290, result.peak_rss_mb
+    assert small.peak_rss_mb < 100, small.peak_rss_mb
+    assert f"peak_rss={result.peak_rss_mb:.1f}MB" in (tmp_path / "x.log").read_text()
