@@ -126,6 +126,7 @@ class FaultServer:
         self._active = 0
         self.max_active = 0
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -194,9 +195,15 @@ class FaultServer:
         return self.url(path)
 
     # -- observations
+    def _settle(self) -> None:
+        """Wait (briefly) for handlers still running: a client can hold the reply before the
+        handler has recorded it. Call with the lock held."""
+        self._idle.wait_for(lambda: self._active == 0, timeout=5)
+
     def requests(self, name: str | None = None) -> list[RequestRecord]:
         """Requests answered so far (for ``/name`` only when given)."""
         with self._lock:
+            self._settle()
             records = list(self._records)
         if name is None:
             return records
@@ -205,6 +212,7 @@ class FaultServer:
     def bytes_sent(self, name: str) -> int:
         """Body bytes written to clients for ``/name``."""
         with self._lock:
+            self._settle()
             return self._sent.get("/" + name.lstrip("/"), 0)
 
     # -- internals used by the handler
@@ -216,6 +224,7 @@ class FaultServer:
     def _leave(self) -> None:
         with self._lock:
             self._active -= 1
+            self._idle.notify_all()
 
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
