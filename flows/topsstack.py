@@ -20,8 +20,10 @@ from typing import Any
 import dask
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import EngineContext, FlowRunContext, SettingsContext
+from prefect.context import EngineContext, FlowRunContext, SettingsContext, serialize_context
 from prefect.futures import PrefectFuture
+from prefect.states import State
+from prefect.task_engine import run_task_sync
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
@@ -158,10 +160,10 @@ def _workers_in_this_process(runner: TaskRunner[Any]) -> bool:
 
 
 @contextmanager
-def _contexts_by_reference(runner: TaskRunner[Any]) -> Iterator[None]:
+def _contexts_by_reference(in_process: bool) -> Iterator[None]:
     """While lines are submitted: share the flow's contexts with in-process workers."""
     settings, flow_run = SettingsContext.get(), FlowRunContext.get()
-    if settings is None or flow_run is None or not _workers_in_this_process(runner):
+    if settings is None or flow_run is None or not in_process:
         yield
         return
     # A shallow copy: the same run, parameters and bookkeeping objects as the engine's.
@@ -173,6 +175,17 @@ def _contexts_by_reference(runner: TaskRunner[Any]) -> Iterator[None]:
         shared_run,
     ):
         yield
+
+
+# Task runs submitted to in-process workers, by Dask key: Dask pickles every submitted call
+# (the client) and unpickles it (the scheduler) even when both live in this process, and a
+# Prefect task with its parameters and run context is a large object graph. Only the key
+# travels; the worker thread looks the call up here.
+_IN_PROCESS_CALLS: dict[str, dict[str, Any]] = {}
+
+
+def _run_in_process(key: str) -> State[Any] | None:
+    return run_task_sync(**_IN_PROCESS_CALLS[key])
 
 
 @contextmanager
@@ -188,23 +201,51 @@ def _submit_task(
     runner: TaskRunner[Any],
     task: Any,
     parameters: dict[str, Any],
-    wait_for: list[PrefectFuture[LineResult]],
+    *,
+    upstream: Sequence[PrefectFuture[LineResult]],
+    in_process: bool,
 ) -> PrefectFuture[LineResult]:
-    """``runner.submit``; on Dask, under a fresh key rather than a hash of the task.
+    """Submit ``task`` once its ``upstream`` futures are all done (the flow only submits ready
+    lines); on Dask under a fresh key rather than a hash of the task.
 
     ``DaskTaskRunner.submit`` names the Dask task by pickling and hashing the task object and
-    its parameters, several ms per line; every line attempt is distinct anyway.
+    its parameters, several ms per line; every line attempt is distinct anyway. For workers in
+    this process the call itself stays here too (``_IN_PROCESS_CALLS``), and the upstream lines
+    are passed as their final states, which Prefect records as the run's ``wait_for`` inputs.
     """
     if not isinstance(runner, DaskTaskRunner):
-        return runner.submit(task, parameters=parameters, wait_for=wait_for)
-    future = runner.client.submit(
-        task,
-        key=f"{task.name}-{uuid.uuid4().hex}",
-        parameters=parameters,
-        wait_for=[f.wrapped_future for f in wait_for if isinstance(f, PrefectDaskFuture)],
-        return_type="state",
-    )
-    return PrefectDaskFuture[LineResult](wrapped_future=future, task_run_id=future.task_run_id)
+        return runner.submit(task, parameters=parameters, wait_for=list(upstream))
+    key = f"{task.name}-{uuid.uuid4().hex}"
+    if not in_process:
+        future = runner.client.submit(
+            task,
+            key=key,
+            parameters=parameters,
+            wait_for=[f.wrapped_future for f in upstream if isinstance(f, PrefectDaskFuture)],
+            return_type="state",
+        )
+        return PrefectDaskFuture[LineResult](wrapped_future=future, task_run_id=future.task_run_id)
+    task_run_id = uuid.uuid4()
+    no_inputs: dict[str, set[Any]] = {name: set() for name in parameters}  # no futures inside
+    _IN_PROCESS_CALLS[key] = {
+        "task": task,
+        "task_run_id": task_run_id,
+        "parameters": parameters,
+        "wait_for": [f.state for f in upstream],
+        "return_type": "state",
+        "dependencies": no_inputs,
+        "context": serialize_context(
+            asset_ctx_kwargs={
+                "task": task,
+                "task_run_id": task_run_id,
+                "task_inputs": no_inputs,
+                "copy_to_child_ctx": True,
+            }
+        ),
+    }
+    future = runner.client.submit(_run_in_process, key, key=key, pure=False)
+    future.add_done_callback(lambda _: _IN_PROCESS_CALLS.pop(key, None))
+    return PrefectDaskFuture[LineResult](wrapped_future=future, task_run_id=task_run_id)
 
 
 def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
@@ -276,7 +317,8 @@ def execute_stack(
                     "force": sub.force,
                 },
                 # upstream lines skipped as done have no future
-                wait_for=[futures[up] for up in sorted(dag[sub.line.line_id]) if up in futures],
+                upstream=[futures[up] for up in sorted(dag[sub.line.line_id]) if up in futures],
+                in_process=in_process,
             )
         futures[sub.line.line_id] = future
 
@@ -285,7 +327,8 @@ def execute_stack(
 
         future.add_done_callback(notify)
 
-    with _contexts_by_reference(runner):
+    in_process = _workers_in_this_process(runner)
+    with _contexts_by_reference(in_process):
         while True:
             for sub in scheduler.next_submissions(is_done=lambda ln: is_line_done(ln, stack_dir)):
                 submit(sub)

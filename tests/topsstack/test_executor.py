@@ -28,6 +28,7 @@ from prefect.client.schemas.filters import (
     TaskRunFilter,
     TaskRunFilterName,
 )
+from prefect.client.schemas.objects import TaskRun, TaskRunResult
 from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.topsstack import REPORT_KEY, topsstack_flow
@@ -559,6 +560,42 @@ def test_task_runs_are_named_by_line_and_tagged_by_resource_class(scenario: Scen
         "filter_coherence-20250418_20250430": {"memory-heavy"},
         "filter_coherence-20250418_20250430-retry1": {"memory-heavy"},
     }
+
+
+def test_task_runs_record_the_lines_they_waited_for(scenario: Scenario) -> None:
+    """The UI draws the stack's graph from each task run's ``wait_for`` inputs."""
+    by_label = {line.label: line for line in scenario.stack.lines}
+    names = list(by_label) + [f"{label}-retry1" for label in by_label]
+    runs: list[TaskRun] = []
+    with get_client(sync_client=True) as client:
+        while page := client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=names)),
+            limit=200,
+            offset=len(runs),
+        ):
+            runs += page
+    name_of = {run.id: run.name for run in runs}
+
+    def line_of(name: str) -> RunLine:
+        return by_label[name.removesuffix("-retry1")]
+
+    def waited_for(run: TaskRun) -> set[str]:
+        inputs = run.task_inputs.get("wait_for", [])
+        return {line_of(name_of[i.id]).line_id for i in inputs if isinstance(i, TaskRunResult)}
+
+    edges = 0
+    for run in runs:
+        upstream = waited_for(run)
+        assert upstream <= scenario.stack.dag[line_of(run.name).line_id], run.name
+        edges += len(upstream)
+    assert edges > len(scenario.stack.lines)
+    # The retry after the OOM kill in the "fixed" run waited for what that run executed above it.
+    retry = next(run for run in runs if run.name == f"{scenario.stack.line(OOM_LINE).label}-retry1")
+    ran_above = {
+        up for up in scenario.stack.dag[OOM_LINE] if scenario.fixed.results[up].status == "ran"
+    }
+    assert ran_above
+    assert waited_for(retry) == ran_above
 
 
 def _scheduler_for(fixtures_dir: Path, tmp_path: Path) -> StackScheduler:
