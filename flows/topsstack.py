@@ -39,6 +39,7 @@ from tasks.topsstack.executor import (
     StackScheduler,
     Submission,
     is_line_done,
+    limited_classes_in_force,
     line_task_options,
     log_path_for,
     plan_scheduler,
@@ -296,13 +297,18 @@ def execute_stack(
         use_gpu=use_gpu,
         worker_memory_mb=int(min(worker_mb or memory_budget_mb, memory_budget_mb)),
     )
+    tagged = limited_classes_in_force()
+    get_run_logger().info(
+        "tag concurrency limits in force for: %s",
+        ", ".join(sorted(tagged)) or "no class (gpu and memory-heavy lines go untagged)",
+    )
     futures: dict[str, PrefectFuture[LineResult]] = {}
     done: queue.Queue[tuple[Submission, PrefectFuture[LineResult]]] = queue.Queue()
 
     def submit(sub: Submission) -> None:
         line_env = {**(env or {}), ENV_MEMORY_MB: str(sub.memory_mb)}
         task = run_line_task.with_options(
-            **line_task_options(sub.line, sub.resource_class, sub.attempt)
+            **line_task_options(sub.line, sub.resource_class, sub.attempt, tagged=tagged)
         )
         with _annotations(sub, enabled=annotate, use_gpu=use_gpu):
             future = _submit_task(

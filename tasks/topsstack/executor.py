@@ -18,7 +18,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 
 from tasks.shell import CommandResult, run_command
 from tasks.topsstack.dag import critical_path, topological_order
@@ -343,15 +345,37 @@ def run_line_task(
     )
 
 
-def line_task_options(line: RunLine, klass: ResourceClass, attempt: int = 1) -> dict[str, Any]:
-    """``with_options`` arguments for one line: run name = line label, tag = limited class.
-
-    Only ``gpu`` and ``memory-heavy`` lines are tagged, the classes operators limit (tag
-    concurrency limits, deployments/setup.py): Prefect asks the API for a concurrency slot for
-    every tag of every task run, a round trip that light lines need not pay.
-    """
+def line_task_options(
+    line: RunLine,
+    klass: ResourceClass,
+    attempt: int = 1,
+    *,
+    tagged: Collection[ResourceClass] = LIMITED_CLASSES,
+) -> dict[str, Any]:
+    """``with_options`` arguments for one line: run name = line label, tag = its class when
+    that class is in ``tagged`` (see :func:`limited_classes_in_force`)."""
     name = line.label if attempt == 1 else f"{line.label}-retry{attempt - 1}"
-    return {"task_run_name": name, "tags": {klass} if klass in LIMITED_CLASSES else set()}
+    return {"task_run_name": name, "tags": {klass} if klass in tagged else set()}
+
+
+def limited_classes_in_force() -> frozenset[ResourceClass]:
+    """The classes (``gpu``, ``memory-heavy``) the Prefect API holds an active tag concurrency
+    limit for (deployments/setup.py creates them).
+
+    Only lines of those classes are tagged: Prefect asks the API for a slot of every tag of
+    every task run, and releases it afterwards, even when no limit exists; on a busy server
+    that costs tenths of a second per line, which an unlimited tag buys nothing for.
+    """
+    in_force: set[ResourceClass] = set()
+    with get_client(sync_client=True) as client:
+        for klass in sorted(LIMITED_CLASSES):
+            try:
+                limit = client.read_global_concurrency_limit_by_name(f"tag:{klass}")
+            except ObjectNotFound:
+                continue
+            if limit.active:
+                in_force.add(klass)
+    return frozenset(in_force)
 
 
 # --------------------------------------------------------------------------- graph helpers

@@ -68,7 +68,7 @@ from tasks.topsstack.runfiles import KNOWN_STEPS
 
 ResourceClass = Literal["gpu", "memory-heavy", "cpu"]
 # The classes operators cap with Prefect tag concurrency limits (deployments/setup.py).
-LIMITED_CLASSES: frozenset[str] = frozenset({"gpu", "memory-heavy"})
+LIMITED_CLASSES: frozenset[ResourceClass] = frozenset({"gpu", "memory-heavy"})
 
 DEFAULT_LOOKS = 9 * 3  # topsStack's default range x azimuth looks
 

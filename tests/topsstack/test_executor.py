@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
@@ -42,6 +43,7 @@ from tasks.topsstack.executor import (
     StackScheduler,
     classify_failure,
     is_line_done,
+    limited_classes_in_force,
     line_fingerprint,
     line_memory_mb,
     line_task_options,
@@ -244,6 +246,9 @@ def scenario(
     prefect_harness: None, fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Scenario:
     stack = make_stack(tmp_path_factory.mktemp("executor"), fixtures_dir)
+    # An operator's limit on memory-heavy lines (deployments/setup.py), roomy enough not to bind.
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="memory-heavy", concurrency_limit=50)
 
     flag = stack.root / "broken"
     flag.touch()
@@ -287,6 +292,8 @@ def scenario(
     edited.config_path.write_text(text.replace("defomax : 2", "defomax : 3"))
     stack.line(LOST_OUTPUT).outputs[0].unlink()
     touched = stack.run()
+    with get_client(sync_client=True) as client:
+        client.delete_global_concurrency_limit_by_name("tag:memory-heavy")
     return Scenario(
         stack,
         caught.value,
@@ -562,6 +569,21 @@ def test_task_runs_are_named_by_line_and_tagged_by_resource_class(scenario: Scen
     }
 
 
+def test_only_classes_with_an_active_limit_are_tagged(prefect_harness: None) -> None:
+    assert limited_classes_in_force() == frozenset()
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name="tag:memory-heavy", limit=4, active=False)
+        )
+        client.create_concurrency_limit(tag="cpu", concurrency_limit=2)  # not a limited class
+        try:
+            assert limited_classes_in_force() == {"gpu"}
+        finally:
+            for name in ("tag:gpu", "tag:memory-heavy", "tag:cpu"):
+                client.delete_global_concurrency_limit_by_name(name)
+
+
 def test_task_runs_record_the_lines_they_waited_for(scenario: Scenario) -> None:
     """The UI draws the stack's graph from each task run's ``wait_for`` inputs."""
     by_label = {line.label: line for line in scenario.stack.lines}
@@ -632,6 +654,7 @@ def test_scheduler_submits_roots_first_and_gpu_lines_hold_a_gpu(
         "tags": {"gpu"},
     }
     assert line_task_options(reference.line, "gpu", 2)["task_run_name"].endswith("-retry1")
+    assert line_task_options(reference.line, "gpu", tagged={"memory-heavy"})["tags"] == set()
     assert scheduler.next_submissions() == []  # nothing new until something finishes
 
 
