@@ -20,6 +20,7 @@ from typing import Any
 import dask
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import TaskRunResult
 from prefect.context import EngineContext, FlowRunContext, SettingsContext, serialize_context
 from prefect.futures import PrefectFuture
 from prefect.states import State
@@ -211,8 +212,7 @@ def _submit_task(
 
     ``DaskTaskRunner.submit`` names the Dask task by pickling and hashing the task object and
     its parameters, several ms per line; every line attempt is distinct anyway. For workers in
-    this process the call itself stays here too (``_IN_PROCESS_CALLS``), and the upstream lines
-    are passed as their final states, which Prefect records as the run's ``wait_for`` inputs.
+    this process the call itself stays here too (``_IN_PROCESS_CALLS``).
     """
     if not isinstance(runner, DaskTaskRunner):
         return runner.submit(task, parameters=parameters, wait_for=list(upstream))
@@ -228,13 +228,18 @@ def _submit_task(
         return PrefectDaskFuture[LineResult](wrapped_future=future, task_run_id=future.task_run_id)
     task_run_id = uuid.uuid4()
     no_inputs: dict[str, set[Any]] = {name: set() for name in parameters}  # no futures inside
+    # Upstream lines are known complete; as plain task-run references Prefect records them as
+    # the run's ``wait_for`` inputs without resolving each one's result again (a hop through
+    # Prefect's event-loop thread per upstream line). They only need to be a non-empty
+    # ``wait_for`` for the engine to add the ``dependencies`` entry of that name.
+    waited = [TaskRunResult(id=f.task_run_id) for f in upstream]
     _IN_PROCESS_CALLS[key] = {
         "task": task,
         "task_run_id": task_run_id,
         "parameters": parameters,
-        "wait_for": [f.state for f in upstream],
+        "wait_for": waited or None,
         "return_type": "state",
-        "dependencies": no_inputs,
+        "dependencies": {**no_inputs, "wait_for": set(waited)} if waited else no_inputs,
         "context": serialize_context(
             asset_ctx_kwargs={
                 "task": task,
