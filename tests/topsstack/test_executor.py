@@ -183,13 +183,28 @@ def latest_report_markdown() -> str:
     return str(artifacts[0].data)
 
 
-def task_run_tags(names: list[str]) -> dict[str, set[str]]:
-    """Tags of the task runs with these names, as the Prefect API recorded them."""
+def scenario_task_runs(scenario: Scenario, names: list[str]) -> list[TaskRun]:
+    """The task runs with these names that the scenario's executions started, as the Prefect
+    API recorded them (lines of other tests' stacks may share the names)."""
+    runs: list[TaskRun] = []
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=names))
-        )
-    return {run.name: set(run.tags) for run in runs}
+        while page := client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(any_=names),
+                start_time=TaskRunFilterStartTime(
+                    after_=scenario.window[0], before_=scenario.window[1]
+                ),
+            ),
+            limit=200,
+            offset=len(runs),
+        ):
+            runs += page
+    return runs
+
+
+def task_run_tags(scenario: Scenario, names: list[str]) -> dict[str, set[str]]:
+    """Tags of the scenario's task runs with these names."""
+    return {run.name: set(run.tags) for run in scenario_task_runs(scenario, names)}
 
 
 def ok_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -568,7 +583,7 @@ def test_task_runs_are_named_by_line_and_tagged_by_resource_class(scenario: Scen
         "filter_coherence-20250418_20250430",
         "filter_coherence-20250418_20250430-retry1",
     ]
-    assert task_run_tags(names) == {
+    assert task_run_tags(scenario, names) == {
         "fullBurst_resample-20250418": {"memory-heavy"},
         "unpack_secondary_slc-20250418": set(),
         "filter_coherence-20250418_20250430": {"memory-heavy"},
@@ -599,20 +614,7 @@ def test_task_runs_record_the_lines_they_waited_for(scenario: Scenario) -> None:
     """The UI draws the stack's graph from each task run's ``wait_for`` inputs."""
     by_label = {line.label: line for line in scenario.stack.lines}
     names = list(by_label) + [f"{label}-retry1" for label in by_label]
-    runs: list[TaskRun] = []
-    with get_client(sync_client=True) as client:
-        while page := client.read_task_runs(
-            # lines of other tests' stacks may share these names
-            task_run_filter=TaskRunFilter(
-                name=TaskRunFilterName(any_=names),
-                start_time=TaskRunFilterStartTime(
-                    after_=scenario.window[0], before_=scenario.window[1]
-                ),
-            ),
-            limit=200,
-            offset=len(runs),
-        ):
-            runs += page
+    runs = scenario_task_runs(scenario, names)
     name_of = {run.id: run.name for run in runs}
 
     def line_of(name: str) -> RunLine:
