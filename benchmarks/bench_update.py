@@ -62,19 +62,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="2 (+1) dates, 1 swath x 2 bursts, geometry"
     )
-    parser.add_argument("--slots", type=int, default=2, help="executor slots (default 2)")
-    parser.add_argument("--budget-mb", type=int, default=16000, help="memory budget (16000)")
+    parser.add_argument("--slots", type=int, default=4, help="executor slots (default 4)")
+    parser.add_argument(
+        "--budget-mb", type=int, default=None, help=f"memory budget (default N x {bl.SLOT_MB})"
+    )
     parser.add_argument(
         "--work-s",
         type=float,
         default=None,
-        help="sum of the line durations of the initial stack in seconds (default 60; smoke 0.3)",
+        help="sum of the line durations of the initial stack in seconds (default 300; smoke 0.3)",
     )
     parser.add_argument("--memory-divisor", type=float, default=100.0)
     bl.add_prefect_api_argument(parser)
     args = parser.parse_args(argv)
     spec = SMOKE if args.smoke else FULL
-    work_target = args.work_s if args.work_s is not None else (0.3 if args.smoke else 60.0)
+    work_target = args.work_s if args.work_s is not None else (0.3 if args.smoke else 300.0)
+    if args.budget_mb is None:
+        args.budget_mb = args.slots * bl.SLOT_MB
     grown = dataclasses.replace(spec, n_dates=spec.n_dates + 1)
     run = {"slots": args.slots, "budget_mb": args.budget_mb, "divisor": args.memory_divisor}
 

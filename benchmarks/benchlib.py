@@ -70,6 +70,9 @@ from tasks.topsstack.resources import estimate_memory_mb  # noqa: E402
 from tasks.topsstack.runfiles import RunLine  # noqa: E402
 
 PLAN_ENV = "INSARFLOW_BENCH_PLAN"
+# Default memory budget per slot of the executor benchmarks: above the largest line estimate
+# (snaphu, 10,100 MB), so that memory does not limit N lines at once unless asked to.
+SLOT_MB = 12_000
 TOOLS = (
     "SentinelWrapper.py",
     "subsetReference.py",
