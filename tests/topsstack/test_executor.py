@@ -16,7 +16,7 @@ import pickle
 import shutil
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,6 +183,18 @@ def latest_report_markdown() -> str:
     return str(artifacts[0].data)
 
 
+@contextlib.contextmanager
+def tag_limit(tag: str, slots: int) -> Iterator[None]:
+    """A tag concurrency limit, as deployments/setup.py creates it, while the block runs."""
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
+    try:
+        yield
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(f"tag:{tag}")
+
+
 def scenario_task_runs(scenario: Scenario, names: list[str]) -> list[TaskRun]:
     """The task runs with these names that the scenario's executions started, as the Prefect
     API recorded them (lines of other tests' stacks may share the names)."""
@@ -268,53 +280,51 @@ def scenario(
     stack = make_stack(tmp_path_factory.mktemp("executor"), fixtures_dir)
     started = datetime.now(UTC)
     # An operator's limit on memory-heavy lines (deployments/setup.py), roomy enough not to bind.
-    with get_client(sync_client=True) as client:
-        client.create_concurrency_limit(tag="memory-heavy", concurrency_limit=50)
+    with tag_limit("memory-heavy", 50):
+        flag = stack.root / "broken"
+        flag.touch()
+        stack.write_plan(
+            # The reference line still runs when the failure is seen: it must finish, and
+            # nothing that becomes ready after it (average_baseline, overlaps) may start.
+            sleeps={REFERENCE: 2.0, FAILING: 0.0},
+            failures={FAILING: {"fail_if_exists": str(flag), "fail_rc": 1, "fail_message": TAIL}},
+        )
+        with pytest.raises(StackFailed) as caught:
+            # Room for the four first lines on one worker (4 threads, 2200 + 3 x 540 MB).
+            stack.run(budget_mb=8000, threads=4)
+        broken_records, broken_markdown = stack.records(), latest_report_markdown()
+        broken_markers = {
+            ln.line_id for ln in stack.lines if marker_path(ln, stack.stack_dir).exists()
+        }
 
-    flag = stack.root / "broken"
-    flag.touch()
-    stack.write_plan(
-        # The reference line still runs when the failure is seen: it must finish, and
-        # nothing that becomes ready after it (average_baseline, overlaps) may start.
-        sleeps={REFERENCE: 2.0, FAILING: 0.0},
-        failures={FAILING: {"fail_if_exists": str(flag), "fail_rc": 1, "fail_message": TAIL}},
-    )
-    with pytest.raises(StackFailed) as caught:
-        # Room for the four first lines on one worker (4 threads, 2200 + 3 x 540 MB).
-        stack.run(budget_mb=8000, threads=4)
-    broken_records, broken_markdown = stack.records(), latest_report_markdown()
-    broken_markers = {ln.line_id for ln in stack.lines if marker_path(ln, stack.stack_dir).exists()}
-
-    flag.unlink()
-    stack.write_plan(
-        sleeps={SLOW_RESAMPLE: 0.8},
-        failures={
-            OOM_LINE: {
-                "fail_once": str(stack.root / "oom.state"),
-                "fail_rc": 137,
-                "fail_message": "Out of memory: snaphu could not allocate",
+        flag.unlink()
+        stack.write_plan(
+            sleeps={SLOW_RESAMPLE: 0.8},
+            failures={
+                OOM_LINE: {
+                    "fail_once": str(stack.root / "oom.state"),
+                    "fail_rc": 137,
+                    "fail_message": "Out of memory: snaphu could not allocate",
+                },
+                BUS_LINE: {
+                    "fail_once": str(stack.root / "bus.state"),
+                    "fail_rc": 135,
+                    "fail_message": "Bus error (core dumped)",
+                },
             },
-            BUS_LINE: {
-                "fail_once": str(stack.root / "bus.state"),
-                "fail_rc": 135,
-                "fail_message": "Bus error (core dumped)",
-            },
-        },
-    )
-    fixed = stack.run()
-    fixed_records, fixed_markdown = stack.records(), latest_report_markdown()
+        )
+        fixed = stack.run()
+        fixed_records, fixed_markdown = stack.records(), latest_report_markdown()
 
-    marker_path(stack.line(STALE_MARKER), stack.stack_dir).unlink()
-    marker_path(stack.line(UPSTREAM_MARKER), stack.stack_dir).unlink()
-    edited = stack.line(EDITED_CONFIG)
-    assert edited.config_path is not None
-    before = line_fingerprint(edited)
-    text = edited.config_path.read_text()
-    edited.config_path.write_text(text.replace("defomax : 2", "defomax : 3"))
-    stack.line(LOST_OUTPUT).outputs[0].unlink()
-    touched = stack.run()
-    with get_client(sync_client=True) as client:
-        client.delete_global_concurrency_limit_by_name("tag:memory-heavy")
+        marker_path(stack.line(STALE_MARKER), stack.stack_dir).unlink()
+        marker_path(stack.line(UPSTREAM_MARKER), stack.stack_dir).unlink()
+        edited = stack.line(EDITED_CONFIG)
+        assert edited.config_path is not None
+        before = line_fingerprint(edited)
+        text = edited.config_path.read_text()
+        edited.config_path.write_text(text.replace("defomax : 2", "defomax : 3"))
+        stack.line(LOST_OUTPUT).outputs[0].unlink()
+        touched = stack.run()
     return Scenario(
         stack,
         caught.value,
