@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install
+# ISCE2 from source (no conda): its own Python environment and an env.sh to source.
+ISCE2_SOURCE ?= ../shared/isce2/isce2-2.6.5-src.tar.gz
+ISCE2_PREFIX ?= $(HOME)/.local/isce2
+
+.PHONY: demo test lint install isce2
 
 $(BIN)/insarflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +27,6 @@ lint: install
 	$(BIN)/ruff check flows tasks deployments tests benchmarks
 	$(BIN)/ruff format --check flows tasks deployments tests benchmarks
 	$(BIN)/mypy
+
+isce2:
+	scripts/build-isce2.sh "$(ISCE2_SOURCE)" "$(ISCE2_PREFIX)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from flows.config import (
     load_config,
     load_config_text,
 )
+
+if TYPE_CHECKING:
+    from flows.preflight import PreflightReport
 
 app = typer.Typer(
     name="insarflow",
@@ -105,9 +108,23 @@ def validate_cmd(
 ) -> None:
     """Check a configuration; print every problem with its fix (exit code 2 when invalid)."""
     cfg = _read_config(config)
+    report = _preflight(cfg, config)
+    isce2 = f", ISCE2 {report.isce2_version}" if report.isce2_version else ""
     console.print(
-        f"[green]valid[/green]: stack {cfg.name!r}, engine {cfg.engine}, work dir {cfg.paths.root}"
+        f"[green]valid[/green]: stack {cfg.name!r}, engine {cfg.engine}{isce2}, "
+        f"work dir {cfg.paths.root}"
     )
+
+
+def _preflight(cfg: StackConfig, source: str) -> PreflightReport:
+    """Inputs, ISCE2 and network size; print every problem and exit 2 when there are any."""
+    from flows.preflight import preflight
+
+    report = preflight(cfg)
+    if report.issues:
+        _print_config_error(ConfigError(source, report.issues))
+        raise typer.Exit(2)
+    return report
 
 
 @app.command("plan")
@@ -118,7 +135,8 @@ def plan_cmd(
     from flows.plan import plan_stack
 
     cfg = _read_config(config)
-    plan = plan_stack(cfg)
+    report = _preflight(cfg, config)
+    plan = plan_stack(cfg, report.dates)
     note = " (estimated: 12-day revisit; exact after search)" if plan.dates_are_estimated else ""
     console.print(
         f"[bold]{cfg.name}[/bold]: {len(plan.dates)} dates "
@@ -168,6 +186,9 @@ def run_cmd(
         raise typer.Exit(2)
     try:
         result = sbas(cfg, from_stage=from_stage, until=until)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(2) from None
     except Exception as exc:
         _fail(exc)
     _print_result(result)

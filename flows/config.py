@@ -35,6 +35,8 @@ ExportFormat = Literal["zarr", "geotiff", "netcdf"]
 Platform = Literal["S1A", "S1B", "S1C"]
 _PLATFORMS: tuple[Platform, ...] = ("S1A", "S1B", "S1C")
 _DEFAULT_FORMATS: tuple[ExportFormat, ...] = ("zarr", "geotiff")
+#: The stages of a run, in order.
+STAGES = ("acquire", "topsstack", "sbas", "products")
 
 
 class Model(BaseModel):
@@ -170,6 +172,45 @@ class AcquisitionConfig(Model):
                 f"start {self.start} is not before end {self.end}: swap them or widen the range"
             )
         return self
+
+
+class InputsConfig(Model):
+    """Files already on disk (the manual workflow's SLC/, orbits/ and DEM): used in place.
+
+    They are never moved, modified or deleted: the work directory links to them.
+    """
+
+    slc_dir: Path | None = Field(
+        default=None,
+        description="Folder of Sentinel-1 SAFE zips already downloaded; those matching the "
+        "track, dates, platforms and exclusions are used.",
+    )
+    orbit_dir: Path | None = Field(
+        default=None,
+        description="Folder of orbit files (*.EOF, precise or restituted) already downloaded.",
+    )
+    dem: Path | None = Field(
+        default=None,
+        description="A DEM covering the area: ISCE2 format (the .dem.wgs84 file, with its .xml "
+        "and .vrt beside it) or a GeoTIFF (converted on the way in). Heights above the WGS84 "
+        "ellipsoid, as ISCE2 expects. Replaces acquisition.dem_source.",
+    )
+    download_missing: bool = Field(
+        default=True,
+        description="Search ASF for acquisitions (and orbits) the folders lack and download "
+        "them; Earthdata credentials are needed only when something is missing. false: "
+        "process only what is on disk, with no network at all.",
+    )
+
+
+class Isce2Config(Model):
+    """Where ISCE2 comes from: its own environment, never insarflow's."""
+
+    env_script: Path | None = Field(
+        default=None,
+        description="Shell file sourced before every ISCE2 command (the env.sh that `make "
+        "isce2` writes, or conda activation lines). Empty: ISCE2 from the current PATH.",
+    )
 
 
 class TopsStackConfig(Model):
@@ -351,6 +392,12 @@ class StackConfig(Model):
     )
     area: AreaConfig = Field(description="Area of interest.")
     acquisition: AcquisitionConfig = Field(description="Sentinel-1 search and download.")
+    inputs: InputsConfig = Field(
+        default_factory=InputsConfig, description="Inputs already on disk (optional)."
+    )
+    isce2: Isce2Config = Field(
+        default_factory=Isce2Config, description="The ISCE2 installation to run."
+    )
     topsstack: TopsStackConfig = Field(
         default_factory=TopsStackConfig, description="ISCE2 topsStack options."
     )

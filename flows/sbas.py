@@ -13,7 +13,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.config import StackConfig
+from flows.config import STAGES, StackConfig
+from flows.preflight import preflight
 from flows.stages import (
     AcquireResult,
     ProductsResult,
@@ -25,8 +26,6 @@ from flows.stages import (
     topsstack_stage,
 )
 from tasks.lock import stack_lock
-
-STAGES = ("acquire", "topsstack", "sbas", "products")
 
 
 @dataclass
@@ -60,6 +59,8 @@ def _selected(from_stage: str, until: str) -> list[str]:
 def sbas(config: StackConfig, from_stage: str = "acquire", until: str = "products") -> SbasResult:
     """Process one stack: acquire -> topsstack -> sbas (MintPy) -> products."""
     stages = _selected(from_stage, until)
+    # Everything knowable before work: bad inputs stop here, before any download.
+    preflight(config, stages).raise_for_issues(f"stack {config.name}")
     paths = config.paths
     result = SbasResult(work_dir=paths.root, stages_run=stages)
     logger = get_run_logger()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,9 +13,11 @@ from flows.config import StackConfig
 
 # A runtime import: Prefect validates stage parameters (TopsStackResult.steps) with pydantic,
 # which must resolve StepSummary.
+from tasks.inputs import InputsError
 from tasks.report import StepSummary
 
 if TYPE_CHECKING:
+    from tasks.orbits import OrbitChoice
     from tasks.simulator.scene import SceneSpec
     from tasks.topsstack.executor import ExecutionReport
 
@@ -96,6 +97,11 @@ def acquisition_record(config: StackConfig) -> Path:
     return config.paths.root / "acquisition.json"
 
 
+def isce2_record(config: StackConfig) -> Path:
+    """Which ISCE2 processed the stack (written by the topsStack stage)."""
+    return config.paths.stack / ".insarflow" / "isce2.json"
+
+
 # ---------------------------------------------------------------------- acquire
 
 
@@ -149,15 +155,76 @@ def acquire_stage(config: StackConfig) -> AcquireResult:
 
 
 def _acquire_real(config: StackConfig) -> AcquireResult:
-    from tasks.credentials import load_earthdata_credentials
-    from tasks.dem import prepare_dem_task
+    """SLCs, orbits and DEM: the user's files where given, downloads for what is missing."""
+    from tasks.inputs import link_into, local_scenes, user_dem
+
+    logger = get_run_logger()
+    paths = config.paths
+    acq = config.acquisition
+    inputs = config.inputs
+    local: dict[str, list[Path]] = {}
+    if inputs.slc_dir is not None:
+        local = local_scenes(
+            inputs.slc_dir,
+            track=acq.track,
+            start=acq.start,
+            end=acq.end,
+            platforms=acq.platforms,
+            exclude_dates=acq.exclude_dates,
+        )
+        logger.info("%d date(s) of SAFE zips found in %s", len(local), inputs.slc_dir)
+    excluded: dict[str, str] = {}
+    downloaded: list[Path] = []
+    if inputs.download_missing:
+        downloaded, excluded, searched = _download_missing(config, set(local))
+        # Dates the search no longer lists (e.g. excluded for coverage) stay out.
+        local = {d: f for d, f in local.items() if d in searched or not searched}
+    safes = link_into([f for files in local.values() for f in files], paths.slc) + downloaded
+    dates = sorted({*local, *(_date_of(p) for p in downloaded)})
+    if not safes:
+        raise InputsError(
+            f"inputs.slc_dir: no SAFE zip of track {acq.track} between {acq.start} and "
+            f"{acq.end or 'now'} in {inputs.slc_dir}, and inputs.download_missing is false; "
+            "check the folder, acquisition.track and the dates"
+        )
+    orbit_choices = _orbits(config, safes)
+    if inputs.dem is not None:
+        dem = user_dem(inputs.dem, paths.dem, config.area.snwe())
+    else:
+        from tasks.dem import prepare_dem_task
+
+        creds = None
+        if acq.dem_source == "isce2":
+            from tasks.credentials import load_earthdata_credentials
+
+            creds = load_earthdata_credentials(secret_block=acq.credentials_secret_block)
+        dem = prepare_dem_task(
+            config.area.snwe(), paths.dem, source=acq.dem_source, credentials=creds
+        )
+    return AcquireResult(
+        dates=dates,
+        safe_files=list(safes),
+        dem=dem,
+        orbit_kinds={o.date: o.kind for o in orbit_choices},
+        excluded=excluded,
+    )
+
+
+def _date_of(safe: Path) -> str:
+    from tasks.orbits import parse_safe_name
+
+    return parse_safe_name(safe).date
+
+
+def _download_missing(
+    config: StackConfig, have_dates: set[str]
+) -> tuple[list[Path], dict[str, str], set[str]]:
+    """Search ASF; download the scenes of dates not on disk (credentials only then)."""
     from tasks.download import DownloadItem, download_files_task
-    from tasks.orbits import fetch_orbits_task
     from tasks.search import search_scenes_task
 
     paths = config.paths
     acq = config.acquisition
-    creds = load_earthdata_credentials(secret_block=acq.credentials_secret_block)
     found = search_scenes_task(
         area_snwe=config.area.snwe(),
         wkt=config.area.wkt,
@@ -170,21 +237,38 @@ def _acquire_real(config: StackConfig) -> AcquireResult:
         platforms=acq.platforms,
         exclude_dates=[d.strftime("%Y%m%d") for d in acq.exclude_dates],
     )
-    scenes = [s for date_scenes in found.dates.values() for s in date_scenes]
-    items = [
-        DownloadItem(url=s.url, dest=paths.slc / f"{s.granule}.zip", size=s.size, md5=s.md5)
-        for s in scenes
-    ]
-    safes = download_files_task(items, max_parallel=acq.max_parallel_downloads, credentials=creds)
-    orbits = fetch_orbits_task(safes, paths.orbits, credentials=creds)
-    dem = prepare_dem_task(config.area.snwe(), paths.dem, source=acq.dem_source, credentials=creds)
-    return AcquireResult(
-        dates=sorted(found.dates),
-        safe_files=list(safes),
-        dem=dem,
-        orbit_kinds={o.date: o.kind for o in orbits},
-        excluded=dict(found.excluded),
-    )
+    missing = [s for d, scenes in found.dates.items() if d not in have_dates for s in scenes]
+    downloaded: list[Path] = []
+    if missing:
+        from tasks.credentials import load_earthdata_credentials
+
+        creds = load_earthdata_credentials(secret_block=acq.credentials_secret_block)
+        items = [
+            DownloadItem(url=s.url, dest=paths.slc / f"{s.granule}.zip", size=s.size, md5=s.md5)
+            for s in missing
+        ]
+        downloaded = download_files_task(
+            items, max_parallel=acq.max_parallel_downloads, credentials=creds
+        )
+    return downloaded, dict(found.excluded), set(found.dates)
+
+
+def _orbits(config: StackConfig, safes: list[Path]) -> list[OrbitChoice]:
+    """An orbit per SAFE: the user's files first, downloads only when allowed."""
+    from tasks.inputs import covering_orbits, link_into
+    from tasks.orbits import OrbitError, fetch_orbits_task, select_orbits
+
+    paths = config.paths
+    inputs = config.inputs
+    if inputs.orbit_dir is not None:
+        link_into(covering_orbits(inputs.orbit_dir, safes), paths.orbits)
+    if inputs.download_missing:
+        return fetch_orbits_task(safes, paths.orbits)
+
+    def no_download(*_: object) -> list[Path]:
+        raise OrbitError("downloads are off (inputs.download_missing: false)")
+
+    return select_orbits(safes, paths.orbits, downloader=no_download)
 
 
 # -------------------------------------------------------------------- topsstack
@@ -198,8 +282,6 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     from tasks.topsstack.stack_sentinel import (
         build_stack_sentinel_args,
         check_safe_files,
-        find_stack_sentinel,
-        isce_env,
         prepare_stack_dir,
         run_files_complete,
         run_stack_sentinel,
@@ -220,8 +302,12 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
 
         extra_path.append(install_simulator_bin(paths.stack / "simulator" / "bin"))
     else:
-        # Fails before any work, with install instructions, when ISCE2 is missing.
-        env = isce_env(os.environ, find_stack_sentinel(os.environ))
+        from tasks.isce2_env import probe_isce2, record_isce2
+
+        isce2 = probe_isce2(config.isce2.env_script, log_path=paths.logs / "isce2-env.log")
+        logger.info("%s", isce2.summary())
+        record_isce2(isce2, isce2_record(config))
+        env = isce2.env
 
     ts = config.topsstack
     args = build_stack_sentinel_args(
@@ -384,6 +470,7 @@ def products_stage(
     from tasks import __version__
     from tasks.export import export_products_task
     from tasks.figures import make_figures_task
+    from tasks.isce2_env import recorded_isce2_version
     from tasks.report import ReportInputs, velocity_statistics, write_report_task
 
     paths = config.paths
@@ -395,7 +482,9 @@ def products_stage(
         "engine": config.engine,
         "scenes": ",".join(p.name for p in acquired.safe_files) if acquired else "",
         "mintpy_version": _version_of("mintpy"),
-        "isce2_version": "simulator" if config.engine == "simulator" else _version_of("isce"),
+        "isce2_version": "simulator"
+        if config.engine == "simulator"
+        else recorded_isce2_version(isce2_record(config)) or "unknown",
     }
     outputs = export_products_task(
         paths.mintpy, paths.products, list(config.export.formats), provenance
@@ -424,7 +513,7 @@ def _version_of(module: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version(module if module != "isce" else "isce2")
+        return version(module)
     except PackageNotFoundError:
         return "not installed"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import shutil
@@ -107,6 +108,10 @@ GEOMETRY_FILES: tuple[str, ...] = (
     "incLocal.rdr",
 )
 IFG_FILES: tuple[str, ...] = ("filt_fine.unw", "filt_fine.cor", "filt_fine.unw.conncomp")
+#: The smallest network MintPy's small-baseline workflow handles (with one interferogram its
+#: modify_network step fails).
+MIN_SBAS_DATES = 3
+MIN_SBAS_PAIRS = 2
 EXCLUDED_DIRNAME = "interferograms.excluded"
 
 # HDF5 files a step rewrites from scratch (relative to the MintPy work dir): after an
@@ -417,11 +422,28 @@ def _read_baselines(baseline_dir: Path) -> tuple[str, set[str], list[str]]:
         if parts[0] != ref or len(parts) != 2:
             continue
         text = f.read_text(encoding="utf-8", errors="replace") if f.stat().st_size else ""
-        if "Bperp (average)" in text:
-            dates.add(parts[1])
-        else:
+        values = _BPERP.findall(text)
+        if not values:
             problems.append(f"{f} has no 'Bperp (average)' line")
+        elif not all(math.isfinite(_float_or_nan(v)) for v in values):
+            problems.append(
+                f"{f} gives a non-finite perpendicular baseline ({', '.join(values)}): the "
+                "orbits of its two dates are identical or do not cover the scene; fix the "
+                "orbit files (inputs.orbit_dir) or exclude the date (acquisition.exclude_dates)"
+            )
+        else:
+            dates.add(parts[1])
     return ref, dates, problems
+
+
+_BPERP = re.compile(r"^Bperp \(average\):\s*(\S+)", re.MULTILINE)
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def preflight_check(
@@ -466,6 +488,7 @@ def preflight_check(
     ref_date, baseline_dates, baseline_problems = _read_baselines(stack / "baselines")
     if not ref_date:
         fatal.extend(baseline_problems)
+    fatal.extend(p for p in baseline_problems if "non-finite" in p)
     if fatal:
         raise PreflightError(
             f"topsStack outputs in {stack} are not ready for MintPy:\n  - "
@@ -521,12 +544,14 @@ def preflight_check(
                 excluded.setdefault(old.name, ("excluded by an earlier check",))
 
     included = sorted(pairs - set(problems))
-    if not included:
-        raise PreflightError(
-            f"no complete interferogram in {ifg_dir}; MintPy needs at least one "
-            "(run the topsStack stage through its unwrap step)"
-        )
     dates = sorted({d for p in included for d in p.split("_")})
+    if len(included) < MIN_SBAS_PAIRS or len(dates) < MIN_SBAS_DATES:
+        raise PreflightError(
+            f"{len(included)} complete interferogram(s) over {len(dates)} date(s) in "
+            f"{ifg_dir}: a small-baseline time series needs at least {MIN_SBAS_DATES} dates "
+            f"and {MIN_SBAS_PAIRS} interferograms; add acquisitions (widen acquisition.start"
+            "..end) or run the topsStack stage through its unwrap step"
+        )
     all_dates = {d for p in pairs | set(excluded) for d in p.split("_")}
     assert shape is not None
     return PreflightReport(

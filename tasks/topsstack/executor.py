@@ -194,6 +194,40 @@ def missing_outputs(line: RunLine, stack_dir: Path) -> list[Path]:
     return missing
 
 
+_BPERP = re.compile(r"^Bperp \(average\):\s*(\S+)", re.MULTILINE)
+
+
+def output_problem(line: RunLine, stack_dir: Path) -> str | None:
+    """What is wrong with outputs that exist but cannot be used downstream, or None.
+
+    A baseline file saying ``Bperp (average): nan`` (identical or broken orbits) makes
+    MintPy fail much later; the run stops here, naming the file.
+    """
+    if line.step != "average_baseline":
+        return None
+    for output in line.outputs:
+        path = output if output.is_absolute() else stack_dir / output
+        if path.suffix != ".txt" or not path.is_file():
+            continue
+        values = _BPERP.findall(path.read_text(errors="replace"))
+        bad = [v for v in values if not math.isfinite(_float_or_nan(v))]
+        if not values or bad:
+            return (
+                f"{path} gives a perpendicular baseline of {bad[0] if bad else 'nothing'}: "
+                "the orbits of the two dates are identical or do not cover the scene; "
+                "check the orbit files of this date and of the reference (inputs.orbit_dir), "
+                "or exclude the date (acquisition.exclude_dates)"
+            )
+    return None
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def is_line_done(line: RunLine, stack_dir: Path) -> bool:
     """True when a marker with the current fingerprint exists and the outputs still check out."""
     try:
@@ -312,6 +346,11 @@ def run_line(
             returncode=0,
             detail="exited 0 but these outputs are missing or empty: "
             + ", ".join(map(str, missing)),
+        )
+    problem = output_problem(line, stack_dir)
+    if problem:
+        raise LineFailed(
+            line.line_id, "fatal", log_path, result.log_tail, returncode=0, detail=problem
         )
     write_marker(line, stack_dir, result)
     return LineResult(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -20,27 +19,16 @@ from typing import Literal
 
 from prefect import task
 
+from tasks.isce2_env import STACK_SENTINEL
 from tasks.shell import CommandResult, run_command
 
-STACK_SENTINEL = "stackSentinel.py"
 #: Written (atomically) once stackSentinel.py finished: its run files and configs are complete.
 RUN_FILES_MARKER = Path(".insarflow") / "run_files.done.json"
-
-INSTALL_HINT = (
-    "Install ISCE2 from conda-forge: `conda install -c conda-forge isce2`, then "
-    "`export ISCE_STACK=$CONDA_PREFIX/share/isce2`, `export PYTHONPATH=$ISCE_STACK:$PYTHONPATH` "
-    "and `export PATH=$ISCE_STACK/topsStack:$PATH`. To try the pipeline without ISCE2, "
-    "set `engine: simulator` in the configuration."
-)
 
 Coregistration = Literal["geometry", "NESD"]
 Workflow = Literal["interferogram"]
 
 _DATE_RE = re.compile(r"^\d{8}$")
-
-
-class IsceNotFoundError(RuntimeError):
-    """ISCE2 topsStack (``stackSentinel.py``) is not installed where it can be run."""
 
 
 def _yyyymmdd(value: date | str, field: str) -> str:
@@ -165,39 +153,6 @@ def build_stack_sentinel_args(
     if exclude_dates:
         args += ["-x", ",".join(_yyyymmdd(d, "exclude_dates") for d in exclude_dates)]
     return args
-
-
-def find_stack_sentinel(env: Mapping[str, str]) -> Path:
-    """``stackSentinel.py`` on ``env``'s PATH, else in ``$ISCE_STACK/topsStack``."""
-    found = shutil.which(STACK_SENTINEL, path=env.get("PATH", ""))
-    if found:
-        return Path(found)
-    isce_stack = env.get("ISCE_STACK")
-    if isce_stack:
-        candidate = Path(isce_stack) / "topsStack" / STACK_SENTINEL
-        if candidate.is_file():
-            return candidate
-    where = "on PATH" + (f" nor in $ISCE_STACK/topsStack ({isce_stack})" if isce_stack else "")
-    raise IsceNotFoundError(
-        f"{STACK_SENTINEL} (ISCE2 topsStack) was not found {where}. " + INSTALL_HINT
-    )
-
-
-def isce_env(env: Mapping[str, str], stack_sentinel: Path) -> dict[str, str]:
-    """``env`` with topsStack on PATH and its parent (``$ISCE_STACK``) on PYTHONPATH.
-
-    ``stackSentinel.py`` imports ``topsStack.Stack``; the run-file scripts
-    (``SentinelWrapper.py`` ...) live beside it.
-    """
-    tops_dir = stack_sentinel.parent
-    out = dict(env)
-    paths = out.get("PATH", "").split(os.pathsep) if out.get("PATH") else []
-    if str(tops_dir) not in paths:
-        out["PATH"] = os.pathsep.join([str(tops_dir), *paths])
-    py = out.get("PYTHONPATH", "").split(os.pathsep) if out.get("PYTHONPATH") else []
-    if str(tops_dir.parent) not in py:
-        out["PYTHONPATH"] = os.pathsep.join([str(tops_dir.parent), *py])
-    return out
 
 
 def prepare_stack_dir(stack_dir: Path) -> Path | None:

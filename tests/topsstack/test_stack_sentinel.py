@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import stat
 import sys
 from datetime import date
@@ -13,12 +12,9 @@ import pytest
 
 from tasks.shell import CommandError
 from tasks.topsstack.stack_sentinel import (
-    IsceNotFoundError,
     build_stack_sentinel_args,
     check_bbox_bursts,
-    find_stack_sentinel,
     is_update_mode,
-    isce_env,
     prepare_stack_dir,
     run_stack_sentinel,
     stack_sentinel_task,
@@ -179,37 +175,6 @@ def _executable(path: Path, body: str) -> Path:
     path.write_text(f"#!{sys.executable}\n{body}")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
-
-
-def test_find_on_path_then_in_isce_stack(tmp_path: Path) -> None:
-    on_path = _executable(tmp_path / "bin" / "stackSentinel.py", "")
-    assert find_stack_sentinel({"PATH": f"/nonexistent{os.pathsep}{on_path.parent}"}) == on_path
-    in_stack = _executable(tmp_path / "isce2" / "topsStack" / "stackSentinel.py", "")
-    found = find_stack_sentinel({"PATH": "/nonexistent", "ISCE_STACK": str(tmp_path / "isce2")})
-    assert found == in_stack
-
-
-def test_not_found_says_how_to_install(tmp_path: Path) -> None:
-    with pytest.raises(IsceNotFoundError) as info:
-        find_stack_sentinel({"PATH": str(tmp_path)})
-    assert str(info.value) == (
-        "stackSentinel.py (ISCE2 topsStack) was not found on PATH. Install ISCE2 from "
-        "conda-forge: `conda install -c conda-forge isce2`, then "
-        "`export ISCE_STACK=$CONDA_PREFIX/share/isce2`, "
-        "`export PYTHONPATH=$ISCE_STACK:$PYTHONPATH` and "
-        "`export PATH=$ISCE_STACK/topsStack:$PATH`. To try the pipeline without ISCE2, set "
-        "`engine: simulator` in the configuration."
-    )
-    with pytest.raises(IsceNotFoundError, match=r"nor in \$ISCE_STACK/topsStack \(/opt/isce\)"):
-        find_stack_sentinel({"PATH": str(tmp_path), "ISCE_STACK": "/opt/isce"})
-
-
-def test_isce_env_puts_tops_stack_on_path_and_pythonpath(tmp_path: Path) -> None:
-    script = tmp_path / "isce2" / "topsStack" / "stackSentinel.py"
-    env = isce_env({"PATH": "/usr/bin", "PYTHONPATH": "/x"}, script)
-    assert env["PATH"] == os.pathsep.join([str(script.parent), "/usr/bin"])
-    assert env["PYTHONPATH"] == os.pathsep.join([str(tmp_path / "isce2"), "/x"])
-    assert isce_env(env, script) == env
 
 
 def test_prepare_archives_and_deletes_nothing(tmp_path: Path) -> None:

@@ -1,0 +1,197 @@
+"""Pre-flight: everything about a run that can be known before any download or processing.
+
+``insarflow validate``, ``insarflow plan`` and the start of every run call
+:func:`preflight`; it reports every problem at once, each naming the field or file, the
+value and the fix, and touches nothing on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows.config import STAGES, ConfigError, ConfigIssue, StackConfig
+
+IssueSink = Callable[[str, object, str], None]
+
+
+@dataclass
+class PreflightReport:
+    """What the pre-flight learned: known dates, the ISCE2 found, and the problems."""
+
+    dates: list[str] | None = None  # None: only known after the search
+    isce2_version: str | None = None
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def raise_for_issues(self, source: str) -> None:
+        if self.issues:
+            raise ConfigError(source, self.issues)
+
+
+def known_dates(config: StackConfig) -> list[str] | None:
+    """The stack's dates when they can be known without a network: simulator or offline inputs."""
+    if config.engine == "simulator":
+        from flows.plan import expected_dates
+
+        return expected_dates(config)[0]
+    inputs = config.inputs
+    if inputs.slc_dir is None or inputs.download_missing or not inputs.slc_dir.is_dir():
+        return None
+    from tasks.inputs import local_scenes
+
+    acq = config.acquisition
+    return sorted(
+        local_scenes(
+            inputs.slc_dir,
+            track=acq.track,
+            start=acq.start,
+            end=acq.end,
+            platforms=acq.platforms,
+            exclude_dates=acq.exclude_dates,
+        )
+    )
+
+
+def preflight(
+    config: StackConfig, stages: Sequence[str] = STAGES, *, log_dir: Path | None = None
+) -> PreflightReport:
+    """Check inputs, the ISCE2 environment and the network size for ``stages``."""
+    from flows.plan import sequential_pairs
+    from tasks.sbas import MIN_SBAS_DATES, MIN_SBAS_PAIRS
+
+    report = PreflightReport()
+    issues = report.issues
+    inputs = config.inputs
+    real = config.engine == "isce2"
+
+    def issue(field_name: str, value: object, message: str) -> None:
+        issues.append(ConfigIssue(field=field_name, value=value, message=message))
+
+    if real and "acquire" in stages:
+        for name, folder in (
+            ("inputs.slc_dir", inputs.slc_dir),
+            ("inputs.orbit_dir", inputs.orbit_dir),
+        ):
+            if folder is not None and not folder.is_dir():
+                issue(
+                    name, str(folder), "is not a folder; give an existing folder or remove the key"
+                )
+        if inputs.dem is not None:
+            _check_dem(config, issue)
+        if not inputs.download_missing and inputs.slc_dir is None:
+            issue(
+                "inputs.download_missing",
+                False,
+                "downloads are off but inputs.slc_dir is empty: give the folder of SAFE zips "
+                "or set download_missing: true",
+            )
+
+    if real and ("topsstack" in stages or _needs_isce2_dem(config, stages)):
+        from tasks.isce2_env import IsceNotFoundError, probe_isce2
+
+        log = (log_dir or config.paths.logs) / "isce2-env.log"
+        try:
+            report.isce2_version = probe_isce2(config.isce2.env_script, log_path=log).version
+        except IsceNotFoundError as exc:
+            issue("isce2.env_script", str(config.isce2.env_script or ""), str(exc))
+
+    try:
+        report.dates = known_dates(config)
+    except ValueError as exc:
+        issue("inputs.slc_dir", str(inputs.slc_dir), str(exc))
+    dates = report.dates
+    if dates is not None and "sbas" in stages:
+        pairs = sequential_pairs(dates, config.topsstack.connections)
+        if len(dates) < MIN_SBAS_DATES or len(pairs) < MIN_SBAS_PAIRS:
+            where = f"in {inputs.slc_dir}" if real else "(simulator.dates)"
+            issue(
+                "acquisition",
+                f"{len(dates)} date(s), {len(pairs)} interferogram(s)",
+                f"{len(dates)} acquisition date(s) {where} give {len(pairs)} interferogram(s); a "
+                f"small-baseline time series needs at least {MIN_SBAS_DATES} dates and "
+                f"{MIN_SBAS_PAIRS} interferograms: widen acquisition.start..end, add SAFE zips "
+                "or raise topsstack.connections (or stop earlier with --until topsstack)",
+            )
+    if real and dates and inputs.orbit_dir is not None and not inputs.download_missing:
+        _check_orbits(config, issue)
+    return report
+
+
+def _needs_isce2_dem(config: StackConfig, stages: Sequence[str]) -> bool:
+    return (
+        "acquire" in stages
+        and config.inputs.dem is None
+        and config.acquisition.dem_source == "isce2"
+    )
+
+
+def _check_dem(config: StackConfig, issue: IssueSink) -> None:
+    """The user's DEM exists, reads and covers the area (nothing is converted here)."""
+    from tasks.dem import DemError, read_dem_info
+
+    dem = config.inputs.dem
+    assert dem is not None
+    if not dem.is_file():
+        issue("inputs.dem", str(dem), "does not exist; give an ISCE2 DEM (.dem.wgs84) or a GeoTIFF")
+        return
+    south, north, west, east = config.area.snwe()
+    if dem.suffix.lower() in (".tif", ".tiff"):
+        import rasterio
+
+        try:
+            with rasterio.open(dem) as src:
+                left, bottom, right, top = src.bounds
+        except rasterio.errors.RasterioIOError as exc:
+            issue("inputs.dem", str(dem), f"cannot be read as a GeoTIFF ({exc})")
+            return
+        s, n, w, e = bottom, top, left, right
+    else:
+        try:
+            s, n, w, e = read_dem_info(dem).snwe
+        except DemError as exc:
+            issue("inputs.dem", str(dem), f"is not a usable ISCE2 DEM: {exc}")
+            return
+    if not (s <= south and n >= north and w <= west and e >= east):
+        issue(
+            "inputs.dem",
+            str(dem),
+            f"spans S{s:.4f} N{n:.4f} W{w:.4f} E{e:.4f}, which does not cover the area (S N W E) "
+            f"{[south, north, west, east]}; give a DEM covering it with a margin, or remove "
+            "inputs.dem to have one made",
+        )
+
+
+def _check_orbits(config: StackConfig, issue: IssueSink) -> None:
+    """Offline: every date has a local orbit file (precise or restituted) covering it."""
+    from datetime import timedelta
+
+    from tasks.inputs import local_scenes
+    from tasks.orbits import parse_orbit_name, parse_safe_name
+
+    inputs = config.inputs
+    acq = config.acquisition
+    assert inputs.slc_dir is not None and inputs.orbit_dir is not None
+    if not inputs.orbit_dir.is_dir():
+        return  # reported above
+    local = local_scenes(
+        inputs.slc_dir,
+        track=acq.track,
+        start=acq.start,
+        end=acq.end,
+        platforms=acq.platforms,
+        exclude_dates=acq.exclude_dates,
+    )
+    scenes = [parse_safe_name(f) for files in local.values() for f in files]
+    folders = [f for f in (inputs.orbit_dir, config.paths.orbits) if f.is_dir()]
+    orbits = [o for f in folders for p in f.glob("*.EOF") if (o := parse_orbit_name(p))]
+    margin = timedelta(seconds=60)
+    uncovered = sorted({s.date for s in scenes if not any(o.covers(s, margin) for o in orbits)})
+    if uncovered:
+        issue(
+            "inputs.orbit_dir",
+            str(inputs.orbit_dir),
+            f"no orbit file covers the acquisitions of {', '.join(uncovered)}; put their "
+            "precise (POEORB) or restituted (RESORB) .EOF files there, or set "
+            "inputs.download_missing: true to fetch them",
+        )
