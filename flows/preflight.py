@@ -7,6 +7,7 @@ value and the fix, and touches nothing on disk.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,11 +91,13 @@ def preflight(
     if real and ("topsstack" in stages or _needs_isce2_dem(config, stages)):
         from tasks.isce2_env import IsceNotFoundError, probe_isce2
 
-        log = (log_dir or config.paths.logs) / "isce2-env.log"
-        try:
-            report.isce2_version = probe_isce2(config.isce2.env_script, log_path=log).version
-        except IsceNotFoundError as exc:
-            issue("isce2.env_script", str(config.isce2.env_script or ""), str(exc))
+        with tempfile.TemporaryDirectory(prefix="insarflow-preflight-") as tmp:
+            # validate/plan write nothing into the work directory; a run keeps the log.
+            log = Path(log_dir or tmp) / "isce2-env.log"
+            try:
+                report.isce2_version = probe_isce2(config.isce2.env_script, log_path=log).version
+            except IsceNotFoundError as exc:
+                issue("isce2.env_script", str(config.isce2.env_script or ""), str(exc))
 
     try:
         report.dates = known_dates(config)

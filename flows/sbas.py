@@ -60,7 +60,7 @@ def sbas(config: StackConfig, from_stage: str = "acquire", until: str = "product
     """Process one stack: acquire -> topsstack -> sbas (MintPy) -> products."""
     stages = _selected(from_stage, until)
     # Everything knowable before work: bad inputs stop here, before any download.
-    preflight(config, stages).raise_for_issues(f"stack {config.name}")
+    preflight(config, stages, log_dir=config.paths.logs).raise_for_issues(f"stack {config.name}")
     paths = config.paths
     result = SbasResult(work_dir=paths.root, stages_run=stages)
     logger = get_run_logger()

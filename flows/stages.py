@@ -193,13 +193,15 @@ def _acquire_real(config: StackConfig) -> AcquireResult:
     else:
         from tasks.dem import prepare_dem_task
 
-        creds = None
-        if acq.dem_source == "isce2":
+        creds, env = None, None
+        if acq.dem_source == "isce2":  # ISCE2's dem.py, in ISCE2's environment
             from tasks.credentials import load_earthdata_credentials
+            from tasks.isce2_env import probe_isce2
 
             creds = load_earthdata_credentials(secret_block=acq.credentials_secret_block)
+            env = probe_isce2(config.isce2.env_script, log_path=paths.logs / "isce2-env.log").env
         dem = prepare_dem_task(
-            config.area.snwe(), paths.dem, source=acq.dem_source, credentials=creds
+            config.area.snwe(), paths.dem, source=acq.dem_source, credentials=creds, env=env
         )
     return AcquireResult(
         dates=dates,

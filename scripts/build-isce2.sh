@@ -29,6 +29,8 @@ else
     # A directory: hash the list of files with their sizes and times (cheap, changes on edit).
     source_id=$(cd "$source_arg" && find . -type f -printf '%p %s %T@\n' | sort | sha256sum | cut -d' ' -f1)
 fi
+# This script's own recipe counts too: a changed recipe rebuilds.
+source_id="$source_id $(sha256sum "$0" | cut -d' ' -f1)"
 stamp="$prefix/.built"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$source_id" ] && [ -f "$prefix/env.sh" ]; then
     echo "ISCE2 in $prefix is already built from this source; nothing to do."

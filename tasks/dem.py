@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -356,8 +356,11 @@ def stitch_isce2_dem(
     credentials: Credentials | None = None,
     log_path: Path | None = None,
     extra_path: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
 ) -> DemInfo:
     """Run ISCE2's ``dem.py -a stitch -b S N W E -r -s 1 -c`` in ``dem_dir``.
+
+    ``env`` is ISCE2's environment (:func:`tasks.isce2_env.probe_isce2`); default: ours.
 
     dem.py reads the Earthdata login only from ``~/.netrc``; given ``credentials`` it gets a
     private HOME holding a mode-600 .netrc for this one run (never a command-line argument).
@@ -366,7 +369,7 @@ def stitch_isce2_dem(
     dem_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_path or dem_dir / "dem.py.log"
     args = ["dem.py", "-a", "stitch", "-b", str(s), str(n), str(w), str(e), "-r", "-s", "1", "-c"]
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     secrets = credentials.secrets() if credentials else []
     with tempfile.TemporaryDirectory(prefix="insarflow-home-") as home:
         if credentials is not None:
@@ -422,6 +425,7 @@ def prepare_dem(
     geoid_path: Path | None = None,
     log_path: Path | None = None,
     extra_path: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Path:
     """The DEM for the bbox plus margin: reuse a valid covering one, else make it."""
     bounds = dem_bounds(snwe, margin_deg)
@@ -435,7 +439,12 @@ def prepare_dem(
         info = stitch_copernicus_dem(bounds, dem_dir, dtype=dtype, geoid_path=geoid_path)
     elif source == "isce2":
         info = stitch_isce2_dem(
-            bounds, dem_dir, credentials=credentials, log_path=log_path, extra_path=extra_path
+            bounds,
+            dem_dir,
+            credentials=credentials,
+            log_path=log_path,
+            extra_path=extra_path,
+            env=env,
         )
     else:
         raise DemError(f"dem source {source!r} is unknown; use 'copernicus' or 'isce2'")
@@ -463,6 +472,7 @@ def prepare_dem_task(
     margin_deg: float = 0.1,
     credentials: Credentials | None = None,
     log_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Path:
     """Prefect task: :func:`prepare_dem`."""
     return prepare_dem(
@@ -472,4 +482,5 @@ def prepare_dem_task(
         margin_deg=margin_deg,
         credentials=credentials,
         log_path=log_path,
+        env=env,
     )

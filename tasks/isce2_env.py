@@ -126,7 +126,7 @@ def probe_isce2(
         if env_script is not None:
             # The script path travels as an argument, never spliced into shell text.
             args = [
-                "bash", "-c", 'source "$1" >&2 && exec python3 "$2" "$3"', "isce2-env",
+                shutil.which("bash") or "/bin/bash", "-c", 'source "$1" >&2 && exec python3 "$2" "$3"', "isce2-env",
                 str(env_script.absolute()), str(probe), str(out_file),
             ]  # fmt: skip
         else:
@@ -141,8 +141,7 @@ def probe_isce2(
     if "error" in info or "isce2_version" not in info:
         raise IsceNotFoundError(
             f"ISCE2 environment from {where}: python3 ({info.get('python', '?')}) cannot "
-            f"import isce and osgeo.gdal_array ({info.get('error', 'no answer')}); see "
-            f"{log_path}. " + INSTALL_HINT
+            f"import isce and osgeo.gdal_array ({info.get('error', 'no answer')}). " + INSTALL_HINT
         )
     env: dict[str, str] = info["environ"]
     try:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fake_isce2 import fake_isce2
+
 EXE = shutil.which("insarflow", path=str(Path(sys.executable).parent))
 
 
@@ -32,12 +34,26 @@ def test_version() -> None:
     assert out.stdout.startswith("insarflow ")
 
 
-def test_config_round_trips_through_validate() -> None:
+def test_config_round_trips_through_validate(tmp_path: Path) -> None:
     template = run("config")
     assert template.returncode == 0
-    checked = run("validate", "-", stdin=template.stdout)
+    env_sh = fake_isce2(tmp_path / "isce2")
+    text = template.stdout.replace("  env_script: null", f"  env_script: {env_sh}")
+    checked = run("validate", "-", stdin=text)
     assert checked.returncode == 0, checked.stderr
     assert "valid" in checked.stdout
+    assert "ISCE2 2.6.5" in checked.stdout
+
+
+def test_validate_without_isce2_says_how_to_get_it() -> None:
+    """The template's engine is isce2; here no python3 on PATH imports isce."""
+    checked = run("validate", "-", stdin=run("config").stdout)
+    assert checked.returncode == 2
+    err = " ".join(checked.stderr.split())
+    assert "isce2.env_script" in err
+    assert "cannot import isce" in err
+    assert "make isce2 ISCE2_SOURCE=" in err
+    assert "Traceback" not in err
 
 
 def test_schema() -> None:

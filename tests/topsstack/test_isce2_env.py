@@ -17,6 +17,7 @@ from tasks.isce2_env import (
     recorded_isce2_version,
     with_topsstack,
 )
+from tests.support.fake_isce2 import fake_isce2
 
 
 def _executable(path: Path, body: str) -> Path:
@@ -24,29 +25,6 @@ def _executable(path: Path, body: str) -> Path:
     path.write_text(f"#!{sys.executable}\n{body}")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
-
-
-def _fake_isce2(prefix: Path, *, gdal_array: bool = True, version: str = "2.6.5") -> Path:
-    """A prefix laid out like `make isce2`'s: packages/isce, osgeo stub, topsStack, env.sh."""
-    packages = prefix / "packages"
-    (packages / "isce").mkdir(parents=True)
-    (packages / "isce" / "__init__.py").write_text(f"__version__ = {version!r}\n")
-    (packages / "osgeo").mkdir()
-    (packages / "osgeo" / "__init__.py").write_text("")
-    (packages / "osgeo" / "gdal.py").write_text("__version__ = '3.6.2'\n")
-    if gdal_array:
-        (packages / "osgeo" / "gdal_array.py").write_text("")
-    _executable(prefix / "share" / "isce2" / "topsStack" / "stackSentinel.py", "")
-    bin_dir = prefix / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
-    env_sh = prefix / "env.sh"
-    env_sh.write_text(
-        f'export PATH="{bin_dir}:{prefix}/share/isce2/topsStack:$PATH"\n'
-        f'export PYTHONPATH="{packages}"\n'
-        f'export ISCE_STACK="{prefix}/share/isce2"\n'
-    )
-    return env_sh
 
 
 def test_find_on_path_then_in_isce_stack(tmp_path: Path) -> None:
@@ -68,7 +46,7 @@ def test_with_topsstack_puts_it_on_path_and_pythonpath(tmp_path: Path) -> None:
 
 
 def test_env_script_gives_isce2_its_own_environment(tmp_path: Path) -> None:
-    env_sh = _fake_isce2(tmp_path / "prefix")
+    env_sh = fake_isce2(tmp_path / "prefix")
     found = probe_isce2(env_sh, log_path=tmp_path / "probe.log", base_env=dict(os.environ))
     assert found.version == "2.6.5"
     assert found.stack_sentinel == tmp_path / "prefix/share/isce2/topsStack/stackSentinel.py"
@@ -81,14 +59,14 @@ def test_env_script_gives_isce2_its_own_environment(tmp_path: Path) -> None:
 
 
 def test_secrets_in_the_environment_stay_out_of_the_log(tmp_path: Path) -> None:
-    env_sh = _fake_isce2(tmp_path / "prefix")
+    env_sh = fake_isce2(tmp_path / "prefix")
     base = {**os.environ, "EARTHDATA_PASSWORD": "s3cr3t-planted"}
     probe_isce2(env_sh, log_path=tmp_path / "probe.log", base_env=base)
     assert "s3cr3t-planted" not in (tmp_path / "probe.log").read_text()
 
 
 def test_missing_gdal_array_is_named_with_the_fix(tmp_path: Path) -> None:
-    env_sh = _fake_isce2(tmp_path / "prefix", gdal_array=False)
+    env_sh = fake_isce2(tmp_path / "prefix", gdal_array=False)
     with pytest.raises(IsceNotFoundError) as info:
         probe_isce2(env_sh, log_path=tmp_path / "probe.log", base_env=dict(os.environ))
     message = str(info.value)
@@ -117,7 +95,7 @@ def test_without_script_the_current_environment_is_probed(tmp_path: Path) -> Non
 
 
 def test_version_record_round_trips(tmp_path: Path) -> None:
-    env_sh = _fake_isce2(tmp_path / "prefix", version="2.6.5")
+    env_sh = fake_isce2(tmp_path / "prefix", version="2.6.5")
     found = probe_isce2(env_sh, log_path=tmp_path / "probe.log", base_env=dict(os.environ))
     record_isce2(found, tmp_path / "isce2.json")
     assert recorded_isce2_version(tmp_path / "isce2.json") == "2.6.5"

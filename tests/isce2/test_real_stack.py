@@ -1,0 +1,175 @@
+"""Real ISCE2 2.6.5 through insarflow, started the way a user starts it.
+
+Three dates made from the real SAFE in ``../shared/fixtures/safe_pixels/`` (see
+``safe_stack.py``), their orbit files and a GeoTIFF DEM sit in a user's folders;
+``insarflow run config.yaml`` takes them through ``inputs.*`` with downloads off, no
+credentials and no network: stackSentinel.py and every run-file line through the executor
+in ISCE2's own environment (``isce2.env_script``), then MintPy and the products. The run is
+SIGKILLed in the middle of the topsStack stage; the rerun re-runs no finished line and
+completes; a third run of the finished stack re-runs nothing, MintPy included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from .safe_stack import make_safe_stack, write_geotiff_dem
+
+pytestmark = [
+    pytest.mark.isce2,
+    # rasterio/rioxarray transforms go through affine's deprecated matmul path.
+    pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
+]
+
+BBOX = (46.95, 47.05, 11.6, 11.9)  # S N W E: two bursts of IW1
+DEM_SNWE = (46.7, 47.3, 11.2, 12.5)  # the bursts reach well beyond the bbox
+INSARFLOW = Path(sys.executable).with_name("insarflow")
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+
+
+def _markers(stack_dir: Path) -> dict[str, str]:
+    done = stack_dir / ".insarflow" / "done"
+    return {p.stem: json.loads(p.read_text())["finished_at"] for p in sorted(done.glob("*.json"))}
+
+
+def _mintpy_state(mintpy_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(mintpy_dir)): p.stat().st_mtime_ns for p in mintpy_dir.rglob("*.h5")}
+
+
+def _run(config: Path, log: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    with log.open("a") as out:
+        return subprocess.run(
+            [str(INSARFLOW), "run", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout_s,
+            env=_env(config.parent),
+        )
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EARTHDATA_")}
+    # No credentials anywhere: a HOME without .netrc, no Prefect server of a developer.
+    env["HOME"] = str(root / "home")
+    env.pop("PREFECT_API_URL", None)
+    env["PREFECT_HOME"] = str(root / "prefect")
+    return env
+
+
+@pytest.fixture(scope="module")
+def user_stack(
+    tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path, isce2_env_script: Path
+) -> Path:
+    """A user's folders (SLC/, orbits/, dem.tif) and a config pointing at them."""
+    root = tmp_path_factory.mktemp("real-isce2")
+    (root / "home").mkdir()
+    source = next((fixtures_dir / "safe_pixels").glob("*.zip"))
+    user = root / "user"
+    make_safe_stack(source, user / "SLC", user / "orbits", dates=3)
+    write_geotiff_dem(user / "dem.tif", DEM_SNWE)
+    config = {
+        "name": "real-isce2",
+        "work_dir": str(root / "work"),
+        "engine": "isce2",
+        "area": {"bbox": list(BBOX)},
+        "acquisition": {
+            "track": 168,
+            "start": "2021-03-25",
+            "end": "2021-05-01",
+            "polarization": "vv",
+            "platforms": ["S1B"],
+        },
+        "inputs": {
+            "slc_dir": str(user / "SLC"),
+            "orbit_dir": str(user / "orbits"),
+            "dem": str(user / "dem.tif"),
+            "download_missing": False,
+        },
+        "isce2": {"env_script": str(isce2_env_script)},
+        "topsstack": {
+            "swaths": [1],
+            "coregistration": "geometry",
+            "connections": 2,
+            "azimuth_looks": 6,
+            "range_looks": 18,
+        },
+        "compute": {"workers": 2, "memory_gb": 16},
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_real_stack_runs_resumes_and_reruns_nothing(user_stack: Path) -> None:
+    root = user_stack.parent
+    user = root / "user"
+    before = {name: _digest(user / name) for name in ("SLC", "orbits")}
+    before["dem"] = _digest(user)
+    stack_dir = root / "work" / "stack"
+    log = root / "run.log"
+
+    # 1. Killed in the middle of the topsStack stage, once a geo2rdr line has finished.
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(INSARFLOW), "run", str(user_stack)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(root),
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 1200
+    while not any(m.startswith("fullBurst_geo2rdr") for m in _markers(stack_dir)):
+        assert proc.poll() is None, f"run ended early (rc {proc.returncode}); see {log}"
+        assert time.monotonic() < deadline, f"no geo2rdr line finished in time; see {log}"
+        time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = _markers(stack_dir)
+    assert "unpack_topo_reference-reference" in finished
+
+    # 2. The rerun completes and re-runs none of the finished lines.
+    done = _run(user_stack, log, timeout_s=2400)
+    assert done.returncode == 0, log.read_text()[-3000:]
+    after = _markers(stack_dir)
+    assert len(after) == 31
+    for label, finished_at in finished.items():
+        assert after[label] == finished_at, f"{label} ran again after the resume"
+
+    # Products from real ISCE2 + MintPy, with the real ISCE2 version in their provenance.
+    zarr = next((root / "work" / "products").glob("*.zarr"))
+    ds = xr.open_zarr(zarr)
+    assert ds.attrs["isce2_version"] == "2.6.5"
+    assert ds.timeseries.sizes["time"] == 3
+    assert np.isfinite(ds.velocity.values).mean() > 0.5
+
+    # The user's files: never moved, modified or deleted.
+    now = {name: _digest(user / name) for name in ("SLC", "orbits")}
+    now["dem"] = _digest(user)
+    assert now == before
+
+    # 3. A rerun of the unchanged, finished stack re-runs nothing, MintPy included.
+    mintpy_before = _mintpy_state(root / "work" / "mintpy")
+    again = _run(user_stack, log, timeout_s=900)
+    assert again.returncode == 0, log.read_text()[-3000:]
+    assert _markers(stack_dir) == after
+    assert _mintpy_state(root / "work" / "mintpy") == mintpy_before
