@@ -125,8 +125,9 @@ def probe_isce2(
         out_file = Path(tmp) / "probe.json"
         if env_script is not None:
             # The script path travels as an argument, never spliced into shell text.
+            bash = shutil.which("bash") or "/bin/bash"
             args = [
-                shutil.which("bash") or "/bin/bash", "-c", 'source "$1" >&2 && exec python3 "$2" "$3"', "isce2-env",
+                bash, "-c", 'source "$1" >&2 && exec python3 "$2" "$3"', "isce2-env",
                 str(env_script.absolute()), str(probe), str(out_file),
             ]  # fmt: skip
         else:
