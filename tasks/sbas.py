@@ -108,6 +108,7 @@ GEOMETRY_FILES: tuple[str, ...] = (
     "incLocal.rdr",
 )
 IFG_FILES: tuple[str, ...] = ("filt_fine.unw", "filt_fine.cor", "filt_fine.unw.conncomp")
+_EXCLUDE_DATE_KEYS = ("mintpy.topographicResidual.excludeDate", "mintpy.timeFunc.excludeDate")
 #: The smallest network MintPy's small-baseline workflow handles (with one interferogram its
 #: modify_network step fails).
 MIN_SBAS_DATES = 3
@@ -320,10 +321,14 @@ def write_smallbaseline_cfg(
         "mintpy.save.hdfEos5": "yes" if hdfeos5 else "no",
     }
     managed = set(values)
+    # 'auto' (exclude_date.txt) is stored as "['exclude_date.txt']" in the outputs but read
+    # back as [] when MintPy checks its update mode, so every rerun re-ran these steps and
+    # all after them. 'no' means the same here (no such file) and reads back equal.
+    values.update(dict.fromkeys(_EXCLUDE_DATE_KEYS, "no"))
     valid = valid_cfg_keys()
     for key, value in (extra or {}).items():
         _check_unknown(key, valid)
-        if key in managed:
+        if key in managed and key not in _EXCLUDE_DATE_KEYS:
             raise ValueError(
                 f"MintPy option {key!r} is set by an argument of write_smallbaseline_cfg "
                 "(paths, compute, reference, unwrapError, troposphere, plot, kmz, hdfEos5); "

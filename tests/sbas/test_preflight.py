@@ -128,5 +128,24 @@ def test_no_baselines_is_fatal(stack: SyntheticStack) -> None:
 def test_no_complete_interferogram_is_fatal(stack: SyntheticStack) -> None:
     for pair in stack.pairs:
         (_ifg(stack, pair) / "filt_fine.unw").unlink()
-    with pytest.raises(PreflightError, match="no complete interferogram"):
+    with pytest.raises(PreflightError, match="0 complete interferogram"):
         preflight_check(stack.stack_dir, allow_missing=True)
+
+
+def test_one_interferogram_is_too_small_a_network(stack: SyntheticStack) -> None:
+    """MintPy's modify_network fails on a single interferogram: refused before MintPy."""
+    for pair in stack.pairs[1:]:
+        (_ifg(stack, pair) / "filt_fine.unw").unlink()
+    with pytest.raises(PreflightError) as err:
+        preflight_check(stack.stack_dir, allow_missing=True)
+    assert "1 complete interferogram(s) over 2 date(s)" in str(err.value)
+    assert "at least 3 dates and 2 interferograms" in str(err.value)
+
+
+def test_non_finite_baseline_is_fatal_naming_the_file(stack: SyntheticStack) -> None:
+    files = sorted((stack.stack_dir / "baselines").glob("*/*.txt"))
+    bad = files[-1]
+    bad.write_text(bad.read_text().replace("Bperp (average): ", "Bperp (average): nan #"))
+    with pytest.raises(PreflightError) as err:
+        preflight_check(stack.stack_dir, allow_missing=True)
+    assert f"{bad} gives a non-finite perpendicular baseline (nan" in str(err.value)

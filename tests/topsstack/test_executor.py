@@ -553,6 +553,33 @@ def test_run_line_without_its_outputs_fails_and_leaves_no_marker(tmp_path: Path)
     assert not marker_path(line, tmp_path).exists()
 
 
+@pytest.mark.parametrize(("bperp", "ok"), [("-23.41", True), ("nan", False), ("inf", False)])
+def test_non_finite_baseline_stops_the_line_naming_the_file(
+    tmp_path: Path, bperp: str, ok: bool
+) -> None:
+    """ISCE2 writes ``Bperp (average): nan`` for identical orbits; MintPy fails on it later."""
+    baseline = tmp_path / "baselines" / "20210401_20210413" / "20210401_20210413.txt"
+    code = (
+        "import pathlib as pl; p = pl.Path('baselines/20210401_20210413/20210401_20210413.txt');"
+        f"p.parent.mkdir(parents=True); p.write_text('swath: IW1\\nBperp (average): {bperp}\\n')"
+    )
+    line = replace(
+        _plain_line(tmp_path, code, (baseline,)),
+        step="average_baseline",
+        key="20210413",
+        key_kind="date",
+    )
+    if ok:
+        assert run_line(line, stack_dir=tmp_path, log_dir=tmp_path / "logs").status == "ran"
+        return
+    with pytest.raises(LineFailed) as caught:
+        run_line(line, stack_dir=tmp_path, log_dir=tmp_path / "logs")
+    assert caught.value.kind == "fatal"
+    assert f"{baseline} gives a perpendicular baseline of {bperp}" in str(caught.value)
+    assert "inputs.orbit_dir" in str(caught.value)
+    assert not marker_path(line, tmp_path).exists()
+
+
 def test_oom_error_says_what_to_change_and_survives_pickling(tmp_path: Path) -> None:
     line = _plain_line(tmp_path, "import sys; print('MemoryError'); sys.exit(1)", ())
     with pytest.raises(LineFailed) as caught:
