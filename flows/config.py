@@ -143,7 +143,11 @@ class AcquisitionConfig(Model):
         default=None, description="ASCENDING or DESCENDING (optional filter)."
     )
     start: date = Field(description="First acquisition date to include (YYYY-MM-DD).")
-    end: date = Field(description="Last acquisition date to include (YYYY-MM-DD).")
+    end: date | None = Field(
+        default=None,
+        description="Last acquisition date to include (YYYY-MM-DD); empty: open-ended, every "
+        "acquisition up to today (a monitoring stack that scheduled updates extend).",
+    )
     polarization: Polarization = Field(default="vv", description="Polarization to process.")
     platforms: list[Platform] = Field(
         default_factory=lambda: list(_PLATFORMS), description="Platforms to search."
@@ -165,9 +169,13 @@ class AcquisitionConfig(Model):
         "Otherwise ~/.netrc (mode 600) or EARTHDATA_USERNAME/EARTHDATA_PASSWORD are used.",
     )
 
+    def last_date(self) -> date:
+        """``end``, or today for an open-ended stack."""
+        return self.end if self.end is not None else date.today()
+
     @model_validator(mode="after")
     def _dates_ordered(self) -> AcquisitionConfig:
-        if self.start >= self.end:
+        if self.end is not None and self.start >= self.end:
             raise ValueError(
                 f"start {self.start} is not before end {self.end}: swap them or widen the range"
             )
@@ -412,10 +420,11 @@ class StackConfig(Model):
     def _cross_checks(self) -> StackConfig:
         ref = self.topsstack.reference_date
         acq = self.acquisition
-        if ref is not None and not acq.start <= ref <= acq.end:
+        if ref is not None and not acq.start <= ref <= acq.last_date():
             raise ValueError(
                 f"topsstack.reference_date {ref} is outside acquisition.start..end "
-                f"({acq.start}..{acq.end}); pick a date inside the range or leave it empty"
+                f"({acq.start}..{acq.end or 'today'}); pick a date inside the range or leave "
+                "it empty"
             )
         return self
 

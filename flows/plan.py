@@ -93,7 +93,10 @@ def run_file_steps(
 
 
 def expected_dates(config: StackConfig) -> tuple[list[str], bool]:
-    """The stack's dates: exact for the simulator, a 12-day estimate for a real search."""
+    """The stack's dates: exact for the simulator, a 12-day estimate for a real search.
+
+    An open-ended stack counts what can exist by today, never dates still to come.
+    """
     acq = config.acquisition
     if config.engine == "simulator":
         sim = config.simulator
@@ -103,7 +106,8 @@ def expected_dates(config: StackConfig) -> tuple[list[str], bool]:
         ], False
     out: list[str] = []
     day: date = acq.start
-    while day <= acq.end:
+    last = acq.last_date()
+    while day <= last:
         if day not in acq.exclude_dates:
             out.append(day.strftime("%Y%m%d"))
         day += timedelta(days=12)

@@ -168,7 +168,7 @@ def _acquire_real(config: StackConfig) -> AcquireResult:
             inputs.slc_dir,
             track=acq.track,
             start=acq.start,
-            end=acq.end,
+            end=acq.last_date(),
             platforms=acq.platforms,
             exclude_dates=acq.exclude_dates,
         )
@@ -233,7 +233,7 @@ def _download_missing(
         track=acq.track,
         frame=acq.frame,
         start=acq.start,
-        end=acq.end,
+        end=acq.last_date(),
         polarization=acq.polarization,
         flight_direction=acq.flight_direction,
         platforms=acq.platforms,

@@ -42,7 +42,7 @@ def new_dates(config: StackConfig, processed: list[str]) -> list[str]:
             track=acq.track,
             frame=acq.frame,
             start=start,
-            end=acq.end,
+            end=acq.last_date(),
             polarization=acq.polarization,
             flight_direction=acq.flight_direction,
             platforms=acq.platforms,

@@ -182,3 +182,20 @@ def test_yaml_error_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config_text("name: [unclosed")
     assert yaml.safe_load(dump_config(example_config()))["name"] == "track142-eastchina"
+
+
+def test_open_ended_stack_plans_only_what_exists_by_today() -> None:
+    from datetime import date, timedelta
+
+    from flows.config import load_config
+    from flows.plan import plan_stack
+
+    config = load_config(Path(__file__).parents[2] / "examples" / "track142_monitoring.yaml")
+    assert config.acquisition.end is None
+    assert config.acquisition.last_date() == date.today()
+    plan = plan_stack(config)
+    last = date(int(plan.dates[-1][:4]), int(plan.dates[-1][4:6]), int(plan.dates[-1][6:]))
+    assert date.today() - timedelta(days=12) < last <= date.today()
+    closed = config.model_copy(deep=True)
+    closed.acquisition.end = date(2025, 4, 15)
+    assert len(plan_stack(closed).dates) == 12  # 2024-12-01 .. 2025-04-15 every 12 days

@@ -288,7 +288,7 @@ def test_prefect_yaml_deploys_both_deployments(deployed: object) -> None:
         ]
     assert adhoc.entrypoint == "flows/sbas.py:sbas" and not adhoc.schedules
     assert update.entrypoint == "flows/update.py:sbas_update"
-    assert update.parameters == {"config_path": "examples/track142_eastchina.yaml"}
+    assert update.parameters == {"config_path": "examples/track142_monitoring.yaml"}
     (schedule,) = update.schedules
     assert getattr(schedule.schedule, "cron", None) == "0 5 * * *"
 
