@@ -397,8 +397,13 @@ def products_stage(
         "mintpy_version": _version_of("mintpy"),
         "isce2_version": "simulator" if config.engine == "simulator" else _version_of("isce"),
     }
+    edge = config.export.chunk_size
     outputs = export_products_task(
-        paths.mintpy, paths.products, list(config.export.formats), provenance
+        paths.mintpy,
+        paths.products,
+        list(config.export.formats),
+        provenance,
+        chunks={"y": edge, "x": edge},
     )
     figures = (
         make_figures_task(paths.mintpy, paths.products / "figures") if config.export.figures else []
