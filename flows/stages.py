@@ -406,7 +406,9 @@ def products_stage(
         chunks={"y": edge, "x": edge},
     )
     figures = (
-        make_figures_task(paths.mintpy, paths.products / "figures") if config.export.figures else []
+        make_figures_task(paths.mintpy, paths.products / "figures", points=config.export.points)
+        if config.export.figures
+        else None
     )
     inputs = ReportInputs(
         stack_name=config.name,
@@ -415,13 +417,16 @@ def products_stage(
         excluded_dates=acquired.excluded if acquired else {},
         orbit_kind=acquired.orbit_kinds if acquired else {},
         steps=stack.steps if stack else [],
-        figures=list(figures),
+        figures=figures.paths if figures else [],
         velocity_stats=velocity_statistics(paths.mintpy),
         outputs={k: str(v) for k, v in outputs.items()},
     )
     md, html, _ = write_report_task(paths.products, inputs)
     return ProductsResult(
-        outputs=dict(outputs), figures=list(figures), report_md=md, report_html=html
+        outputs=dict(outputs),
+        figures=figures.paths if figures else [],
+        report_md=md,
+        report_html=html,
     )
 
 

@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -266,6 +267,20 @@ class GeoGrid:
     def x_centres(self) -> npt.NDArray[np.float64]:
         return np.asarray(self.x_first + (np.arange(self.width) + 0.5) * self.x_step, np.float64)
 
+    def index_of(self, lat: float, lon: float) -> tuple[int, int] | None:
+        """(row, column) of the pixel holding ``(lat, lon)`` in degrees; None outside."""
+        y, x = lat, lon
+        if not self.geographic:
+            from pyproj import Transformer
+
+            to_grid = Transformer.from_crs(4326, self.epsg, always_xy=True)
+            x, y = to_grid.transform(lon, lat)
+        row = math.floor((y - self.y_first) / self.y_step)
+        col = math.floor((x - self.x_first) / self.x_step)
+        if 0 <= row < self.length and 0 <= col < self.width:
+            return row, col
+        return None
+
     def corners(self) -> tuple[float, float, float, float]:
         """(left, right, bottom, top) outer edges, for ``imshow(extent=...)``."""
         ys = (self.y_first, self.y_first + self.length * self.y_step)
@@ -477,9 +492,7 @@ def _open(
         return xr.DataArray(_lazy(path, name, map_chunks), dims=("y", "x"), attrs=attrs)
 
     coh = {"units": "1", "valid_min": 0.0, "valid_max": 1.0}
-    displacement = (
-        "line-of-sight displacement relative to the reference date and reference point"
-    )
+    displacement = "line-of-sight displacement relative to the reference date and reference point"
     velocity = map_var(
         products.velocity,
         "velocity",
