@@ -96,6 +96,26 @@ def acquisition_record(config: StackConfig) -> Path:
     return config.paths.root / "acquisition.json"
 
 
+def history_file(config: StackConfig) -> Path:
+    """Where every run's topsStack and MintPy step figures accumulate."""
+    from tasks.report import HISTORY_NAME
+
+    return config.paths.root / HISTORY_NAME
+
+
+def _run_id() -> str:
+    """The root flow run's id: the stages of one ``sbas`` run share it."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.root_flow_run_id or flow_run.id or "local")
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 # ---------------------------------------------------------------------- acquire
 
 
@@ -269,6 +289,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             env=env,
         )
     compute = config.compute
+    started = _now()
     report = topsstack_flow(
         stack_dir=paths.stack,
         log_dir=paths.logs,
@@ -284,9 +305,13 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         scheduler_address=compute.scheduler_address,
         cluster=task_runner_kwargs(compute) if compute.jobqueue else None,
     )
+    from tasks.report import StageRecord, append_stage_record
+
+    steps = step_summaries(report)
+    append_stage_record(history_file(config), StageRecord(_run_id(), "topsstack", started, steps))
     return TopsStackResult(
         stack_dir=paths.stack,
-        steps=step_summaries(report),
+        steps=steps,
         wall_s=report.wall_s,
         critical_path=list(report.critical_path),
     )
@@ -365,8 +390,11 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     )
     # MintPy's steps are sequential; each is its own task so the UI shows progress and
     # a rerun resumes through MintPy's own skip logic.
+    run_id = _run_id()
     for step in mintpy_steps():
-        MINTPY_STEP_TASKS[step](step, cfg, paths.mintpy, paths.logs)
+        MINTPY_STEP_TASKS[step](
+            step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
+        )
     outputs = sbas_outputs(paths.mintpy, cfg)
     return SbasStageResult(
         mintpy_dir=paths.mintpy, velocity=outputs.velocity, timeseries=outputs.timeseries
@@ -384,7 +412,7 @@ def products_stage(
     from tasks import __version__
     from tasks.export import export_products_task
     from tasks.figures import make_figures_task
-    from tasks.report import ReportInputs, velocity_statistics, write_report_task
+    from tasks.report import ReportInputs, read_history, velocity_statistics, write_report_task
 
     paths = config.paths
     acquired = acquired or AcquireResult.load(acquisition_record(config))
@@ -416,7 +444,7 @@ def products_stage(
         scenes_per_date=_scenes_per_date(acquired),
         excluded_dates=acquired.excluded if acquired else {},
         orbit_kind=acquired.orbit_kinds if acquired else {},
-        steps=stack.steps if stack else [],
+        history=read_history(history_file(config)),
         figures=figures.paths if figures else [],
         velocity_stats=velocity_statistics(paths.mintpy),
         outputs={k: str(v) for k, v in outputs.items()},

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
+import json
 import os
 import re
 import uuid
@@ -37,6 +39,56 @@ class StepSummary:
     retries: int = 0
 
 
+HISTORY_NAME: Final = "processing_history.jsonl"
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """The steps one stage ran in one run (``run_id``: the root flow run), appended to the
+    work directory's :data:`HISTORY_NAME` so later runs keep earlier runs' figures."""
+
+    run_id: str
+    stage: str
+    started: str
+    steps: Sequence[StepSummary] = ()
+
+
+def append_stage_record(path: Path, record: StageRecord) -> None:
+    """Append ``record`` as one JSON line to the history file ``path``."""
+    data = {
+        "run_id": record.run_id,
+        "stage": record.stage,
+        "started": record.started,
+        "steps": [dataclasses.asdict(st) for st in record.steps],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(data) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_history(path: Path) -> list[StageRecord]:
+    """The records of ``path`` in order; a line torn by a crash is skipped."""
+    if not Path(path).is_file():
+        return []
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            data = json.loads(line)
+            records.append(
+                StageRecord(
+                    run_id=str(data["run_id"]),
+                    stage=str(data["stage"]),
+                    started=str(data["started"]),
+                    steps=[StepSummary(**st) for st in data["steps"]],
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return records
+
+
 @dataclass(frozen=True)
 class ReportInputs:
     """Everything the report shows; the flow fills it from its tasks' results.
@@ -49,7 +101,7 @@ class ReportInputs:
     excluded_dates: Mapping[str, str] = field(default_factory=dict)
     orbit_kind: Mapping[str, str] = field(default_factory=dict)
     synthetic: bool = False
-    steps: Sequence[StepSummary] = ()
+    history: Sequence[StageRecord] = ()
     figures: Sequence[Path] = ()
     velocity_stats: Mapping[str, float] | None = None
     velocity_rmse_mm_yr: float | None = None
@@ -148,28 +200,42 @@ def _markdown(sections: ReportInputs, figure_ref: Mapping[Path, str]) -> str:
         lines += ["None.", ""]
 
     lines += ["## Processing", ""]
-    if s.steps:
-        rows = [
-            [st.name, st.run, st.skipped, st.failed, st.retries, _duration(st.duration_s)]
-            for st in s.steps
+    runs: dict[str, list[StageRecord]] = {}
+    for record in s.history:
+        runs.setdefault(record.run_id, []).append(record)
+    if runs:
+        lines += [
+            f"{len(runs)} run(s) recorded; each run's table lists the lines/steps it ran "
+            "and those it found already done (skipped).",
+            "",
         ]
-        total = sum(st.duration_s for st in s.steps)
-        rows.append(
-            [
-                "**total**",
-                sum(st.run for st in s.steps),
-                sum(st.skipped for st in s.steps),
-                sum(st.failed for st in s.steps),
-                sum(st.retries for st in s.steps),
-                _duration(total),
-            ]
-        )
-        lines += _table(["step", "run", "skipped", "failed", "retries", "time"], rows)
-        failed = [st.name for st in s.steps if st.failed]
-        if failed:
-            lines += [f"**Steps with failures:** {', '.join(failed)}.", ""]
     else:
         lines += ["No processing steps recorded.", ""]
+    for number, (run_id, records) in enumerate(runs.items(), start=1):
+        steps = [
+            (f"{r.stage}: {st.name}" if r.stage != "topsstack" else st.name, st)
+            for r in records
+            for st in r.steps
+        ]
+        lines += [f"### Run {number} (started {records[0].started}, flow run `{run_id}`)", ""]
+        step_rows: list[list[object]] = [
+            [name, st.run, st.skipped, st.failed, st.retries, _duration(st.duration_s)]
+            for name, st in steps
+        ]
+        step_rows.append(
+            [
+                "**total**",
+                sum(st.run for _, st in steps),
+                sum(st.skipped for _, st in steps),
+                sum(st.failed for _, st in steps),
+                sum(st.retries for _, st in steps),
+                _duration(sum(st.duration_s for _, st in steps)),
+            ]
+        )
+        lines += _table(["step", "run", "skipped", "failed", "retries", "time"], step_rows)
+        failed = [name for name, st in steps if st.failed]
+        if failed:
+            lines += [f"**Steps with failures:** {', '.join(failed)}.", ""]
 
     lines += ["## Results", ""]
     if s.velocity_stats:

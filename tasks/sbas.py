@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal, get_args
@@ -729,8 +729,13 @@ def run_mintpy_step(
     *,
     timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    history_file: Path | None = None,
+    run_id: str = "",
 ) -> CommandResult:
     """Run ``smallbaselineApp.py <cfg> --dir <work_dir> --dostep <step>``.
+
+    With ``history_file`` the step's duration (and failure) is appended there as a
+    ``mintpy`` stage record of run ``run_id`` (see :mod:`tasks.report`).
 
     The log goes to ``<log_dir>/mintpy/<step>.log``. MintPy skips work whose outputs
     are up to date. A marker in ``<work_dir>/.insarflow/`` records the files present
@@ -770,16 +775,38 @@ def run_mintpy_step(
         "--dostep",
         step,
     ]
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         result = run_command(
             args, log_path=log_path, cwd=work, env=_mintpy_env(env), timeout_s=timeout_s
         )
-    except CommandError:
+    except CommandError as exc:
         _remove_attempt_outputs(step, work, before, keep)
         marker.unlink(missing_ok=True)
+        _record_step(history_file, run_id, started, step, exc.result.duration_s, failed=True)
         raise
     marker.unlink(missing_ok=True)
+    _record_step(history_file, run_id, started, step, result.duration_s, failed=False)
     return result
+
+
+def _record_step(
+    history_file: Path | None,
+    run_id: str,
+    started: str,
+    step: str,
+    duration_s: float,
+    *,
+    failed: bool,
+) -> None:
+    if history_file is None:
+        return
+    from tasks.report import StageRecord, StepSummary, append_stage_record
+
+    summary = StepSummary(
+        name=step, run=int(not failed), failed=int(failed), duration_s=round(duration_s, 2)
+    )
+    append_stage_record(history_file, StageRecord(run_id, "mintpy", started, [summary]))
 
 
 # -------------------------------------------------------------------------- outputs

@@ -28,9 +28,30 @@ def _inputs(figure_paths: list[Path], synthetic_mintpy: SyntheticMintpy) -> repo
         excluded_dates={"2024-12-25": "no orbit file (neither precise nor restituted)"},
         orbit_kind={"2024-12-01": "precise", "2024-12-13": "restituted"},
         synthetic=True,
-        steps=[
-            report.StepSummary("search", run=1, duration_s=2.0),
-            report.StepSummary("unwrap", run=12, skipped=3, failed=1, duration_s=3725.0, retries=2),
+        history=[
+            report.StageRecord(
+                "run-a",
+                "topsstack",
+                "2026-11-30T10:00:00+00:00",
+                [
+                    report.StepSummary("search", run=1, duration_s=2.0),
+                    report.StepSummary(
+                        "unwrap", run=12, skipped=3, failed=1, duration_s=3725.0, retries=2
+                    ),
+                ],
+            ),
+            report.StageRecord(
+                "run-b",
+                "topsstack",
+                "2026-11-30T12:00:00+00:00",
+                [report.StepSummary("unwrap", skipped=16)],
+            ),
+            report.StageRecord(
+                "run-a",
+                "mintpy",
+                "2026-11-30T11:02:00+00:00",
+                [report.StepSummary("invert_network", run=1, duration_s=61.0)],
+            ),
         ],
         figures=figure_paths,
         velocity_stats=report.velocity_statistics(synthetic_mintpy.mintpy_dir),
@@ -77,8 +98,14 @@ def test_report_markdown_has_every_section(
         "| 2024-12-13 | 2 | S1A_IW_SLC__1SDV_20241213T101010_B.zip, S1A_C.zip | restituted |" in md
     )
     assert "| 2024-12-25 | no orbit file (neither precise nor restituted) |" in md
-    assert "| unwrap | 12 | 3 | 1 | 2 | 1:02:05 |" in md
-    assert "| **total** | 13 | 3 | 1 | 2 | 1:02:07 |" in md
+    # both runs keep their own table: the rerun that found everything done does not
+    # replace the first run's figures
+    run_a = md.index("### Run 1 (started 2026-11-30T10:00:00+00:00, flow run `run-a`)")
+    run_b = md.index("### Run 2 (started 2026-11-30T12:00:00+00:00, flow run `run-b`)")
+    assert run_a < md.index("| unwrap | 12 | 3 | 1 | 2 | 1:02:05 |") < run_b
+    assert run_a < md.index("| mintpy: invert_network | 1 | 0 | 0 | 0 | 0:01:01 |") < run_b
+    assert run_a < md.index("| **total** | 14 | 3 | 1 | 2 | 1:03:08 |") < run_b
+    assert run_b < md.index("| unwrap | 0 | 16 | 0 | 0 | 0:00:00 |")
     assert "**Steps with failures:** unwrap." in md
     assert "0.842 mm/yr" in md
     assert "`/data/work/products/timeseries.zarr`" in md
@@ -138,3 +165,16 @@ def test_report_task_publishes_the_artifact(
     assert "![" not in body  # local images cannot render in the UI
     assert "*Figure: velocity map* (`figures/velocity_map.png`)" in body
     assert "## Processing" in md
+
+
+def test_history_round_trip_skips_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / report.HISTORY_NAME
+    first = report.StageRecord("r1", "mintpy", "t0", [report.StepSummary("velocity", run=1)])
+    second = report.StageRecord("r2", "topsstack", "t1", [report.StepSummary("unwrap", skipped=3)])
+    report.append_stage_record(path, first)
+    with path.open("a") as f:
+        f.write('{"run_id": "r1", "stage"')  # a crash mid-write
+        f.write("\n")
+    report.append_stage_record(path, second)
+    assert report.read_history(path) == [first, second]
+    assert report.read_history(tmp_path / "absent.jsonl") == []
