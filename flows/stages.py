@@ -363,6 +363,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     from tasks.sbas import (
         MINTPY_STEP_TASKS,
         mintpy_steps,
+        plot_task,
         preflight_task,
         prepare_metadata_task,
         sbas_outputs,
@@ -395,6 +396,8 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
         MINTPY_STEP_TASKS[step](
             step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
         )
+    # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot = yes
+    plot_task(paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id)
     outputs = sbas_outputs(paths.mintpy, cfg)
     return SbasStageResult(
         mintpy_dir=paths.mintpy, velocity=outputs.velocity, timeseries=outputs.timeseries

@@ -61,6 +61,8 @@ __all__ = [
     "SbasOutputs",
     "mintpy_step_task",
     "mintpy_steps",
+    "plot_mintpy_results",
+    "plot_task",
     "preflight_check",
     "preflight_task",
     "prepare_metadata_task",
@@ -809,6 +811,53 @@ def _record_step(
     append_stage_record(history_file, StageRecord(run_id, "mintpy", started, [summary]))
 
 
+def _plot_inputs(work: Path) -> str:
+    """Fingerprint of what MintPy's plot step draws: its HDF5 files and the template."""
+    files = sorted([*work.glob("*.h5"), *work.glob("*/*.h5"), work / "smallbaselineApp.cfg"])
+    return json.dumps(
+        [[str(f.relative_to(work)), f.stat().st_mtime_ns, f.stat().st_size] for f in files]
+    )
+
+
+def plot_mintpy_results(
+    work_dir: Path,
+    log_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    history_file: Path | None = None,
+    run_id: str = "",
+) -> CommandResult | None:
+    """MintPy's own figures in ``<work_dir>/pic``, as a full ``smallbaselineApp.py`` run
+    leaves them with ``mintpy.plot = yes`` (``smallbaselineApp.py --plot`` in the work
+    directory). Skipped (None) when nothing it draws changed since the last plot.
+    """
+    work = Path(work_dir).resolve()
+    if not (work / "smallbaselineApp.cfg").is_file():
+        raise FileNotFoundError(
+            f"{work / 'smallbaselineApp.cfg'} not found; run the MintPy steps first"
+        )
+    marker = work / _STATE_DIRNAME / "plot.done"
+    inputs = _plot_inputs(work)
+    if marker.is_file() and marker.read_text(encoding="utf-8") == inputs:
+        return None
+    runner = work / _STATE_DIRNAME / "smallbaselineApp_run.py"
+    write_text_atomic(runner, _RUNNER)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        result = run_command(
+            [sys.executable, str(runner), "--plot"],
+            log_path=Path(log_dir) / "mintpy" / "plot.log",
+            cwd=work,
+            env=_mintpy_env(env),
+        )
+    except CommandError as exc:
+        _record_step(history_file, run_id, started, "plot", exc.result.duration_s, failed=True)
+        raise
+    write_text_atomic(marker, inputs)
+    _record_step(history_file, run_id, started, "plot", result.duration_s, failed=False)
+    return result
+
+
 # -------------------------------------------------------------------------- outputs
 @dataclass(frozen=True)
 class SbasOutputs:
@@ -864,6 +913,7 @@ prepare_metadata_task = task(name="sbas-metadata", cache_policy=NO_CACHE, tags={
     prepare_mintpy_metadata
 )
 write_cfg_task = task(name="sbas-write-cfg", cache_policy=NO_CACHE)(write_smallbaseline_cfg)
+plot_task = task(name="mintpy-plot", cache_policy=NO_CACHE, tags={"mintpy"})(plot_mintpy_results)
 mintpy_step_task = task(name="mintpy-step", cache_policy=NO_CACHE, tags={"mintpy"})(run_mintpy_step)
 
 
