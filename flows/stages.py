@@ -17,6 +17,7 @@ from flows.config import StackConfig
 from tasks.report import StepSummary
 
 if TYPE_CHECKING:
+    from tasks.report import TruthError
     from tasks.simulator.scene import SceneSpec
     from tasks.topsstack.executor import ExecutionReport
 
@@ -415,7 +416,9 @@ def products_stage(
     from tasks import __version__
     from tasks.export import export_products_task
     from tasks.figures import make_figures_task
+    from tasks.quality import assess_quality_task
     from tasks.report import ReportInputs, read_history, velocity_statistics, write_report_task
+    from tasks.sbas import EXCLUDED_DIRNAME
 
     paths = config.paths
     acquired = acquired or AcquireResult.load(acquisition_record(config))
@@ -441,8 +444,17 @@ def products_stage(
         if config.export.figures
         else None
     )
+    quality = assess_quality_task(
+        paths.mintpy, excluded_dir=paths.stack / "merged" / EXCLUDED_DIRNAME
+    )
+    warnings = list(quality.reference.warnings) if quality.reference else []
+    warnings += figures.warnings if figures else []
     inputs = ReportInputs(
         stack_name=config.name,
+        parameters=_parameters(config),
+        quality=quality,
+        warnings=warnings,
+        truth_error=_truth_error(config),
         synthetic=bool(acquired and acquired.synthetic),
         scenes_per_date=_scenes_per_date(acquired),
         excluded_dates=acquired.excluded if acquired else {},
@@ -459,6 +471,36 @@ def products_stage(
         report_md=md,
         report_html=html,
     )
+
+
+def simulator_truth(config: StackConfig) -> Path:
+    """The simulator's true velocity and coherence (engine: simulator)."""
+    return config.paths.stack / "simulator" / "truth.h5"
+
+
+def _truth_error(config: StackConfig) -> TruthError | None:
+    """Recovered vs true velocity in m year-1 for a simulator run, None otherwise."""
+    if config.engine != "simulator" or not simulator_truth(config).is_file():
+        return None
+    from flows.demo import velocity_error
+    from tasks.report import TruthError
+
+    error = velocity_error(config.paths.mintpy, simulator_truth(config))  # mm/yr
+    return TruthError(
+        rmse=error.rmse_mm_yr / 1000.0, bias=error.bias_mm_yr / 1000.0, pixels=error.pixels
+    )
+
+
+def _parameters(config: StackConfig) -> dict[str, str]:
+    """The run's topsStack and MintPy settings by dotted name, for the report."""
+    import json
+
+    settings = {"topsstack": config.topsstack, "mintpy": config.mintpy}
+    return {
+        f"{section}.{key}": value if isinstance(value, str) else json.dumps(value)
+        for section, model in settings.items()
+        for key, value in model.model_dump(mode="json").items()
+    }
 
 
 def _version_of(module: str) -> str:

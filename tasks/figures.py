@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from prefect import task
 
 from tasks.export import GeoGrid, MintpyProducts, locate_products, read_grid
+from tasks.quality import pair_quality, reference_yx, template_value
 
 FIGURE_NAMES: Final = {
     "velocity": "velocity_map.png",
@@ -84,18 +85,6 @@ def _attrs(path: Path) -> dict[str, str]:
     from mintpy.utils import readfile
 
     return {str(k): str(v) for k, v in readfile.read_attribute(str(path)).items()}
-
-
-def reference_yx(products: MintpyProducts, grid: GeoGrid) -> tuple[int, int] | None:
-    """Row/column of the reference point in the geocoded grid, when known."""
-    meta = _attrs(products.velocity)
-    if "REF_Y" in meta and "REF_X" in meta:
-        return int(meta["REF_Y"]), int(meta["REF_X"])
-    if grid.geographic and "REF_LAT" in meta and "REF_LON" in meta:
-        row = math.floor((float(meta["REF_LAT"]) - grid.y_first) / grid.y_step)
-        col = math.floor((float(meta["REF_LON"]) - grid.x_first) / grid.x_step)
-        return row, col
-    return None
 
 
 def select_points(
@@ -306,12 +295,8 @@ def _extend(values: npt.NDArray[Any], vmin: float, vmax: float) -> str:
     )
 
 
-def _pair_dates(raw: npt.NDArray[Any]) -> list[tuple[np.datetime64, np.datetime64]]:
-    def parse(value: Any) -> np.datetime64:
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        return np.datetime64(f"{text[:4]}-{text[4:6]}-{text[6:8]}")
-
-    return [(parse(a), parse(b)) for a, b in raw]
+def _date64(yyyymmdd: str) -> np.datetime64:
+    return np.datetime64(f"{yyyymmdd[:4]}-{yyyymmdd[4:6]}-{yyyymmdd[6:8]}")
 
 
 def plot_network(ifgram_stack: Path, out_path: Path) -> Path:
@@ -322,22 +307,11 @@ def plot_network(ifgram_stack: Path, out_path: Path) -> Path:
     date_list = stack.get_date_list(dropIfgram=False)
     pbase = stack.get_perp_baseline_timeseries(dropIfgram=False)
     bperp_of = dict(zip(date_list, pbase, strict=True))
-    with h5py.File(ifgram_stack, "r") as f:
-        raw_dates = f["date"][:]
-        keep = np.asarray(f["dropIfgram"][:], dtype=bool)
-        coh = f["coherence"]
-        stride = max(1, math.ceil(max(coh.shape[1:]) / MAX_MAP_PIXELS))
-        mean_coh = np.array(
-            [float(np.nanmean(coh[i, ::stride, ::stride])) for i in range(coh.shape[0])]
-        )
-    pairs = _pair_dates(raw_dates)
-    keys = [
-        (
-            a.decode() if isinstance(a, bytes) else str(a),
-            b.decode() if isinstance(b, bytes) else str(b),
-        )
-        for a, b in raw_dates
-    ]
+    quality = pair_quality(ifgram_stack, MAX_MAP_PIXELS)
+    keys = [tuple(q.pair.split("_")) for q in quality]
+    keep = np.array([q.used for q in quality], dtype=bool)
+    mean_coh = [q.mean_coherence for q in quality]
+    pairs = [(_date64(a), _date64(b)) for a, b in keys]
 
     fig = _new_figure(8.0, 5.0)
     ax = fig.add_subplot()
@@ -349,8 +323,7 @@ def plot_network(ifgram_stack: Path, out_path: Path) -> Path:
             ax.plot([t1, t2], y, "-", color=cmap(norm(c)), linewidth=1.5, alpha=0.9)
         else:
             ax.plot([t1, t2], y, "--", color="0.6", linewidth=1.0)
-    times = [np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:8]}") for d in date_list]
-    ax.plot(times, pbase, "o", color="k", markersize=5, zorder=3)
+    ax.plot([_date64(d) for d in date_list], pbase, "o", color="k", markersize=5, zorder=3)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="mean spatial coherence")
     n_drop = int((~keep).sum())
     ax.set_title(
@@ -410,21 +383,7 @@ def timeseries_figure(products: MintpyProducts, points: Sequence[SeriesPoint]) -
 
 def min_temporal_coherence(mintpy_dir: Path) -> float | None:
     """``mintpy.networkInversion.minTempCoh`` of the run's template (auto resolved)."""
-    cfg = Path(mintpy_dir) / "smallbaselineApp.cfg"
-    if not cfg.is_file():
-        return None
-    import contextlib
-
-    from mintpy.utils import readfile
-    from mintpy.utils import utils as ut
-
-    with contextlib.redirect_stdout(None):
-        template = ut.check_template_auto_value(readfile.read_template(str(cfg)))
-    value = template.get("mintpy.networkInversion.minTempCoh")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    return template_value(mintpy_dir, "mintpy.networkInversion.minTempCoh")
 
 
 def plot_coherence_histogram(products: MintpyProducts, out_path: Path) -> Path:
