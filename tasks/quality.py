@@ -2,11 +2,14 @@
 pairs, unwrapping errors and closure phase over the triplets of the network, and the
 reference point.
 
-Unwrapping errors are counted MintPy's way (``T_int``, Yunjun et al. 2019): for each
+Unwrapping errors are counted MintPy's way (``T_int``, Yunjun et al. 2019, MintPy's
+``unwrap_error_phase_closure.calc_num_triplet_with_nonzero_integer_ambiguity``): for each
 pixel, the number of triplets whose closure phase of unwrapped phases carries a non-zero
 integer number of cycles. ``quick_overview`` writes it for the loaded phase
-(``numTriNonzeroIntAmbiguity.h5``); :func:`unwrap_error_statistics` asks MintPy for the
-same count on the phase after ``correct_unwrap_error`` (``numTriNonzeroIntAmbiguity4<dataset>.h5``).
+(``numTriNonzeroIntAmbiguity.h5``); :func:`triplet_statistics` counts it by the same rule
+for the phase after ``correct_unwrap_error``, in the pass that measures the closure phase
+(MintPy's function would also draw a figure into the current directory, and fails on a
+stack without any error).
 """
 
 from __future__ import annotations
@@ -131,9 +134,7 @@ def pair_quality(ifgram_stack: Path, max_pixels: int = 2000) -> list[PairQuality
     ]
 
 
-def _count(path: Path, dataset: str) -> TripletCount:
-    with h5py.File(path, "r") as f:
-        counts = np.asarray(f[next(iter(f.keys()))][:], dtype=np.float64)
+def _counts(counts: npt.NDArray[Any], dataset: str) -> TripletCount:
     valid = counts[np.isfinite(counts)]
     return TripletCount(
         dataset=dataset,
@@ -144,39 +145,31 @@ def _count(path: Path, dataset: str) -> TripletCount:
     )
 
 
+def loaded_phase_errors(mintpy_dir: Path) -> TripletCount | None:
+    """Statistics of ``quick_overview``'s ``numTriNonzeroIntAmbiguity.h5`` (loaded phase)."""
+    path = Path(mintpy_dir) / "numTriNonzeroIntAmbiguity.h5"
+    if not path.is_file():
+        return None
+    with h5py.File(path, "r") as f:
+        counts = np.asarray(f[next(iter(f.keys()))][:], dtype=np.float64)
+    return _counts(counts, "unwrapPhase")
+
+
 def corrected_dataset(ifgram_stack: Path) -> str | None:
     """The phase ``correct_unwrap_error`` wrote, None when it corrected nothing."""
     with h5py.File(ifgram_stack, "r") as f:
         return next((d for d in CORRECTED_DATASETS if d in f), None)
 
 
-def unwrap_error_statistics(mintpy_dir: Path, ifgram_stack: Path) -> list[TripletCount]:
-    """Triplet counts before (``quick_overview``'s file) and after the correction."""
-    from mintpy.unwrap_error_phase_closure import calc_num_triplet_with_nonzero_integer_ambiguity
+def triplet_statistics(
+    ifgram_stack: Path, dataset: str | None = None
+) -> tuple[ClosurePhase, TripletCount] | None:
+    """Closure phase and unwrapping-error count of the triplets of used interferograms.
 
-    result = []
-    before = Path(mintpy_dir) / "numTriNonzeroIntAmbiguity.h5"
-    if before.is_file():
-        result.append(_count(before, "unwrapPhase"))
-    dataset = corrected_dataset(ifgram_stack)
-    if dataset is not None:
-        water = Path(mintpy_dir) / "waterMask.h5"
-        with contextlib.redirect_stdout(io.StringIO()):
-            out = calc_num_triplet_with_nonzero_integer_ambiguity(
-                str(ifgram_stack),
-                mask_file=str(water) if water.is_file() else None,
-                dsName=dataset,
-                update_mode=True,
-            )
-        if out is not None:
-            result.append(_count(Path(out), dataset))
-    return result
-
-
-def closure_phase(ifgram_stack: Path, dataset: str | None = None) -> ClosurePhase | None:
-    """Wrapped closure phase of every triplet of used interferograms, block by block.
-
-    ``dataset`` defaults to the most corrected phase. None when the network has no triplet.
+    ``dataset`` defaults to the most corrected phase. The stack is read block by block.
+    Pixels MintPy leaves out of its count are left out here too: those with zero average
+    coherence or a water-mask value of 0, and those where every triplet fails to close.
+    None when the network has no triplet or no valid pixel.
     """
     from mintpy.objects import ifgramStack
 
@@ -189,6 +182,7 @@ def closure_phase(ifgram_stack: Path, dataset: str | None = None) -> ClosurePhas
         if design is None:
             return None
         ref = stack.get_reference_phase(unwDatasetName=dataset, dropIfgram=True)
+    excluded = _excluded_pixels(ifgram_stack, stack.length, stack.width)
     with h5py.File(ifgram_stack, "r") as f:
         used = np.flatnonzero(np.asarray(f["dropIfgram"][:], dtype=bool))
         phase = f[dataset]
@@ -198,29 +192,47 @@ def closure_phase(ifgram_stack: Path, dataset: str | None = None) -> ClosurePhas
         abs_sum = np.zeros(n_tri)
         n_valid = 0
         samples: list[npt.NDArray[np.float32]] = []
+        counts = np.full(length * width, np.nan)
         for r0 in range(0, length, rows):
             block = np.asarray(phase[used.tolist(), r0 : r0 + rows, :], dtype=np.float64)
             block = block.reshape(n_ifg, -1) - np.asarray(ref, np.float64).reshape(n_ifg, 1)
-            valid = np.all(np.isfinite(block), axis=0) & np.any(block != 0, axis=0)
+            valid = np.all(np.isfinite(block), axis=0) & ~excluded[r0 : r0 + rows].ravel()
             closure = design @ block[:, valid]
-            wrapped = np.abs(np.angle(np.exp(1j * closure)))
-            abs_sum += wrapped.sum(axis=1)
+            wrapped = np.angle(np.exp(1j * closure))
+            cycles = np.round((closure - wrapped) / (2 * np.pi))
+            n_bad = np.sum(cycles != 0, axis=0).astype(np.float64)
+            n_bad[n_bad == n_tri] = np.nan
+            counts[r0 * width : r0 * width + block.shape[1]][valid] = n_bad
+            abs_sum += np.abs(wrapped).sum(axis=1)
             n_valid += int(valid.sum())
             # a sample of each block for the median, so memory does not grow with the scene
-            samples.append(wrapped[:, :: max(1, wrapped.shape[1] // 1000)].astype(np.float32))
+            step = max(1, wrapped.shape[1] // 1000)
+            samples.append(np.abs(wrapped[:, ::step]).astype(np.float32))
     if n_valid == 0:
         return None
     per_triplet = abs_sum / n_valid
     names = _triplet_names(design, date12)
     order = np.argsort(-per_triplet)[:3]
     pooled = np.concatenate([s.ravel() for s in samples])
-    return ClosurePhase(
+    closure_stats = ClosurePhase(
         dataset=dataset,
         triplets=int(n_tri),
         median_abs_rad=float(np.median(pooled)),
         max_triplet_mean_abs_rad=float(per_triplet.max()),
         worst=[(names[i], float(per_triplet[i])) for i in order],
     )
+    return closure_stats, _counts(counts, dataset)
+
+
+def _excluded_pixels(ifgram_stack: Path, length: int, width: int) -> npt.NDArray[np.bool_]:
+    """Pixels MintPy's triplet count leaves out: zero average coherence, water."""
+    mintpy_dir = Path(ifgram_stack).parent.parent
+    excluded = np.zeros((length, width), dtype=bool)
+    for name, bad_value in (("avgSpatialCoh.h5", 0), ("waterMask.h5", 0)):
+        path = mintpy_dir / name
+        if path.is_file():
+            excluded |= _read(path, "") == bad_value
+    return excluded
 
 
 def _triplet_names(design: npt.NDArray[Any], date12: Sequence[str]) -> list[str]:
@@ -244,8 +256,9 @@ def reference_yx(products: MintpyProducts, grid: GeoGrid) -> tuple[int, int] | N
 
 
 def _read(path: Path, preferred: str) -> npt.NDArray[Any]:
+    """A 2-D dataset: ``preferred`` when present, else the file's first one."""
     with h5py.File(path, "r") as f:
-        name = preferred if preferred in f else next(iter(f.keys()))
+        name = preferred if preferred and preferred in f else next(iter(f.keys()))
         return np.asarray(f[name][:])
 
 
@@ -318,11 +331,16 @@ def assess_quality(mintpy_dir: Path, excluded_dir: Path | None = None) -> Qualit
         else []
     )
     stack = products.ifgram_stack
+    triplets = triplet_statistics(stack) if stack else None
+    before = loaded_phase_errors(products.mintpy_dir)
+    errors = [c for c in (before, triplets[1] if triplets else None) if c is not None]
+    if len(errors) == 2 and errors[1].dataset == "unwrapPhase":
+        errors = errors[:1]  # nothing corrected: the loaded phase is the final one
     return Quality(
         pairs=pair_quality(stack) if stack else [],
         excluded_pairs=excluded,
-        unwrap_errors=unwrap_error_statistics(products.mintpy_dir, stack) if stack else [],
-        closure=closure_phase(stack) if stack else None,
+        unwrap_errors=errors,
+        closure=triplets[0] if triplets else None,
         reference=reference_check(products),
     )
 
