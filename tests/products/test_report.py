@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import figures, report
+from tasks import figures, quality, report
 
 from .synthetic import SyntheticMintpy
 
@@ -55,7 +55,26 @@ def _inputs(figure_paths: list[Path], synthetic_mintpy: SyntheticMintpy) -> repo
         ],
         figures=figure_paths,
         velocity_stats=report.velocity_statistics(synthetic_mintpy.mintpy_dir),
-        velocity_rmse_mm_yr=0.8421,
+        truth_error=report.TruthError(rmse=0.0008421, bias=-0.0021, pixels=1234),
+        parameters={"topsstack.swaths": "[3]", "mintpy.unwrap_error": "bridging"},
+        warnings=["export.points: P2 (34.9, 116.51) lies outside the geocoded scene"],
+        quality=quality.Quality(
+            pairs=[
+                quality.PairQuality("20241201_20241213", -105.8, 0.679, True),
+                quality.PairQuality("20241201_20241225", 10.7, 0.31, False),
+            ],
+            excluded_pairs=["20241213_20241225"],
+            unwrap_errors=[
+                quality.TripletCount("unwrapPhase", 2000, 100, 0.25, 3),
+                quality.TripletCount("unwrapPhase_bridging", 2000, 0, 0.0, 0),
+            ],
+            closure=quality.ClosurePhase(
+                "unwrapPhase_bridging", 5, 0.01, 0.25, [("20241201_20241213_20241225", 0.25)]
+            ),
+            reference=quality.ReferencePoint(
+                34.57, 116.53, 35, 45, "2024-12-01", 0.93, 0.61, True, ["reference point X"]
+            ),
+        ),
         outputs={"zarr": Path("/data/work/products/timeseries.zarr")},
         stack_name="t142_f106",
     )
@@ -63,7 +82,7 @@ def _inputs(figure_paths: list[Path], synthetic_mintpy: SyntheticMintpy) -> repo
 
 def test_velocity_statistics_over_masked_pixels(synthetic_mintpy: SyntheticMintpy) -> None:
     stats = report.velocity_statistics(synthetic_mintpy.mintpy_dir)
-    v = synthetic_mintpy.velocity.astype(np.float64) * 1000.0
+    v = synthetic_mintpy.velocity.astype(np.float64)  # m year-1, as exported
     finite = np.isfinite(v)
     values = v[synthetic_mintpy.mask & finite]
     assert stats["min"] == pytest.approx(values.min())
@@ -85,7 +104,15 @@ def test_report_markdown_has_every_section(
     assert md_path.read_text() == md
     for heading in (
         "# insarflow run report",
+        "## Warnings",
         "## Inputs",
+        "## Parameters",
+        "## Quality",
+        "### Reference point",
+        "### Interferograms",
+        "### Unwrapping errors",
+        "### Closure phase",
+        "### Error against the simulator's truth",
         "### Excluded dates",
         "## Processing",
         "## Results",
@@ -107,7 +134,20 @@ def test_report_markdown_has_every_section(
     assert run_a < md.index("| **total** | 14 | 3 | 1 | 2 | 1:03:08 |") < run_b
     assert run_b < md.index("| unwrap | 0 | 16 | 0 | 0 | 0:00:00 |")
     assert "**Steps with failures:** unwrap." in md
-    assert "0.842 mm/yr" in md
+    assert "| 0.00084 m year-1 | -0.00210 m year-1 | 1234 |" in md
+    assert "### Velocity statistics (m year-1, reliable pixels)" in md
+    assert "## Warnings\n\n- **export.points: P2 (34.9, 116.51) lies outside" in md
+    assert "| topsstack.swaths | [3] |" in md and "## Parameters" in md
+    assert "| 34.57000 | 116.53000 | 35, 45 | 2024-12-01 | 0.930 | 0.610 | yes |" in md
+    assert "**Warning:** reference point X" in md
+    assert "2 interferograms, 1 used; dropped by MintPy's network modification: " in md
+    assert "20241201_20241225." in md
+    assert "| 20241201_20241225 | 10.7 | 0.310 | no |" in md
+    assert "Left out before MintPy (incomplete files): 20241213_20241225." in md
+    assert "| `unwrapPhase` | 2000 | 100 (5.0%) | 0.250 | 3 |" in md
+    assert "| `unwrapPhase_bridging` | 2000 | 0 (0.0%) | 0.000 | 0 |" in md
+    assert "over 5 triplets: median |closure| 0.010 rad" in md
+    assert "| 20241201_20241213_20241225 | 0.250 |" in md
     assert "`/data/work/products/timeseries.zarr`" in md
     for path in figure_paths:
         assert f"](figures/{path.name})" in md
