@@ -32,19 +32,22 @@ def test_pair_quality_is_mean_coherence_and_use(synthetic_mintpy: SyntheticMintp
 
 
 def _plant_phases(stack: Path, pairs: list[tuple[str, str]]) -> tuple[str, int]:
-    """A 2 pi jump in one interferogram over a patch (corrected in unwrapPhase_bridging),
+    """2 pi jumps over patches of three interferograms (corrected in unwrapPhase_bridging),
     and 0.5 rad of non-closing phase over half of another; returns that pair and the
     patch size."""
     with h5py.File(stack, "a") as f:
         phase = f["unwrapPhase"][:]
-        phase[2, 5:15, 10:20] += TWO_PI  # an unwrapping error over 100 pixels
+        # unwrapping errors of either sign and of one or two cycles, over 300 pixels
+        phase[2, 5:15, 10:20] += TWO_PI
+        phase[5, 20:30, 30:40] -= TWO_PI
+        phase[3, 25:35, 5:15] += 2 * TWO_PI
         fixed = f["unwrapPhase"][:]
         # a closure-phase bias over the western half, no integer ambiguity (a bias of the
         # whole scene would vanish with the reference pixel's phase)
         fixed[4, :, :25] += 0.5
         f["unwrapPhase"][:] = phase
         f.create_dataset("unwrapPhase_bridging", data=fixed)
-    return "_".join(pairs[4]), 100
+    return "_".join(pairs[4]), 300
 
 
 def test_unwrapping_errors_before_and_after_correction(
