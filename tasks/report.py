@@ -24,6 +24,7 @@ from tasks.export import VELOCITY_UNITS, locate_products
 from tasks.quality import Quality
 
 ARTIFACT_KEY: Final = "run-report"
+PAIRS_ARTIFACT_KEY: Final = "interferogram-quality"
 REPORT_MD: Final = "report.md"
 REPORT_HTML: Final = "report.html"
 
@@ -461,8 +462,9 @@ def write_report(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str
 
 @task(name="write-report")
 def write_report_task(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str]:
-    """Prefect task: :func:`write_report`, plus the markdown artifact ``run-report``."""
-    from prefect.artifacts import create_markdown_artifact
+    """Prefect task: :func:`write_report`, plus the markdown artifact ``run-report`` and the
+    table artifact ``interferogram-quality``."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     md_path, html_path, md_text = write_report(out_dir, sections)
     create_markdown_artifact(
@@ -470,4 +472,10 @@ def write_report_task(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path
         key=ARTIFACT_KEY,
         description=f"insarflow run report ({html_path})",
     )
+    if sections.quality is not None and sections.quality.pairs:
+        create_table_artifact(
+            table=[dataclasses.asdict(p) for p in sections.quality.pairs],
+            key=PAIRS_ARTIFACT_KEY,
+            description="Interferograms: perpendicular baseline, mean coherence, used by MintPy",
+        )
     return md_path, html_path, md_text

@@ -204,7 +204,14 @@ def test_report_task_publishes_the_artifact(
     assert "## Processing" in body and "**SYNTHETIC DATA" in body
     assert "![" not in body  # local images cannot render in the UI
     assert "*Figure: velocity map* (`figures/velocity_map.png`)" in body
+    assert "## Quality" in body and "### Unwrapping errors" in body
     assert "## Processing" in md
+    with get_client(sync_client=True) as client:
+        tables = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[report.PAIRS_ARTIFACT_KEY]))
+        )
+    assert tables, "no interferogram-quality artifact"
+    assert "20241201_20241225" in str(tables[-1].data) and "0.31" in str(tables[-1].data)
 
 
 def test_history_round_trip_skips_a_torn_line(tmp_path: Path) -> None:
