@@ -330,8 +330,30 @@ class ExportConfig(Model):
         default=True, description="Write PNG figures and embed them in the report."
     )
     chunk_size: int = Field(
-        default=256, ge=16, le=4096, description="Spatial chunk edge (pixels) of the zarr store."
+        default=256,
+        ge=16,
+        le=4096,
+        description="Spatial chunk edge (pixels) of the zarr store (y and x); every chunk "
+        "holds all dates.",
     )
+    points: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="Points [[lat, lon], ...] (degrees) whose time series the figure and the "
+        "report show; empty: up to 4 coherent pixels of low velocity uncertainty are chosen. "
+        "Each must lie inside area; one that falls outside the geocoded scene or on a masked "
+        "pixel is named in the report.",
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _check_points(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for i, (lat, lon) in enumerate(v):
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise ValueError(
+                    f"points[{i}] = [{lat}, {lon}] is not [lat, lon] in degrees: latitude must "
+                    "be in [-90, 90] and longitude in [-180, 180] (give latitude first)"
+                )
+        return v
 
 
 class JobqueueConfig(Model):
@@ -426,6 +448,13 @@ class StackConfig(Model):
                 f"({acq.start}..{acq.end or 'today'}); pick a date inside the range or leave "
                 "it empty"
             )
+        south, north, west, east = self.area.snwe()
+        for i, (lat, lon) in enumerate(self.export.points):
+            if not (south <= lat <= north and west <= lon <= east):
+                raise ValueError(
+                    f"export.points[{i}] = [{lat}, {lon}] lies outside area (S N W E {south} "
+                    f"{north} {west} {east}); give a point inside the area or remove it"
+                )
         return self
 
     @property

@@ -25,6 +25,7 @@ from flows.config import (
     config_template,
 )
 from flows.sbas import SbasResult, sbas
+from flows.stages import simulator_truth
 
 
 def demo_config(workdir: Path, *, dates: int = 12, seed: int = 42) -> StackConfig:
@@ -114,5 +115,5 @@ def run_demo(config: StackConfig) -> DemoOutcome:
     config.paths.root.mkdir(parents=True, exist_ok=True)
     (config.paths.root / "demo.yaml").write_text(config_template(config))
     result = sbas(config)
-    error = velocity_error(config.paths.mintpy, config.paths.stack / "simulator" / "truth.h5")
+    error = velocity_error(config.paths.mintpy, simulator_truth(config))
     return DemoOutcome(result=result, error=error)

@@ -93,11 +93,13 @@ def export_stack(config: StackConfig, formats: list[str]) -> dict[str, Any]:
     """Export a finished stack's MintPy results (``insarflow export``)."""
     from tasks.export import export_products
 
+    edge = config.export.chunk_size
     return dict(
         export_products(
             config.paths.mintpy,
             config.paths.products,
             formats,  # type: ignore[arg-type]
             provenance={"config_hash": config.fingerprint(), "stack": config.name},
+            chunks={"y": edge, "x": edge},
         )
     )

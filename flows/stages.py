@@ -18,6 +18,7 @@ from tasks.report import StepSummary
 
 if TYPE_CHECKING:
     from tasks.orbits import OrbitChoice
+    from tasks.report import TruthError
     from tasks.simulator.scene import SceneSpec
     from tasks.topsstack.executor import ExecutionReport
 
@@ -100,6 +101,26 @@ def acquisition_record(config: StackConfig) -> Path:
 def isce2_record(config: StackConfig) -> Path:
     """Which ISCE2 processed the stack (written by the topsStack stage)."""
     return config.paths.stack / ".insarflow" / "isce2.json"
+
+
+def history_file(config: StackConfig) -> Path:
+    """Where every run's topsStack and MintPy step figures accumulate."""
+    from tasks.report import HISTORY_NAME
+
+    return config.paths.root / HISTORY_NAME
+
+
+def _run_id() -> str:
+    """The root flow run's id: the stages of one ``sbas`` run share it."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.root_flow_run_id or flow_run.id or "local")
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------- acquire
@@ -357,6 +378,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             env=env,
         )
     compute = config.compute
+    started = _now()
     report = topsstack_flow(
         stack_dir=paths.stack,
         log_dir=paths.logs,
@@ -372,9 +394,13 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         scheduler_address=compute.scheduler_address,
         cluster=task_runner_kwargs(compute) if compute.jobqueue else None,
     )
+    from tasks.report import StageRecord, append_stage_record
+
+    steps = step_summaries(report)
+    append_stage_record(history_file(config), StageRecord(_run_id(), "topsstack", started, steps))
     return TopsStackResult(
         stack_dir=paths.stack,
-        steps=step_summaries(report),
+        steps=steps,
         wall_s=report.wall_s,
         critical_path=list(report.critical_path),
     )
@@ -426,6 +452,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     from tasks.sbas import (
         MINTPY_STEP_TASKS,
         mintpy_steps,
+        plot_task,
         preflight_task,
         prepare_metadata_task,
         sbas_outputs,
@@ -453,8 +480,13 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     )
     # MintPy's steps are sequential; each is its own task so the UI shows progress and
     # a rerun resumes through MintPy's own skip logic.
+    run_id = _run_id()
     for step in mintpy_steps():
-        MINTPY_STEP_TASKS[step](step, cfg, paths.mintpy, paths.logs)
+        MINTPY_STEP_TASKS[step](
+            step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
+        )
+    # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot = yes
+    plot_task(paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id)
     outputs = sbas_outputs(paths.mintpy, cfg)
     return SbasStageResult(
         mintpy_dir=paths.mintpy, velocity=outputs.velocity, timeseries=outputs.timeseries
@@ -473,7 +505,9 @@ def products_stage(
     from tasks.export import export_products_task
     from tasks.figures import make_figures_task
     from tasks.isce2_env import recorded_isce2_version
-    from tasks.report import ReportInputs, velocity_statistics, write_report_task
+    from tasks.quality import assess_quality_task
+    from tasks.report import ReportInputs, read_history, velocity_statistics, write_report_task
+    from tasks.sbas import EXCLUDED_DIRNAME
 
     paths = config.paths
     acquired = acquired or AcquireResult.load(acquisition_record(config))
@@ -488,27 +522,76 @@ def products_stage(
         if config.engine == "simulator"
         else recorded_isce2_version(isce2_record(config)) or "unknown",
     }
+    edge = config.export.chunk_size
     outputs = export_products_task(
-        paths.mintpy, paths.products, list(config.export.formats), provenance
+        paths.mintpy,
+        paths.products,
+        list(config.export.formats),
+        provenance,
+        chunks={"y": edge, "x": edge},
     )
     figures = (
-        make_figures_task(paths.mintpy, paths.products / "figures") if config.export.figures else []
+        make_figures_task(paths.mintpy, paths.products / "figures", points=config.export.points)
+        if config.export.figures
+        else None
     )
+    quality = assess_quality_task(
+        paths.mintpy, excluded_dir=paths.stack / "merged" / EXCLUDED_DIRNAME
+    )
+    warnings = list(quality.reference.warnings) if quality.reference else []
+    warnings += figures.warnings if figures else []
     inputs = ReportInputs(
         stack_name=config.name,
+        parameters=_parameters(config),
+        quality=quality,
+        warnings=warnings,
+        truth_error=_truth_error(config),
         synthetic=bool(acquired and acquired.synthetic),
         scenes_per_date=_scenes_per_date(acquired),
         excluded_dates=acquired.excluded if acquired else {},
         orbit_kind=acquired.orbit_kinds if acquired else {},
-        steps=stack.steps if stack else [],
-        figures=list(figures),
+        history=read_history(history_file(config)),
+        figures=figures.paths if figures else [],
         velocity_stats=velocity_statistics(paths.mintpy),
         outputs={k: str(v) for k, v in outputs.items()},
     )
     md, html, _ = write_report_task(paths.products, inputs)
     return ProductsResult(
-        outputs=dict(outputs), figures=list(figures), report_md=md, report_html=html
+        outputs=dict(outputs),
+        figures=figures.paths if figures else [],
+        report_md=md,
+        report_html=html,
     )
+
+
+def simulator_truth(config: StackConfig) -> Path:
+    """The simulator's true velocity and coherence (engine: simulator)."""
+    return config.paths.stack / "simulator" / "truth.h5"
+
+
+def _truth_error(config: StackConfig) -> TruthError | None:
+    """Recovered vs true velocity in m year-1 for a simulator run, None otherwise."""
+    if config.engine != "simulator" or not simulator_truth(config).is_file():
+        return None
+    from flows.demo import velocity_error
+    from tasks.report import TruthError
+
+    error = velocity_error(config.paths.mintpy, simulator_truth(config))  # mm/yr
+    return TruthError(
+        rmse=error.rmse_mm_yr / 1000.0, bias=error.bias_mm_yr / 1000.0, pixels=error.pixels
+    )
+
+
+def _parameters(config: StackConfig) -> dict[str, str]:
+    """The run's topsStack and MintPy settings by dotted name, for the report."""
+    import json
+
+    settings = {"topsstack": config.topsstack, "mintpy": config.mintpy}
+    return {
+        f"{section}.{key}": value if isinstance(value, str) else json.dumps(value)
+        for section, model in settings.items()
+        for key, value in model.model_dump(mode="json").items()
+    }
 
 
 def _version_of(module: str) -> str:

@@ -2,9 +2,10 @@
 
 Conventions shared by every product:
 
-- Values and units are MintPy's own: velocity and its standard deviation in m/year,
-  displacement in m, line of sight, positive towards the satellite. Figures and the
-  run report show mm/yr.
+- Values are MintPy's own, line of sight, positive towards the satellite, in one unit
+  convention (CF/UDUNITS spelling) everywhere, zarr, NetCDF, GeoTIFF and the run report:
+  velocity and its standard deviation in ``m year-1`` (:data:`VELOCITY_UNITS`),
+  displacement in ``m``. Figures label the same units scaled to mm for legibility.
 - Coordinates are pixel centres. MintPy's ``Y_FIRST``/``X_FIRST`` is the outer corner
   of the first pixel (GDAL's convention, see MintPy's ``coordinate.yx2lalo``), so
   ``y[i] = Y_FIRST + (i + 0.5) * Y_STEP`` and ``x[j] = X_FIRST + (j + 0.5) * X_STEP``;
@@ -12,7 +13,9 @@ Conventions shared by every product:
 - Dimensions are always ``(time, y, x)``; for a geographic grid ``y``/``x`` carry
   ``standard_name`` latitude/longitude. The CRS is in a ``spatial_ref`` coordinate that
   rioxarray reads (``ds.rio.crs``) without ``decode_coords="all"``.
-- Variables hold MintPy's values unmasked; ``mask`` is MintPy's reliable-pixel mask.
+- ``velocity``, ``velocity_std`` and ``timeseries`` are masked by MintPy's reliable-pixel
+  mask (``maskTempCoh.h5``, exported as ``mask``): NaN where the mask is 0. MintPy's
+  unmasked values stay available as ``velocity_unmasked`` and ``timeseries_unmasked``.
 - Zarr layout: format 2 with consolidated metadata (format 3 consolidated metadata
   warns under zarr 3). Default chunks are all dates x 256 x 256: one chunk read gives
   the full time series of any pixel, a map at one date reads the 256 x 256 tiles.
@@ -27,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -52,15 +56,25 @@ ProductFormat = Literal["zarr", "geotiff", "netcdf"]
 
 ZARR_NAME: Final = "timeseries.zarr"
 NETCDF_NAME: Final = "timeseries.nc"
-GEOTIFF_NAMES: Final = {"velocity": "velocity.tif", "velocity_std": "velocity_std.tif"}
+VELOCITY_UNITS: Final = "m year-1"
+# GeoTIFF name -> zarr variable; maps are written masked like the zarr variables.
+GEOTIFF_NAMES: Final = {
+    "velocity": "velocity.tif",
+    "velocity_std": "velocity_std.tif",
+    "mask": "mask.tif",
+    "temporal_coherence": "temporal_coherence.tif",
+    "avg_spatial_coherence": "avg_spatial_coherence.tif",
+}
 DEFAULT_CHUNKS: Final[Mapping[str, int]] = {"time": -1, "y": 256, "x": 256}
 FINGERPRINT_ATTR: Final = "insarflow_fingerprint"
 # Bump when the layout of the products changes so that existing ones are rewritten.
-LAYOUT_VERSION: Final = "1"
+LAYOUT_VERSION: Final = "2"
 VARIABLES: Final = (
     "velocity",
+    "velocity_unmasked",
     "velocity_std",
     "timeseries",
+    "timeseries_unmasked",
     "temporal_coherence",
     "avg_spatial_coherence",
     "mask",
@@ -252,6 +266,20 @@ class GeoGrid:
 
     def x_centres(self) -> npt.NDArray[np.float64]:
         return np.asarray(self.x_first + (np.arange(self.width) + 0.5) * self.x_step, np.float64)
+
+    def index_of(self, lat: float, lon: float) -> tuple[int, int] | None:
+        """(row, column) of the pixel holding ``(lat, lon)`` in degrees; None outside."""
+        y, x = lat, lon
+        if not self.geographic:
+            from pyproj import Transformer
+
+            to_grid = Transformer.from_crs(4326, self.epsg, always_xy=True)
+            x, y = to_grid.transform(lon, lat)
+        row = math.floor((y - self.y_first) / self.y_step)
+        col = math.floor((x - self.x_first) / self.x_step)
+        if 0 <= row < self.length and 0 <= col < self.width:
+            return row, col
+        return None
 
     def corners(self) -> tuple[float, float, float, float]:
         """(left, right, bottom, top) outer edges, for ``imshow(extent=...)``."""
@@ -464,25 +492,40 @@ def _open(
         return xr.DataArray(_lazy(path, name, map_chunks), dims=("y", "x"), attrs=attrs)
 
     coh = {"units": "1", "valid_min": 0.0, "valid_max": 1.0}
+    displacement = "line-of-sight displacement relative to the reference date and reference point"
+    velocity = map_var(
+        products.velocity,
+        "velocity",
+        {"units": VELOCITY_UNITS, "long_name": "line-of-sight velocity"},
+    )
+    timeseries = xr.DataArray(
+        _lazy(products.timeseries, "timeseries", cube_chunks),
+        dims=("time", "y", "x"),
+        attrs={"units": "m", "long_name": displacement},
+    )
+    velocity_std = map_var(
+        products.velocity,
+        "velocityStd",
+        {"units": VELOCITY_UNITS, "long_name": "standard deviation of line-of-sight velocity"},
+    )
+    mask = map_var(
+        products.mask,
+        _dataset_name(products.mask, "mask"),
+        {"long_name": "reliable pixel mask (temporal coherence above MintPy's threshold)"},
+    )
+    reliable = mask.astype(bool)
+    masked_note = {"comment": "NaN where mask is 0 (unreliable pixel)"}
     data_vars: dict[str, xr.DataArray] = {
-        "velocity": map_var(
-            products.velocity,
-            "velocity",
-            {"units": "m year-1", "long_name": "line-of-sight velocity"},
+        "velocity": velocity.where(reliable).assign_attrs(velocity.attrs, **masked_note),
+        "velocity_unmasked": velocity.assign_attrs(
+            long_name="line-of-sight velocity, unreliable pixels included"
         ),
-        "velocity_std": map_var(
-            products.velocity,
-            "velocityStd",
-            {"units": "m year-1", "long_name": "standard deviation of line-of-sight velocity"},
+        "velocity_std": velocity_std.where(reliable).assign_attrs(
+            velocity_std.attrs, **masked_note
         ),
-        "timeseries": xr.DataArray(
-            _lazy(products.timeseries, "timeseries", cube_chunks),
-            dims=("time", "y", "x"),
-            attrs={
-                "units": "m",
-                "long_name": "line-of-sight displacement relative to the reference date "
-                "and reference point",
-            },
+        "timeseries": timeseries.where(reliable).assign_attrs(timeseries.attrs, **masked_note),
+        "timeseries_unmasked": timeseries.assign_attrs(
+            long_name=f"{displacement}, unreliable pixels included"
         ),
         "temporal_coherence": map_var(
             products.temporal_coherence,
@@ -494,11 +537,7 @@ def _open(
             _dataset_name(products.avg_spatial_coherence, "coherence"),
             {"long_name": "average spatial coherence of the interferograms", **coh},
         ),
-        "mask": map_var(
-            products.mask,
-            _dataset_name(products.mask, "mask"),
-            {"long_name": "reliable pixel mask (temporal coherence above MintPy's threshold)"},
-        ),
+        "mask": mask,
         "height": map_var(
             products.geometry,
             "height",
@@ -734,45 +773,57 @@ def _geotiff_fingerprint(path: Path) -> str | None:
 
 
 def export_geotiff(mintpy_dir: Path, out_dir: Path, *, force: bool = False) -> list[Path]:
-    """Velocity and its standard deviation (m/year) as Cloud-Optimized GeoTIFF, NaN nodata."""
+    """The maps of :data:`GEOTIFF_NAMES` as Cloud-Optimized GeoTIFF.
+
+    Values, masking and units are those of the zarr variables of the same name (velocity
+    and its standard deviation masked, ``m year-1``); float maps use NaN as nodata, the
+    mask is a byte band of 0/1.
+    """
     import rasterio
 
     products = locate_products(Path(mintpy_dir))
     grid = read_grid(products)
-    meta = _read_meta(products.velocity)
+    ds = _open(products, grid, None, {})
     out_dir = Path(out_dir)
-    fingerprint = _fingerprint([products.velocity], {"insarflow": __version__})
+    fingerprint = _fingerprint(products.geocoded_files(), {"insarflow": __version__})
     written: list[Path] = []
-    for var, dataset in (("velocity", "velocity"), ("velocity_std", "velocityStd")):
-        final = out_dir / GEOTIFF_NAMES[var]
+    for var, name in GEOTIFF_NAMES.items():
+        final = out_dir / name
         _recover(final)
         if not force and _geotiff_fingerprint(final) == fingerprint:
             _logger().info("GeoTIFF %s is up to date; skipping", final)
             written.append(final)
             continue
-        with h5py.File(products.velocity, "r") as f:
-            data = np.asarray(f[dataset][:], dtype=np.float32)
+        is_mask = var == "mask"
+        with dask.config.set(scheduler="threads"):
+            data = ds[var].values.astype(np.uint8 if is_mask else np.float32)
         profile = {
             "driver": "COG",
             "width": grid.width,
             "height": grid.length,
             "count": 1,
-            "dtype": "float32",
+            "dtype": "uint8" if is_mask else "float32",
             "crs": f"EPSG:{grid.epsg}",
             "transform": grid.transform,
-            "nodata": np.nan,
+            "nodata": None if is_mask else np.nan,
             "compress": "DEFLATE",
-            "predictor": 3,
+            "predictor": 2 if is_mask else 3,
             "blocksize": 256,
             "overviews": "AUTO",
         }
+        attrs = ds[var].attrs
+        band_tags = {"long_name": attrs["long_name"]}
+        if "units" in attrs:
+            band_tags["units"] = attrs["units"]
+        if "comment" in attrs:
+            band_tags["comment"] = attrs["comment"]
         with _atomic_output(final) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data, 1)
             dst.set_band_description(1, var)
-            dst.update_tags(1, units="m/year", long_name=f"line-of-sight {var}")
+            dst.update_tags(1, **band_tags)
             tags = {FINGERPRINT_ATTR.upper(): fingerprint, "insarflow_version": __version__}
-            if meta.get("REF_DATE"):
-                tags["reference_date"] = _iso_date(meta["REF_DATE"])
+            if "reference_date" in ds.attrs:
+                tags["reference_date"] = ds.attrs["reference_date"]
             dst.update_tags(**tags)
         _logger().info("wrote GeoTIFF %s", final)
         written.append(final)
@@ -791,7 +842,7 @@ def export_products(
     """Write the requested products into ``out_dir``.
 
     Returns a mapping product -> path: ``zarr`` (``timeseries.zarr``), ``netcdf``
-    (``timeseries.nc``), ``geotiff_velocity`` and ``geotiff_velocity_std``.
+    (``timeseries.nc``) and ``geotiff_<name>`` for each map of :data:`GEOTIFF_NAMES`.
     """
     unknown = sorted(set(formats) - {"zarr", "geotiff", "netcdf"})
     if unknown:

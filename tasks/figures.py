@@ -11,6 +11,7 @@ import logging
 import math
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from prefect import task
 
 from tasks.export import GeoGrid, MintpyProducts, locate_products, read_grid
+from tasks.quality import pair_quality, reference_yx, template_value
 
 FIGURE_NAMES: Final = {
     "velocity": "velocity_map.png",
@@ -85,30 +87,30 @@ def _attrs(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in readfile.read_attribute(str(path)).items()}
 
 
-def reference_yx(products: MintpyProducts, grid: GeoGrid) -> tuple[int, int] | None:
-    """Row/column of the reference point in the geocoded grid, when known."""
-    meta = _attrs(products.velocity)
-    if "REF_Y" in meta and "REF_X" in meta:
-        return int(meta["REF_Y"]), int(meta["REF_X"])
-    if grid.geographic and "REF_LAT" in meta and "REF_LON" in meta:
-        row = math.floor((float(meta["REF_LAT"]) - grid.y_first) / grid.y_step)
-        col = math.floor((float(meta["REF_LON"]) - grid.x_first) / grid.x_step)
-        return row, col
-    return None
-
-
 def select_points(
     velocity: npt.NDArray[np.floating[Any]],
     valid: npt.NDArray[np.bool_],
     n_points: int,
     min_separation: int,
+    *,
+    temporal_coherence: npt.NDArray[np.floating[Any]] | None = None,
+    velocity_std: npt.NDArray[np.floating[Any]] | None = None,
 ) -> list[tuple[int, int]]:
-    """Up to ``n_points`` pixels of largest |velocity| among ``valid`` ones.
+    """Up to ``n_points`` pixels of largest |velocity| among trustworthy ``valid`` ones.
 
-    Points closer than ``min_separation`` pixels (Chebyshev distance) to one already
-    chosen are passed over, so one deforming patch does not take every slot.
+    With ``temporal_coherence`` and ``velocity_std``, only pixels at least as coherent and
+    at most as uncertain as the median ``valid`` pixel are candidates: a pixel of large
+    |velocity| that is barely coherent is noise, not deformation. Points closer than
+    ``min_separation`` pixels (Chebyshev distance) to one already chosen are passed over,
+    so one deforming patch does not take every slot.
     """
     usable = valid & np.isfinite(velocity)
+    for values, keep_high in ((temporal_coherence, True), (velocity_std, False)):
+        if values is None or not usable.any():
+            continue
+        finite = usable & np.isfinite(values)
+        median = float(np.median(values[finite])) if finite.any() else np.nan
+        usable &= (values >= median) if keep_high else (values <= median)
     rows, cols = np.nonzero(usable)
     order = np.argsort(-np.abs(velocity[rows, cols]), kind="stable")
     chosen: list[tuple[int, int]] = []
@@ -121,13 +123,117 @@ def select_points(
     return chosen
 
 
+@dataclass(frozen=True)
+class SeriesPoint:
+    """A pixel whose time series is plotted; ``name`` labels it on the map and the plot."""
+
+    name: str
+    row: int
+    col: int
+    lat: float
+    lon: float
+    reliable: bool
+
+
+@dataclass(frozen=True)
+class PointChoice:
+    """The points to plot, and a warning for each user point that could not be used as is."""
+
+    points: list[SeriesPoint]
+    warnings: list[str]
+
+
+def choose_points(
+    products: MintpyProducts,
+    user_points: Sequence[tuple[float, float]] = (),
+    n_points: int = 4,
+) -> PointChoice:
+    """The user's ``(lat, lon)`` points, else up to ``n_points`` picked by :func:`select_points`.
+
+    A user point outside the geocoded grid is left out with a warning; one on a masked
+    pixel is kept (its values are MintPy's unmasked ones) with a warning.
+    """
+    grid = read_grid(products)
+    velocity = _read_2d(products.velocity, "velocity")
+    mask = _read_2d(products.mask, "mask").astype(bool)
+    ys, xs = grid.y_centres(), grid.x_centres()
+    warnings: list[str] = []
+    points: list[SeriesPoint] = []
+    if user_points:
+        for i, (lat, lon) in enumerate(user_points, start=1):
+            name = f"P{i}"
+            rc = grid.index_of(lat, lon)
+            if rc is None:
+                left, right, bottom, top = grid.corners()
+                warnings.append(
+                    f"export.points: {name} ({lat}, {lon}) lies outside the geocoded scene "
+                    f"(lat {bottom:.4f}..{top:.4f}, lon {left:.4f}..{right:.4f}); it is not "
+                    "plotted"
+                )
+                continue
+            r, c = rc
+            reliable = bool(mask[r, c]) and bool(np.isfinite(velocity[r, c]))
+            if not reliable:
+                warnings.append(
+                    f"export.points: {name} ({lat}, {lon}) falls on a pixel MintPy masks as "
+                    "unreliable (maskTempCoh); its series is plotted from the unmasked values, "
+                    "dashed"
+                )
+            points.append(SeriesPoint(name, r, c, float(ys[r]), float(xs[c]), reliable))
+        return PointChoice(points, warnings)
+    tcoh = _read_2d(products.temporal_coherence, "temporalCoherence")
+    std = _read_2d(products.velocity, "velocityStd")
+    separation = max(3, min(grid.length, grid.width) // 10)
+    chosen = select_points(
+        velocity, mask, n_points, separation, temporal_coherence=tcoh, velocity_std=std
+    )
+    for i, (r, c) in enumerate(chosen, start=1):
+        points.append(SeriesPoint(f"P{i}", r, c, float(ys[r]), float(xs[c]), True))
+    return PointChoice(points, warnings)
+
+
+def _date_range(products: MintpyProducts) -> str:
+    meta = _attrs(products.timeseries)
+    first, last = meta.get("START_DATE", ""), meta.get("END_DATE", "")
+    if not (first and last):
+        return ""
+    return f"{_iso(first)} to {_iso(last)}"
+
+
+def _iso(yyyymmdd: str) -> str:
+    return f"{yyyymmdd[:4]}-{yyyymmdd[4:6]}-{yyyymmdd[6:8]}"
+
+
+def _reference_text(products: MintpyProducts, grid: GeoGrid) -> str:
+    """'reference 2024-12-01, (34.1234, 116.5678)' from MintPy's attributes."""
+    meta = _attrs(products.timeseries)
+    parts = []
+    if meta.get("REF_DATE"):
+        parts.append(_iso(meta["REF_DATE"]))
+    ref = reference_yx(products, grid)
+    if ref is not None and 0 <= ref[0] < grid.length and 0 <= ref[1] < grid.width:
+        y, x = grid.y_centres()[ref[0]], grid.x_centres()[ref[1]]
+        parts.append(f"({y:.4f}, {x:.4f})" if grid.geographic else f"({y:.0f}, {x:.0f})")
+    return "reference " + ", ".join(parts) if parts else ""
+
+
 def plot_velocity_map(
     products: MintpyProducts,
     out_path: Path,
     *,
-    points: Sequence[tuple[int, int]] = (),
+    points: Sequence[SeriesPoint] = (),
 ) -> Path:
-    """Masked LOS velocity in mm/yr with the reference point (and ``points``) marked."""
+    """Write :func:`velocity_map_figure` to ``out_path``."""
+    return _save(velocity_map_figure(products, points=points), out_path)
+
+
+def velocity_map_figure(products: MintpyProducts, *, points: Sequence[SeriesPoint] = ()) -> Figure:
+    """Masked LOS velocity in mm/yr with the reference point (and ``points``) marked.
+
+    A geographic grid is drawn with a 1/cos(latitude) aspect so that a kilometre is as
+    long east-west as north-south; colours saturate at the 98th percentile of |velocity|
+    and the colour bar shows arrows for the values beyond.
+    """
     grid = read_grid(products)
     stride = _stride(grid)
     velocity = _read_2d(products.velocity, "velocity", stride).astype(np.float64) * 1000.0
@@ -149,14 +255,24 @@ def plot_velocity_map(
         interpolation="nearest",
         origin="upper" if grid.y_step < 0 else "lower",
     )
-    fig.colorbar(image, ax=ax, label="LOS velocity [mm/yr] (positive towards satellite)")
+    fig.colorbar(
+        image,
+        ax=ax,
+        extend=_extend(finite, -limit, limit),
+        label="LOS velocity [mm year-1] (positive towards satellite)",
+    )
+    if grid.geographic:
+        mid_lat = grid.y_first + grid.length * grid.y_step / 2
+        ax.set_aspect(1.0 / math.cos(math.radians(mid_lat)))
     ys, xs = grid.y_centres(), grid.x_centres()
     ref = reference_yx(products, grid)
     if ref is not None and 0 <= ref[0] < grid.length and 0 <= ref[1] < grid.width:
         ax.plot(xs[ref[1]], ys[ref[0]], "ks", markersize=7, mfc="none", mew=2, label="reference")
-    for i, (r, c) in enumerate(points, start=1):
-        ax.plot(xs[c], ys[r], "k^", markersize=6)
-        ax.annotate(f"P{i}", (xs[c], ys[r]), textcoords="offset points", xytext=(4, 4))
+    for point in points:
+        ax.plot(xs[point.col], ys[point.row], "k^", markersize=6)
+        ax.annotate(
+            point.name, (xs[point.col], ys[point.row]), textcoords="offset points", xytext=(4, 4)
+        )
     if ref is not None:
         ax.legend(loc="lower right", fontsize="small")
     for axis in (ax.xaxis, ax.yaxis):
@@ -165,16 +281,22 @@ def plot_velocity_map(
     unit = "deg" if grid.geographic else "m"
     ax.set_xlabel(f"{'longitude' if grid.geographic else 'easting'} [{unit}]")
     ax.set_ylabel(f"{'latitude' if grid.geographic else 'northing'} [{unit}]")
-    ax.set_title("Mean LOS velocity (reliable pixels)")
-    return _save(fig, out_path)
+    subtitle = ", ".join(t for t in (_date_range(products), _reference_text(products, grid)) if t)
+    ax.set_title("Mean LOS velocity (reliable pixels)" + (f"\n{subtitle}" if subtitle else ""))
+    return fig
 
 
-def _pair_dates(raw: npt.NDArray[Any]) -> list[tuple[np.datetime64, np.datetime64]]:
-    def parse(value: Any) -> np.datetime64:
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        return np.datetime64(f"{text[:4]}-{text[4:6]}-{text[6:8]}")
+def _extend(values: npt.NDArray[Any], vmin: float, vmax: float) -> str:
+    """Matplotlib's colour-bar ``extend`` for values clipped to ``[vmin, vmax]``."""
+    low = bool(values.size and values.min() < vmin)
+    high = bool(values.size and values.max() > vmax)
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (low, high), "neither"
+    )
 
-    return [(parse(a), parse(b)) for a, b in raw]
+
+def _date64(yyyymmdd: str) -> np.datetime64:
+    return np.datetime64(f"{yyyymmdd[:4]}-{yyyymmdd[4:6]}-{yyyymmdd[6:8]}")
 
 
 def plot_network(ifgram_stack: Path, out_path: Path) -> Path:
@@ -185,22 +307,11 @@ def plot_network(ifgram_stack: Path, out_path: Path) -> Path:
     date_list = stack.get_date_list(dropIfgram=False)
     pbase = stack.get_perp_baseline_timeseries(dropIfgram=False)
     bperp_of = dict(zip(date_list, pbase, strict=True))
-    with h5py.File(ifgram_stack, "r") as f:
-        raw_dates = f["date"][:]
-        keep = np.asarray(f["dropIfgram"][:], dtype=bool)
-        coh = f["coherence"]
-        stride = max(1, math.ceil(max(coh.shape[1:]) / MAX_MAP_PIXELS))
-        mean_coh = np.array(
-            [float(np.nanmean(coh[i, ::stride, ::stride])) for i in range(coh.shape[0])]
-        )
-    pairs = _pair_dates(raw_dates)
-    keys = [
-        (
-            a.decode() if isinstance(a, bytes) else str(a),
-            b.decode() if isinstance(b, bytes) else str(b),
-        )
-        for a, b in raw_dates
-    ]
+    quality = pair_quality(ifgram_stack, MAX_MAP_PIXELS)
+    keys = [tuple(q.pair.split("_")) for q in quality]
+    keep = np.array([q.used for q in quality], dtype=bool)
+    mean_coh = [q.mean_coherence for q in quality]
+    pairs = [(_date64(a), _date64(b)) for a, b in keys]
 
     fig = _new_figure(8.0, 5.0)
     ax = fig.add_subplot()
@@ -212,8 +323,7 @@ def plot_network(ifgram_stack: Path, out_path: Path) -> Path:
             ax.plot([t1, t2], y, "-", color=cmap(norm(c)), linewidth=1.5, alpha=0.9)
         else:
             ax.plot([t1, t2], y, "--", color="0.6", linewidth=1.0)
-    times = [np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:8]}") for d in date_list]
-    ax.plot(times, pbase, "o", color="k", markersize=5, zorder=3)
+    ax.plot([_date64(d) for d in date_list], pbase, "o", color="k", markersize=5, zorder=3)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="mean spatial coherence")
     n_drop = int((~keep).sum())
     ax.set_title(
@@ -227,61 +337,53 @@ def plot_network(ifgram_stack: Path, out_path: Path) -> Path:
 
 
 def plot_timeseries_points(
-    products: MintpyProducts, out_path: Path, points: Sequence[tuple[int, int]]
+    products: MintpyProducts, out_path: Path, points: Sequence[SeriesPoint]
 ) -> Path:
-    """LOS displacement (mm) against date at ``points`` (row, column)."""
+    """Write :func:`timeseries_figure` to ``out_path``."""
+    return _save(timeseries_figure(products, points), out_path)
+
+
+def timeseries_figure(products: MintpyProducts, points: Sequence[SeriesPoint]) -> Figure:
+    """LOS displacement (mm) against date at ``points``; unreliable ones dashed."""
     from mintpy.utils import ptime
 
     grid = read_grid(products)
     with h5py.File(products.timeseries, "r") as f:
         raw = [d.decode() if isinstance(d, bytes) else str(d) for d in f["date"][:]]
         series = [
-            np.asarray(f["timeseries"][:, r, c], dtype=np.float64) * 1000.0 for r, c in points
+            np.asarray(f["timeseries"][:, p.row, p.col], dtype=np.float64) * 1000.0 for p in points
         ]
     with h5py.File(products.velocity, "r") as f:
-        rates = [float(f["velocity"][r, c]) * 1000.0 for r, c in points]
+        rates = [float(f["velocity"][p.row, p.col]) * 1000.0 for p in points]
     times = np.array(ptime.date_list2vector(raw)[0], dtype="datetime64[D]")
-    ys, xs = grid.y_centres(), grid.x_centres()
 
     fig = _new_figure(8.0, 5.0)
     ax = fig.add_subplot()
-    for i, ((r, c), values, rate) in enumerate(zip(points, series, rates, strict=True), start=1):
+    for point, values, rate in zip(points, series, rates, strict=True):
         ax.plot(
             times,
             values,
-            "o-",
+            "o-" if point.reliable else "o--",
             markersize=4,
-            label=f"P{i} ({ys[r]:.4f}, {xs[c]:.4f}): {rate:+.1f} mm/yr",
+            label=f"{point.name} ({point.lat:.4f}, {point.lon:.4f}): {rate:+.1f} mm year-1"
+            + ("" if point.reliable else " (masked)"),
         )
     ax.axhline(0.0, color="0.5", linewidth=0.8)
     ax.set_xlabel("acquisition date")
     ax.set_ylabel("LOS displacement [mm]")
-    ax.set_title("Time series at the points of largest |velocity|")
+    subtitle = ", ".join(t for t in (_date_range(products), _reference_text(products, grid)) if t)
+    ax.set_title("LOS displacement time series" + (f"\n{subtitle}" if subtitle else ""))
     if points:
         ax.legend(fontsize="small")
     else:
         ax.text(0.5, 0.5, "no reliable pixel", transform=ax.transAxes, ha="center")
     fig.autofmt_xdate()
-    return _save(fig, out_path)
+    return fig
 
 
 def min_temporal_coherence(mintpy_dir: Path) -> float | None:
     """``mintpy.networkInversion.minTempCoh`` of the run's template (auto resolved)."""
-    cfg = Path(mintpy_dir) / "smallbaselineApp.cfg"
-    if not cfg.is_file():
-        return None
-    import contextlib
-
-    from mintpy.utils import readfile
-    from mintpy.utils import utils as ut
-
-    with contextlib.redirect_stdout(None):
-        template = ut.check_template_auto_value(readfile.read_template(str(cfg)))
-    value = template.get("mintpy.networkInversion.minTempCoh")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    return template_value(mintpy_dir, "mintpy.networkInversion.minTempCoh")
 
 
 def plot_coherence_histogram(products: MintpyProducts, out_path: Path) -> Path:
@@ -307,33 +409,65 @@ def plot_coherence_histogram(products: MintpyProducts, out_path: Path) -> Path:
     return _save(fig, out_path)
 
 
-def make_figures(mintpy_dir: Path, out_dir: Path, *, n_points: int = 4) -> list[Path]:
-    """Write the run's figures into ``out_dir``; returns their paths.
+@dataclass(frozen=True)
+class Figures:
+    """The figures written, the time-series points shown and warnings about user points."""
 
-    The network figure needs ``inputs/ifgramStack.h5`` and is left out (with a
-    warning) without it.
+    paths: list[Path]
+    points: list[SeriesPoint]
+    warnings: list[str]
+
+
+def make_figures(
+    mintpy_dir: Path,
+    out_dir: Path,
+    *,
+    points: Sequence[tuple[float, float]] = (),
+    n_points: int = 4,
+) -> list[Path]:
+    """Write the run's figures into ``out_dir``; returns their paths (see :func:`draw_figures`)."""
+    return draw_figures(mintpy_dir, out_dir, points=points, n_points=n_points).paths
+
+
+def draw_figures(
+    mintpy_dir: Path,
+    out_dir: Path,
+    *,
+    points: Sequence[tuple[float, float]] = (),
+    n_points: int = 4,
+) -> Figures:
+    """Write the run's figures into ``out_dir``.
+
+    ``points`` are the user's ``(lat, lon)`` points for the time-series figure; without
+    them ``n_points`` are chosen (see :func:`choose_points`). The network figure needs
+    ``inputs/ifgramStack.h5`` and is left out (with a warning) without it.
     """
     products = locate_products(Path(mintpy_dir))
     out_dir = Path(out_dir)
-    grid = read_grid(products)
-    velocity = _read_2d(products.velocity, "velocity")
-    mask = _read_2d(products.mask, "mask").astype(bool)
-    separation = max(3, min(grid.length, grid.width) // 10)
-    points = select_points(velocity, mask, n_points, separation)
+    choice = choose_points(products, points, n_points)
+    for warning in choice.warnings:
+        _logger().warning(warning)
 
-    paths = [plot_velocity_map(products, out_dir / FIGURE_NAMES["velocity"], points=points)]
+    paths = [plot_velocity_map(products, out_dir / FIGURE_NAMES["velocity"], points=choice.points)]
     if products.ifgram_stack is not None:
         paths.append(plot_network(products.ifgram_stack, out_dir / FIGURE_NAMES["network"]))
     else:
         _logger().warning(
             "no %s; the network figure is left out", products.mintpy_dir / "inputs/ifgramStack.h5"
         )
-    paths.append(plot_timeseries_points(products, out_dir / FIGURE_NAMES["timeseries"], points))
+    paths.append(
+        plot_timeseries_points(products, out_dir / FIGURE_NAMES["timeseries"], choice.points)
+    )
     paths.append(plot_coherence_histogram(products, out_dir / FIGURE_NAMES["coherence"]))
-    return paths
+    return Figures(paths=paths, points=choice.points, warnings=choice.warnings)
 
 
 @task(name="make-figures")
-def make_figures_task(mintpy_dir: Path, out_dir: Path, n_points: int = 4) -> list[Path]:
-    """Prefect task: :func:`make_figures`."""
-    return make_figures(mintpy_dir, out_dir, n_points=n_points)
+def make_figures_task(
+    mintpy_dir: Path,
+    out_dir: Path,
+    points: Sequence[tuple[float, float]] = (),
+    n_points: int = 4,
+) -> Figures:
+    """Prefect task: :func:`draw_figures`."""
+    return draw_figures(mintpy_dir, out_dir, points=points, n_points=n_points)

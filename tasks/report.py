@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
+import json
 import os
 import re
 import uuid
@@ -18,9 +20,11 @@ import markdown
 import numpy as np
 from prefect import task
 
-from tasks.export import locate_products
+from tasks.export import VELOCITY_UNITS, locate_products
+from tasks.quality import Quality
 
 ARTIFACT_KEY: Final = "run-report"
+PAIRS_ARTIFACT_KEY: Final = "interferogram-quality"
 REPORT_MD: Final = "report.md"
 REPORT_HTML: Final = "report.html"
 
@@ -37,22 +41,88 @@ class StepSummary:
     retries: int = 0
 
 
+HISTORY_NAME: Final = "processing_history.jsonl"
+
+
+@dataclass(frozen=True)
+class TruthError:
+    """Recovered minus true LOS velocity (``m year-1``) of a simulator run: ``bias`` is the
+    offset the reference pixel's own noise gives the whole map, ``rmse`` the scatter once
+    it is removed, over ``pixels`` coherent pixels."""
+
+    rmse: float
+    bias: float
+    pixels: int
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """The steps one stage ran in one run (``run_id``: the root flow run), appended to the
+    work directory's :data:`HISTORY_NAME` so later runs keep earlier runs' figures."""
+
+    run_id: str
+    stage: str
+    started: str
+    steps: Sequence[StepSummary] = ()
+
+
+def append_stage_record(path: Path, record: StageRecord) -> None:
+    """Append ``record`` as one JSON line to the history file ``path``."""
+    data = {
+        "run_id": record.run_id,
+        "stage": record.stage,
+        "started": record.started,
+        "steps": [dataclasses.asdict(st) for st in record.steps],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(data) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_history(path: Path) -> list[StageRecord]:
+    """The records of ``path`` in order; a line torn by a crash is skipped."""
+    if not Path(path).is_file():
+        return []
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            data = json.loads(line)
+            records.append(
+                StageRecord(
+                    run_id=str(data["run_id"]),
+                    stage=str(data["stage"]),
+                    started=str(data["started"]),
+                    steps=[StepSummary(**st) for st in data["steps"]],
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return records
+
+
 @dataclass(frozen=True)
 class ReportInputs:
     """Everything the report shows; the flow fills it from its tasks' results.
 
     Dates are ISO strings (``YYYY-MM-DD``); ``orbit_kind`` values are ``precise`` or
-    ``restituted``; velocity statistics are in mm/yr (see :func:`velocity_statistics`).
+    ``restituted``; velocities are in ``m year-1`` like the exported products (see
+    :func:`velocity_statistics`). ``warnings`` head the report (problems with the reference
+    point or the user's points); ``parameters`` are the run's settings by dotted name.
     """
 
     scenes_per_date: Mapping[str, Sequence[str]] = field(default_factory=dict)
     excluded_dates: Mapping[str, str] = field(default_factory=dict)
     orbit_kind: Mapping[str, str] = field(default_factory=dict)
     synthetic: bool = False
-    steps: Sequence[StepSummary] = ()
+    history: Sequence[StageRecord] = ()
     figures: Sequence[Path] = ()
     velocity_stats: Mapping[str, float] | None = None
-    velocity_rmse_mm_yr: float | None = None
+    truth_error: TruthError | None = None
+    quality: Quality | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    warnings: Sequence[str] = ()
     outputs: Mapping[str, Path | str] = field(default_factory=dict)
     title: str = "insarflow run report"
     stack_name: str | None = None
@@ -60,13 +130,13 @@ class ReportInputs:
 
 
 def velocity_statistics(mintpy_dir: Path) -> dict[str, float]:
-    """Min, max, mean, std and median of the geocoded velocity in mm/yr over masked pixels.
+    """Min, max, mean, std and median of the geocoded velocity (``m year-1``) over masked pixels.
 
     Also ``n_pixels`` (reliable, finite) and ``reliable_fraction`` (of finite pixels).
     """
     products = locate_products(Path(mintpy_dir))
     with h5py.File(products.velocity, "r") as f:
-        velocity = np.asarray(f["velocity"][:], dtype=np.float64) * 1000.0
+        velocity = np.asarray(f["velocity"][:], dtype=np.float64)
     with h5py.File(products.mask, "r") as f:
         name = "mask" if "mask" in f else next(iter(f.keys()))
         mask = np.asarray(f[name][:], dtype=bool)
@@ -119,6 +189,9 @@ def _markdown(sections: ReportInputs, figure_ref: Mapping[Path, str]) -> str:
             "Sentinel-1 acquisitions. Do not interpret them as ground deformation.**",
             "",
         ]
+    if s.warnings:
+        lines += ["## Warnings", ""]
+        lines += [f"- **{w}**" for w in s.warnings] + [""]
     lines += ["## Inputs", ""]
     dates = sorted(set(s.scenes_per_date) | set(s.orbit_kind))
     if dates:
@@ -147,42 +220,73 @@ def _markdown(sections: ReportInputs, figure_ref: Mapping[Path, str]) -> str:
     else:
         lines += ["None.", ""]
 
+    if s.parameters:
+        lines += ["## Parameters", ""]
+        lines += _table(["setting", "value"], sorted(s.parameters.items()))
     lines += ["## Processing", ""]
-    if s.steps:
-        rows = [
-            [st.name, st.run, st.skipped, st.failed, st.retries, _duration(st.duration_s)]
-            for st in s.steps
+    runs: dict[str, list[StageRecord]] = {}
+    for record in s.history:
+        runs.setdefault(record.run_id, []).append(record)
+    if runs:
+        lines += [
+            f"{len(runs)} run(s) recorded; each run's table lists the lines/steps it ran "
+            "and those it found already done (skipped).",
+            "",
         ]
-        total = sum(st.duration_s for st in s.steps)
-        rows.append(
-            [
-                "**total**",
-                sum(st.run for st in s.steps),
-                sum(st.skipped for st in s.steps),
-                sum(st.failed for st in s.steps),
-                sum(st.retries for st in s.steps),
-                _duration(total),
-            ]
-        )
-        lines += _table(["step", "run", "skipped", "failed", "retries", "time"], rows)
-        failed = [st.name for st in s.steps if st.failed]
-        if failed:
-            lines += [f"**Steps with failures:** {', '.join(failed)}.", ""]
     else:
         lines += ["No processing steps recorded.", ""]
+    for number, (run_id, records) in enumerate(runs.items(), start=1):
+        steps = [
+            (f"{r.stage}: {st.name}" if r.stage != "topsstack" else st.name, st)
+            for r in records
+            for st in r.steps
+        ]
+        lines += [f"### Run {number} (started {records[0].started}, flow run `{run_id}`)", ""]
+        step_rows: list[list[object]] = [
+            [name, st.run, st.skipped, st.failed, st.retries, _duration(st.duration_s)]
+            for name, st in steps
+        ]
+        step_rows.append(
+            [
+                "**total**",
+                sum(st.run for _, st in steps),
+                sum(st.skipped for _, st in steps),
+                sum(st.failed for _, st in steps),
+                sum(st.retries for _, st in steps),
+                _duration(sum(st.duration_s for _, st in steps)),
+            ]
+        )
+        lines += _table(["step", "run", "skipped", "failed", "retries", "time"], step_rows)
+        failed = [name for name, st in steps if st.failed]
+        if failed:
+            lines += [f"**Steps with failures:** {', '.join(failed)}.", ""]
 
+    if s.quality is not None:
+        lines += _quality_section(s.quality)
     lines += ["## Results", ""]
     if s.velocity_stats:
-        lines += ["### Velocity statistics (mm/yr, reliable pixels)", ""]
+        lines += [f"### Velocity statistics ({VELOCITY_UNITS}, reliable pixels)", ""]
         lines += _table(
             ["statistic", "value"],
             [
-                [k, f"{v:.0f}" if k == "n_pixels" else f"{v:.3f}"]
+                [
+                    k,
+                    f"{v:.0f}"
+                    if k == "n_pixels"
+                    else f"{v:.3f}"
+                    if k.endswith("fraction")
+                    else f"{v:.5f}",
+                ]
                 for k, v in s.velocity_stats.items()
             ],
         )
-    if s.velocity_rmse_mm_yr is not None:
-        lines += [f"Recovered vs true velocity RMSE: **{s.velocity_rmse_mm_yr:.3f} mm/yr**.", ""]
+    if s.truth_error is not None:
+        e = s.truth_error
+        lines += ["### Error against the simulator's truth", ""]
+        lines += _table(
+            ["RMSE", "bias (reference-pixel offset)", "pixels"],
+            [[f"{e.rmse:.5f} {VELOCITY_UNITS}", f"{e.bias:+.5f} {VELOCITY_UNITS}", e.pixels]],
+        )
     if s.figures:
         lines += ["### Figures", ""]
         for path in s.figures:
@@ -196,6 +300,97 @@ def _markdown(sections: ReportInputs, figure_ref: Mapping[Path, str]) -> str:
     for note in s.notes:
         lines += [f"> {note}", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _quality_section(q: Quality) -> list[str]:
+    lines = ["## Quality", "", "### Reference point", ""]
+    ref = q.reference
+    if ref is None:
+        lines += ["Unknown (no REF_Y/REF_X or REF_LAT/REF_LON in the velocity file).", ""]
+    else:
+        lines += _table(
+            [
+                "latitude",
+                "longitude",
+                "row, column",
+                "reference date",
+                "temporal coherence",
+                "average spatial coherence",
+                "reliable (mask)",
+            ],
+            [
+                [
+                    f"{ref.lat:.5f}",
+                    f"{ref.lon:.5f}",
+                    f"{ref.row}, {ref.col}",
+                    ref.date or "-",
+                    f"{ref.temporal_coherence:.3f}",
+                    f"{ref.avg_spatial_coherence:.3f}",
+                    "yes" if ref.reliable else "**no**",
+                ]
+            ],
+        )
+        lines += [f"**Warning:** {w}" for w in ref.warnings] + ([""] if ref.warnings else [])
+    lines += ["### Interferograms", ""]
+    if q.pairs:
+        dropped = [p.pair for p in q.pairs if not p.used]
+        lines += [
+            f"{len(q.pairs)} interferograms, {len(q.pairs) - len(dropped)} used; dropped by "
+            f"MintPy's network modification: {', '.join(dropped) or 'none'}.",
+            "",
+        ]
+    if q.excluded_pairs:
+        lines += [
+            "Left out before MintPy (incomplete files): " + ", ".join(q.excluded_pairs) + ".",
+            "",
+        ]
+    if q.pairs:
+        lines += _table(
+            ["pair", "perpendicular baseline [m]", "mean coherence", "used"],
+            [
+                [p.pair, f"{p.bperp_m:.1f}", f"{p.mean_coherence:.3f}", "yes" if p.used else "no"]
+                for p in q.pairs
+            ],
+        )
+    lines += ["### Unwrapping errors", ""]
+    if q.unwrap_errors:
+        lines += [
+            "Per pixel, the number of triplets of interferograms whose closure phase holds a "
+            "non-zero integer number of cycles (MintPy's T_int); rows are the phase as loaded "
+            "and after `correct_unwrap_error`.",
+            "",
+        ]
+        lines += _table(
+            ["phase", "pixels", "pixels with errors", "mean per pixel", "max per pixel"],
+            [
+                [
+                    f"`{t.dataset}`",
+                    t.pixels,
+                    f"{t.pixels_with_errors} ({t.pixels_with_errors / max(t.pixels, 1):.1%})",
+                    f"{t.mean_per_pixel:.3f}",
+                    t.max_per_pixel,
+                ]
+                for t in q.unwrap_errors
+            ],
+        )
+    else:
+        lines += ["Not computed (no interferogram stack or no triplet).", ""]
+    lines += ["### Closure phase", ""]
+    c = q.closure
+    if c is None:
+        lines += ["No triplet in the network.", ""]
+    else:
+        lines += [
+            f"Wrapped closure phase of `{c.dataset}` over {c.triplets} triplets: median "
+            f"|closure| {c.median_abs_rad:.3f} rad; largest triplet mean "
+            f"{c.max_triplet_mean_abs_rad:.3f} rad.",
+            "",
+        ]
+        lines += _table(
+            ["triplet", "mean abs closure phase [rad]"],
+            [[name, f"{value:.3f}"] for name, value in c.worst],
+        )
+    return lines
 
 
 def _data_uri(path: Path) -> str:
@@ -267,8 +462,9 @@ def write_report(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str
 
 @task(name="write-report")
 def write_report_task(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str]:
-    """Prefect task: :func:`write_report`, plus the markdown artifact ``run-report``."""
-    from prefect.artifacts import create_markdown_artifact
+    """Prefect task: :func:`write_report`, plus the markdown artifact ``run-report`` and the
+    table artifact ``interferogram-quality``."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     md_path, html_path, md_text = write_report(out_dir, sections)
     create_markdown_artifact(
@@ -276,4 +472,10 @@ def write_report_task(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path
         key=ARTIFACT_KEY,
         description=f"insarflow run report ({html_path})",
     )
+    if sections.quality is not None and sections.quality.pairs:
+        create_table_artifact(
+            table=[dataclasses.asdict(p) for p in sections.quality.pairs],
+            key=PAIRS_ARTIFACT_KEY,
+            description="Interferograms: perpendicular baseline, mean coherence, used by MintPy",
+        )
     return md_path, html_path, md_text

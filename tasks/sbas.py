@@ -28,7 +28,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal, get_args
@@ -62,6 +62,8 @@ __all__ = [
     "SbasOutputs",
     "mintpy_step_task",
     "mintpy_steps",
+    "plot_mintpy_results",
+    "plot_task",
     "preflight_check",
     "preflight_task",
     "prepare_metadata_task",
@@ -759,8 +761,13 @@ def run_mintpy_step(
     *,
     timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    history_file: Path | None = None,
+    run_id: str = "",
 ) -> CommandResult:
     """Run ``smallbaselineApp.py <cfg> --dir <work_dir> --dostep <step>``.
+
+    With ``history_file`` the step's duration (and failure) is appended there as a
+    ``mintpy`` stage record of run ``run_id`` (see :mod:`tasks.report`).
 
     The log goes to ``<log_dir>/mintpy/<step>.log``. MintPy skips work whose outputs
     are up to date. A marker in ``<work_dir>/.insarflow/`` records the files present
@@ -800,15 +807,84 @@ def run_mintpy_step(
         "--dostep",
         step,
     ]
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         result = run_command(
             args, log_path=log_path, cwd=work, env=_mintpy_env(env), timeout_s=timeout_s
         )
-    except CommandError:
+    except CommandError as exc:
         _remove_attempt_outputs(step, work, before, keep)
         marker.unlink(missing_ok=True)
+        _record_step(history_file, run_id, started, step, exc.result.duration_s, failed=True)
         raise
     marker.unlink(missing_ok=True)
+    _record_step(history_file, run_id, started, step, result.duration_s, failed=False)
+    return result
+
+
+def _record_step(
+    history_file: Path | None,
+    run_id: str,
+    started: str,
+    step: str,
+    duration_s: float,
+    *,
+    failed: bool,
+) -> None:
+    if history_file is None:
+        return
+    from tasks.report import StageRecord, StepSummary, append_stage_record
+
+    summary = StepSummary(
+        name=step, run=int(not failed), failed=int(failed), duration_s=round(duration_s, 2)
+    )
+    append_stage_record(history_file, StageRecord(run_id, "mintpy", started, [summary]))
+
+
+def _plot_inputs(work: Path) -> str:
+    """Fingerprint of what MintPy's plot step draws: its HDF5 files and the template."""
+    files = sorted([*work.glob("*.h5"), *work.glob("*/*.h5"), work / "smallbaselineApp.cfg"])
+    return json.dumps(
+        [[str(f.relative_to(work)), f.stat().st_mtime_ns, f.stat().st_size] for f in files]
+    )
+
+
+def plot_mintpy_results(
+    work_dir: Path,
+    log_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    history_file: Path | None = None,
+    run_id: str = "",
+) -> CommandResult | None:
+    """MintPy's own figures in ``<work_dir>/pic``, as a full ``smallbaselineApp.py`` run
+    leaves them with ``mintpy.plot = yes`` (``smallbaselineApp.py --plot`` in the work
+    directory). Skipped (None) when nothing it draws changed since the last plot.
+    """
+    work = Path(work_dir).resolve()
+    if not (work / "smallbaselineApp.cfg").is_file():
+        raise FileNotFoundError(
+            f"{work / 'smallbaselineApp.cfg'} not found; run the MintPy steps first"
+        )
+    marker = work / _STATE_DIRNAME / "plot.done"
+    inputs = _plot_inputs(work)
+    if marker.is_file() and marker.read_text(encoding="utf-8") == inputs:
+        return None
+    runner = work / _STATE_DIRNAME / "smallbaselineApp_run.py"
+    write_text_atomic(runner, _RUNNER)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        result = run_command(
+            [sys.executable, str(runner), "--plot"],
+            log_path=Path(log_dir) / "mintpy" / "plot.log",
+            cwd=work,
+            env=_mintpy_env(env),
+        )
+    except CommandError as exc:
+        _record_step(history_file, run_id, started, "plot", exc.result.duration_s, failed=True)
+        raise
+    write_text_atomic(marker, inputs)
+    _record_step(history_file, run_id, started, "plot", result.duration_s, failed=False)
     return result
 
 
@@ -867,6 +943,7 @@ prepare_metadata_task = task(name="sbas-metadata", cache_policy=NO_CACHE, tags={
     prepare_mintpy_metadata
 )
 write_cfg_task = task(name="sbas-write-cfg", cache_policy=NO_CACHE)(write_smallbaseline_cfg)
+plot_task = task(name="mintpy-plot", cache_policy=NO_CACHE, tags={"mintpy"})(plot_mintpy_results)
 mintpy_step_task = task(name="mintpy-step", cache_policy=NO_CACHE, tags={"mintpy"})(run_mintpy_step)
 
 

@@ -68,7 +68,7 @@ def test_time_series_dates_and_zarr(demo_run) -> None:  # type: ignore[no-untype
 
 
 def test_products_and_report(demo_run) -> None:  # type: ignore[no-untyped-def]
-    _, outcome = demo_run
+    config, outcome = demo_run
     result = outcome.result
     assert len(result.figures) == 4
     for png in result.figures:
@@ -76,9 +76,30 @@ def test_products_and_report(demo_run) -> None:  # type: ignore[no-untyped-def]
     assert result.report_md is not None and result.report_html is not None
     report = result.report_md.read_text()
     assert "synthetic" in report.lower()
-    assert {p.name for p in result.geotiff} == {"velocity.tif", "velocity_std.tif"}
+    assert {p.name for p in result.geotiff} == {
+        "velocity.tif",
+        "velocity_std.tif",
+        "mask.tif",
+        "temporal_coherence.tif",
+        "avg_spatial_coherence.tif",
+    }
     summary = outcome.summary()
     assert str(result.zarr) in summary and "RMSE" in summary
+    # exported velocities are masked by MintPy's reliable-pixel mask, unmasked kept apart
+    ds = xr.open_zarr(result.zarr)
+    unreliable = ds["mask"].values == 0
+    assert unreliable.any() and np.isnan(ds["velocity"].values[unreliable]).all()
+    assert np.isfinite(ds["velocity_unmasked"].values[unreliable]).any()
+    assert ds["velocity"].attrs["units"] == "m year-1"
+    # the report: quality, parameters, MintPy step timings, the error against the truth
+    for heading in ("## Parameters", "## Quality", "### Reference point", "### Closure phase"):
+        assert heading in report, heading
+    assert "| `unwrapPhase` |" in report  # triplet counts of the phase as loaded
+    assert "| mintpy: invert_network | 1 |" in report
+    assert f"| {outcome.error.rmse_mm_yr / 1000:.5f} m year-1 |" in report
+    # MintPy's own figures, as a full smallbaselineApp.py run leaves them
+    pic = config.paths.mintpy / "pic"
+    assert {"velocity.png", "geo_velocity.png", "network.pdf"} <= {p.name for p in pic.iterdir()}
 
 
 def test_rerun_skips_every_topsstack_line(demo_run) -> None:  # type: ignore[no-untyped-def]
@@ -92,3 +113,21 @@ def test_rerun_skips_every_topsstack_line(demo_run) -> None:  # type: ignore[no-
     after = {p: p.stat().st_size for p in before}
     changed = [p for p in before if after[p] != before[p] and p.name != "stackSentinel.log"]
     assert changed == []
+
+
+def test_rerun_report_shows_both_runs(demo_run) -> None:  # type: ignore[no-untyped-def]
+    """After the rerun above, the report keeps the first run's figures beside the rerun's."""
+    import re
+
+    from flows.stages import products_stage
+
+    config, _ = demo_run
+    md = products_stage(config, None, None).report_md.read_text()
+    runs = re.split(r"^### Run \d+ ", md, flags=re.M)
+    assert len(runs) == 3, "expected the first run and the rerun"
+    first, rerun = runs[1], runs[2].split("## Quality", 1)[0]
+    totals = [re.search(r"^\| \*\*total\*\* \| (\d+) \| (\d+) \|", t, re.M) for t in runs[1:]]
+    assert totals[0] and totals[1]
+    assert int(totals[0][1]) > 0  # the first run ran the lines
+    assert int(totals[1][1]) == 0 and int(totals[1][2]) > 0  # the rerun found them done
+    assert "mintpy: invert_network" in first and "mintpy" not in rerun

@@ -199,3 +199,18 @@ def test_open_ended_stack_plans_only_what_exists_by_today() -> None:
     closed = config.model_copy(deep=True)
     closed.acquisition.end = date(2025, 4, 15)
     assert len(plan_stack(closed).dates) == 12  # 2024-12-01 .. 2025-04-15 every 12 days
+
+
+def test_export_points_are_lat_lon_inside_the_area() -> None:
+    ok = parse_config(minimal(export__points=[[34.3, 117.0]]))
+    assert ok.export.points == [(34.3, 117.0)]
+    # longitude first: the latitude is out of range
+    [(field, message)] = issues_of(minimal(export__points=[[117.0, 34.3]]))
+    assert field == "export.points"
+    assert "points[0] = [117.0, 34.3] is not [lat, lon]" in message
+    # a valid coordinate outside the area is named before any work
+    [(field, message)] = issues_of(minimal(export__points=[[34.3, 117.0], [35.0, 117.0]]))
+    assert message == (
+        "export.points[1] = [35.0, 117.0] lies outside area (S N W E 34.0 34.6 116.5 117.95); "
+        "give a point inside the area or remove it"
+    )

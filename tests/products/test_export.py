@@ -112,6 +112,15 @@ def test_zarr_round_trip_is_exact(store: Path, synthetic_mintpy: SyntheticMintpy
     np.testing.assert_array_equal(expected["timeseries"], synthetic_mintpy.timeseries)
     assert np.isnan(expected["velocity"][0]).all()
 
+    # velocity, its std and the time series are masked; the unmasked values stay
+    mask = expected["mask"].astype(bool)
+    assert 0 < mask.sum() < np.isfinite(expected["velocity"]).sum()
+    expected["velocity_unmasked"] = expected["velocity"]
+    expected["timeseries_unmasked"] = expected["timeseries"]
+    expected["velocity"] = np.where(mask, expected["velocity"], np.float32(np.nan))
+    expected["velocity_std"] = np.where(mask, expected["velocity_std"], np.float32(np.nan))
+    expected["timeseries"] = np.where(mask, expected["timeseries"], np.float32(np.nan))
+
     ds = xr.open_zarr(store)
     assert set(export.VARIABLES) <= set(ds.data_vars)
     for name, values in expected.items():
@@ -130,9 +139,11 @@ def test_zarr_time_units_and_attributes(store: Path, synthetic_mintpy: Synthetic
     )
     np.testing.assert_array_equal(ds["time"].values, expected_dates)
 
-    assert ds["velocity"].attrs["units"] == "m year-1"
-    assert ds["velocity_std"].attrs["units"] == "m year-1"
+    for name in ("velocity", "velocity_unmasked", "velocity_std"):
+        assert ds[name].attrs["units"] == "m year-1", name
     assert ds["timeseries"].attrs["units"] == "m"
+    assert ds["timeseries_unmasked"].attrs["units"] == "m"
+    assert "NaN where mask is 0" in ds["velocity"].attrs["comment"]
     assert ds["height"].attrs["standard_name"] == "height_above_reference_ellipsoid"
     assert ds["y"].attrs["standard_name"] == "latitude"
     assert ds["x"].attrs["units"] == "degrees_east"
@@ -143,7 +154,7 @@ def test_zarr_time_units_and_attributes(store: Path, synthetic_mintpy: Synthetic
     assert (ds.attrs["reference_y"], ds.attrs["reference_x"]) == (ref_y, ref_x)
     assert ds.attrs["reference_lat"] == pytest.approx(float(ds["y"][ref_y]))
     assert ds.attrs["reference_lon"] == pytest.approx(float(ds["x"][ref_x]))
-    assert ds["timeseries"].isel(y=ref_y, x=ref_x).values == pytest.approx(0.0)
+    assert ds["timeseries_unmasked"].isel(y=ref_y, x=ref_x).values == pytest.approx(0.0)
     for key, value in PROVENANCE.items():
         assert ds.attrs[key] == value
     assert ds.attrs["insarflow_version"] == __version__
@@ -166,7 +177,7 @@ def test_default_chunks_are_all_dates_by_256_tiles(
     ds = xr.open_zarr(store)
     assert ds["timeseries"].encoding["chunks"] == (4, 256, 256)
     assert ds["velocity"].encoding["chunks"] == (256, 256)
-    np.testing.assert_array_equal(ds["timeseries"].values, synthetic.timeseries)
+    np.testing.assert_array_equal(ds["timeseries_unmasked"].values, synthetic.timeseries)
 
 
 def test_coordinates_are_mintpy_pixel_centres(
@@ -289,7 +300,7 @@ def test_unchanged_inputs_skip_and_changes_rewrite(
         f["velocity"][5, 5] = 1.0
     export.export_zarr(synthetic_mintpy.mintpy_dir, store, **kwargs)
     assert not marker.exists()
-    assert float(xr.open_zarr(store)["velocity"][5, 5]) == 1.0
+    assert float(xr.open_zarr(store)["velocity_unmasked"][5, 5]) == 1.0
 
 
 def test_bad_chunks_are_named(synthetic_mintpy: SyntheticMintpy, tmp_path: Path) -> None:
@@ -339,24 +350,44 @@ def test_geotiff_has_crs_transform_nodata_and_values(
     synthetic_mintpy: SyntheticMintpy, tmp_path: Path
 ) -> None:
     paths = export.export_geotiff(synthetic_mintpy.mintpy_dir, tmp_path)
-    assert [p.name for p in paths] == ["velocity.tif", "velocity_std.tif"]
-    for path, expected in zip(
-        paths, (synthetic_mintpy.velocity, synthetic_mintpy.velocity_std), strict=True
-    ):
+    assert [p.name for p in paths] == [
+        "velocity.tif",
+        "velocity_std.tif",
+        "mask.tif",
+        "temporal_coherence.tif",
+        "avg_spatial_coherence.tif",
+    ]
+    mask = synthetic_mintpy.mask
+    nan = np.float32(np.nan)
+    expected = {
+        "velocity.tif": (np.where(mask, synthetic_mintpy.velocity, nan), "m year-1"),
+        "velocity_std.tif": (np.where(mask, synthetic_mintpy.velocity_std, nan), "m year-1"),
+        "mask.tif": (mask.astype(np.uint8), None),
+        "temporal_coherence.tif": (synthetic_mintpy.temporal_coherence, "1"),
+        "avg_spatial_coherence.tif": (synthetic_mintpy.avg_spatial_coherence, "1"),
+    }
+    for path in paths:
+        values, units = expected[path.name]
         with rasterio.open(path) as src:
             assert src.crs.to_epsg() == 4326
             assert src.transform.almost_equals(
                 Affine(X_STEP, 0.0, X_FIRST, 0.0, Y_STEP, Y_FIRST), precision=1e-12
             )
-            assert np.isnan(src.nodata)
+            if path.name == "mask.tif":
+                assert src.nodata is None and src.dtypes[0] == "uint8"
+            else:
+                assert np.isnan(src.nodata)
             assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-            assert src.tags(1)["units"] == "m/year"
-            np.testing.assert_array_equal(src.read(1), expected)
+            assert src.tags(1).get("units") == units, path.name
+            np.testing.assert_array_equal(src.read(1), values, err_msg=path.name)
             # the centre of pixel (row, col) is where the zarr coordinates put it
             x, y = src.xy(7, 33)
             assert (y, x) == pytest.approx(
                 (Y_FIRST + 7.5 * Y_STEP, X_FIRST + 33.5 * X_STEP), abs=1e-12
             )
+    # the mask removes finite but unreliable velocities
+    with rasterio.open(tmp_path / "velocity.tif") as src:
+        assert np.isfinite(src.read(1)).sum() == mask.sum()
 
 
 def test_export_products_returns_every_format(
@@ -368,8 +399,7 @@ def test_export_products_returns_every_format(
     assert out == {
         "zarr": tmp_path / "timeseries.zarr",
         "netcdf": tmp_path / "timeseries.nc",
-        "geotiff_velocity": tmp_path / "velocity.tif",
-        "geotiff_velocity_std": tmp_path / "velocity_std.tif",
+        **{f"geotiff_{Path(n).stem}": tmp_path / n for n in export.GEOTIFF_NAMES.values()},
     }
     assert all(p.exists() for p in out.values())
     with pytest.raises(ValueError, match=r"formats: unknown \['kmz'\]"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
@@ -66,6 +67,87 @@ def test_points_skip_unreliable_pixels() -> None:
     velocity = np.array([[10.0, 1.0], [np.nan, -5.0]])
     mask = np.array([[False, True], [True, True]])
     assert figures.select_points(velocity, mask, 5, 1) == [(1, 1), (0, 1)]
+
+
+def test_automatic_points_are_coherent_and_certain(synthetic_mintpy: SyntheticMintpy) -> None:
+    """A masked-in pixel of large |velocity| but poor coherence or a large uncertainty is
+    noise: the points are the largest velocities among coherent, low-uncertainty pixels."""
+    s = synthetic_mintpy
+    geo = s.geo_dir
+    # the largest |velocity| of the scene, on reliable pixels that are barely coherent
+    # or very uncertain
+    noisy, uncertain = (20, 30), (12, 40)
+    with h5py.File(geo / "geo_velocity.h5", "a") as f:
+        f["velocity"][noisy] = 0.09
+        f["velocity"][uncertain] = -0.09
+        f["velocityStd"][uncertain] = 0.05
+    with h5py.File(geo / "geo_temporalCoherence.h5", "a") as f:
+        f["temporalCoherence"][noisy] = 0.71
+    assert s.mask[noisy] and s.mask[uncertain]
+
+    choice = figures.choose_points(export.locate_products(s.mintpy_dir))
+    assert len(choice.points) == 4 and choice.warnings == []
+    chosen = {(p.row, p.col) for p in choice.points}
+    assert noisy not in chosen and uncertain not in chosen
+    reliable = s.mask & np.isfinite(s.velocity)
+    tcoh_median = np.median(s.temporal_coherence[reliable])
+    std_median = np.median(s.velocity_std[reliable])
+    for p in choice.points:
+        assert p.reliable and p.name.startswith("P")
+        assert s.temporal_coherence[p.row, p.col] >= tcoh_median
+        assert s.velocity_std[p.row, p.col] <= std_median
+
+
+def test_user_points_are_used_and_problems_named(synthetic_mintpy: SyntheticMintpy) -> None:
+    s = synthetic_mintpy
+    products = export.locate_products(s.mintpy_dir)
+    grid = export.read_grid(products)
+    lat, lon = grid.y_centres(), grid.x_centres()
+    masked_rc = tuple(int(i) for i in np.argwhere(~s.mask & np.isfinite(s.velocity))[0])
+    user = [
+        (float(lat[10]), float(lon[30])),
+        (float(lat[masked_rc[0]]), float(lon[masked_rc[1]])),
+        (34.9, 116.51),  # north of the scene
+    ]
+    choice = figures.choose_points(products, user)
+    assert [(p.name, p.row, p.col, p.reliable) for p in choice.points] == [
+        ("P1", 10, 30, True),
+        ("P2", *masked_rc, False),
+    ]
+    assert len(choice.warnings) == 2
+    assert choice.warnings[0].startswith(
+        f"export.points: P2 ({user[1][0]}, {user[1][1]}) falls on a pixel MintPy masks"
+    )
+    assert choice.warnings[1].startswith(
+        "export.points: P3 (34.9, 116.51) lies outside the geocoded scene"
+    )
+
+
+def test_velocity_map_geometry_colour_bar_and_title(synthetic_mintpy: SyntheticMintpy) -> None:
+    products = export.locate_products(synthetic_mintpy.mintpy_dir)
+    fig = figures.velocity_map_figure(products)
+    ax = fig.axes[0]
+    mid_lat = 34.6 - 40 * 0.0008 / 2
+    # a degree of longitude is cos(lat) shorter than one of latitude
+    assert ax.get_aspect() == pytest.approx(1 / np.cos(np.radians(mid_lat)))
+    # colours saturate at +-the 98th percentile of |velocity|: only the subsidence bowl
+    # goes beyond it, so only the low end of the colour bar has an arrow
+    assert ax.images[0].colorbar.extend == "min"
+    title = ax.get_title()
+    assert "2024-12-01 to 2025-02-23" in title  # the first and last of the 8 dates
+    ref_y = synthetic_mintpy.ref_yx[0]
+    grid = export.read_grid(products)
+    assert f"reference 2024-12-01, ({grid.y_centres()[ref_y]:.4f}, " in title
+    ts_title = figures.timeseries_figure(products, []).axes[0].get_title()
+    assert "2024-12-01 to 2025-02-23, reference 2024-12-01" in ts_title
+
+
+def test_colour_bar_extend_follows_the_clipped_values() -> None:
+    values = np.array([-1.0, 0.0, 2.0])
+    assert figures._extend(values, -1.0, 2.0) == "neither"
+    assert figures._extend(values, -0.5, 2.0) == "min"
+    assert figures._extend(values, -1.0, 1.0) == "max"
+    assert figures._extend(values, -0.5, 1.0) == "both"
 
 
 def test_reference_point_and_threshold_come_from_mintpy(
