@@ -115,7 +115,7 @@ class SceneSpec:
     hill_count: int = _f(4, "Gaussian hills of the topography.", int, ge=0)
     hill_height_m: float = _f(250.0, "Tallest hill (m).", float, ge=0)
     subsidence_rate_m_per_yr: float = _f(
-        -0.10, "LOS velocity at the bowl centre (m/yr; mining subsidence reaches this).", float
+        -0.20, "LOS velocity at the bowl centre (m/yr; coal-mining subsidence reaches this).", float
     )
     subsidence_sigma_fraction: float = _f(
         0.12, "Bowl width (Gaussian sigma) / scene size.", float, gt=0
@@ -413,12 +413,31 @@ class Hill:
     height: float
 
 
+BOWL_CENTRE = (0.45, 0.55)  # the subsidence bowl's (row, column), fractions of the scene
+
+
+def _bowl_centre_m(spec: SceneSpec) -> tuple[float, float, float]:
+    """(east, north) metres of the bowl centre from the scene centre, and its sigma (m)."""
+    east, north, _, _ = _geolocation(spec)
+    r = round(BOWL_CENTRE[0] * (spec.length - 1))
+    c = round(BOWL_CENTRE[1] * (spec.width - 1))
+    az_step = spec.azimuth_looks * spec.azimuth_time_interval_s * spec.ground_speed
+    sigma = spec.subsidence_sigma_fraction * (spec.length - 1) * az_step
+    return float(east[r, c]), float(north[r, c]), float(sigma)
+
+
 def _hills(spec: SceneSpec, half_extent: float) -> list[Hill]:
+    """Gaussian hills away from the subsidence bowl: the subsidence is in the plain, so
+    height-correlated delays and deformation do not share one pattern."""
     rng = _rng(spec.seed, "topography")
+    bowl_e, bowl_n, bowl_sigma = _bowl_centre_m(spec)
     hills = []
     for _ in range(spec.hill_count):
-        e, n = rng.uniform(-half_extent, half_extent, 2)
-        sigma = rng.uniform(0.12, 0.3) * half_extent
+        for _ in range(100):
+            e, n = rng.uniform(-half_extent, half_extent, 2)
+            sigma = rng.uniform(0.12, 0.3) * half_extent
+            if np.hypot(e - bowl_e, n - bowl_n) >= 1.5 * (bowl_sigma + sigma):
+                break
         height = rng.uniform(0.3, 1.0) * spec.hill_height_m
         hills.append(Hill(float(e), float(n), float(sigma), float(height)))
     return hills
@@ -563,7 +582,8 @@ def make_truth(spec: SceneSpec) -> SceneTruth:
         dem_error += amp * np.exp(-((rows - r0) ** 2 + (cols - c0) ** 2) / (2 * s**2))
 
     sigma = spec.subsidence_sigma_fraction
-    bowl = np.exp(-((rows - 0.45) ** 2 + (cols - 0.55) ** 2) / (2 * sigma**2))
+    r0, c0 = BOWL_CENTRE
+    bowl = np.exp(-((rows - r0) ** 2 + (cols - c0) ** 2) / (2 * sigma**2))
     velocity = spec.subsidence_rate_m_per_yr * bowl + spec.ramp_m_per_yr * (cols - 0.5)
 
     # a river from (row 1.35, col 0) to (row 0.45, col 1) cuts off the corner beyond it;

@@ -83,8 +83,8 @@ def test_adding_dates_keeps_what_existing_dates_and_pairs_look_like() -> None:
 def test_demo_truth_has_the_advertised_signals() -> None:
     t = make_truth(default_demo_spec())
     land = t.coherent_mask
-    assert t.velocity.min() == pytest.approx(-0.100, abs=3e-3)  # bowl
-    assert np.ptp(t.velocity[land]) < 0.106  # bowl plus a few mm/yr ramp
+    assert t.velocity.min() == pytest.approx(-0.200, abs=3e-3)  # bowl
+    assert np.ptp(t.velocity[land]) < 0.206  # bowl plus a few mm/yr ramp
     assert 0 < np.abs(t.dem_error).max() <= 6.0
     bperps = [t.bperp(d) for d in t.spec.dates]
     assert bperps[0] == 0.0 and max(map(abs, bperps)) <= 200.0
