@@ -2,15 +2,19 @@
 
 Everything is defined on the multilooked radar grid (``length`` x ``width``): rows run
 along the flight direction (azimuth time), columns away from the track (slant range).
-Per-date quantities (atmosphere, perpendicular baseline, misregistration) are seeded by
-``(seed, date)`` and per-pair ones (decorrelation noise, unwrapping errors) by
+Per-date quantities (atmosphere, perpendicular baseline) are seeded by ``(seed, date)`` and
+per-pair ones (decorrelation noise, which pairs get an unwrapping error) by
 ``(seed, date1, date2)``, so adding dates to a scene never changes what existing dates
 and pairs look like (the stack update mode relies on this).
 
 Sign conventions follow ISCE2 and MintPy: an interferogram is ``reference * conj(secondary)``
 and its unwrapped phase is ``-4 pi / wavelength * (X(date2) - X(date1))`` where ``X`` is the
-line-of-sight displacement (positive towards the satellite) plus the atmospheric delay
-and the DEM-error term ``bperp * dz / (R sin(inc))``, all in metres.
+line-of-sight displacement (positive towards the satellite: a secular velocity plus an
+annual term) plus the atmospheric delay (turbulent and height-correlated) and the DEM-error
+term ``bperp * dz / (R sin(inc))``, all in metres.
+
+The truth stays out of the products' processing: steps unwrap with snaphu and estimate
+misregistration from the simulated data, as ISCE2 would.
 """
 
 from __future__ import annotations
@@ -110,16 +114,29 @@ class SceneSpec:
     base_height_m: float = _f(40.0, "Height of the plain (m).", float)
     hill_count: int = _f(4, "Gaussian hills of the topography.", int, ge=0)
     hill_height_m: float = _f(250.0, "Tallest hill (m).", float, ge=0)
-    subsidence_rate_m_per_yr: float = _f(-0.030, "LOS velocity at the bowl centre (m/yr).", float)
+    subsidence_rate_m_per_yr: float = _f(
+        -0.20, "LOS velocity at the bowl centre (m/yr; coal-mining subsidence reaches this).", float
+    )
     subsidence_sigma_fraction: float = _f(
         0.12, "Bowl width (Gaussian sigma) / scene size.", float, gt=0
     )
     ramp_m_per_yr: float = _f(
         0.004, "LOS velocity difference across the scene in range (m/yr).", float
     )
-    atmosphere_std_m: float = _f(0.001, "Std of the per-date atmospheric delay (m).", float, ge=0)
+    seasonal_amplitude_m: float = _f(
+        0.004, "Amplitude of the annual LOS displacement at the bowl centre (m).", float, ge=0
+    )
+    atmosphere_std_m: float = _f(
+        0.005, "Std of the per-date turbulent atmospheric delay (m).", float, ge=0
+    )
     atmosphere_scale_px: float = _f(
-        12.0, "Correlation length of the atmosphere (pixels).", float, gt=0
+        25.0, "Correlation length of the turbulent atmosphere (pixels).", float, gt=0
+    )
+    stratified_std_m_per_km: float = _f(
+        0.02,
+        "Std over dates of the height-correlated (stratified) delay, m per km of height.",
+        float,
+        ge=0,
     )
     dem_error_max_m: float = _f(6.0, "Largest DEM error (m).", float, ge=0)
     bperp_max_m: float = _f(
@@ -130,7 +147,11 @@ class SceneSpec:
     coherence_decay_days: float = _f(60.0, "Temporal decorrelation time (days).", float, gt=0)
     water_coherence: float = _f(0.05, "Coherence of the water patch.", float, ge=0, le=1)
     unwrap_error_fraction: float = _f(
-        0.15, "Fraction of pairs given a 2 pi unwrapping error.", float, ge=0, le=1
+        0.15,
+        "Fraction of pairs whose unwrapping offsets the components cut off by the river by 2 pi.",
+        float,
+        ge=0,
+        le=1,
     )
 
     def __post_init__(self) -> None:
@@ -267,8 +288,8 @@ class SceneSpec:
 def default_demo_spec(
     start: date = date(2024, 12, 1), count: int = 12, **overrides: Any
 ) -> SceneSpec:
-    """The demo scene: 12 dates every 12 days from 2024-12-01, 150 x 200 pixels."""
-    return SceneSpec.regular(start, count, 12, **overrides)
+    """The demo scene: 12 dates every 36 days from 2024-12-01, 150 x 200 pixels."""
+    return SceneSpec.regular(start, count, 36, **overrides)
 
 
 # ----------------------------------------------------------------------------- seeding
@@ -392,12 +413,31 @@ class Hill:
     height: float
 
 
+BOWL_CENTRE = (0.45, 0.55)  # the subsidence bowl's (row, column), fractions of the scene
+
+
+def _bowl_centre_m(spec: SceneSpec) -> tuple[float, float, float]:
+    """(east, north) metres of the bowl centre from the scene centre, and its sigma (m)."""
+    east, north, _, _ = _geolocation(spec)
+    r = round(BOWL_CENTRE[0] * (spec.length - 1))
+    c = round(BOWL_CENTRE[1] * (spec.width - 1))
+    az_step = spec.azimuth_looks * spec.azimuth_time_interval_s * spec.ground_speed
+    sigma = spec.subsidence_sigma_fraction * (spec.length - 1) * az_step
+    return float(east[r, c]), float(north[r, c]), float(sigma)
+
+
 def _hills(spec: SceneSpec, half_extent: float) -> list[Hill]:
+    """Gaussian hills away from the subsidence bowl: the subsidence is in the plain, so
+    height-correlated delays and deformation do not share one pattern."""
     rng = _rng(spec.seed, "topography")
+    bowl_e, bowl_n, bowl_sigma = _bowl_centre_m(spec)
     hills = []
     for _ in range(spec.hill_count):
-        e, n = rng.uniform(-half_extent, half_extent, 2)
-        sigma = rng.uniform(0.12, 0.3) * half_extent
+        for _ in range(100):
+            e, n = rng.uniform(-half_extent, half_extent, 2)
+            sigma = rng.uniform(0.12, 0.3) * half_extent
+            if np.hypot(e - bowl_e, n - bowl_n) >= 1.5 * (bowl_sigma + sigma):
+                break
         height = rng.uniform(0.3, 1.0) * spec.hill_height_m
         hills.append(Hill(float(e), float(n), float(sigma), float(height)))
     return hills
@@ -437,11 +477,12 @@ class SceneTruth:
     incidence_deg: FloatArray
     los_azimuth_deg: float
     slant_range: FloatArray  # (width,) slant range of each column (m)
-    water: BoolArray
+    water: BoolArray  # a river cutting off the far-range, late-azimuth corner
+    island: BoolArray  # the land the river cuts off (for checks; steps never read it)
+    seasonal: FloatArray  # amplitude of the annual LOS displacement (m)
     stability: FloatArray  # spatial scaling of the coherence model, in (0, 1]
     amplitude: FloatArray
     speckle_phase: FloatArray
-    unwrap_error_region: BoolArray
     _cache: dict[str, FloatArray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -465,18 +506,30 @@ class SceneTruth:
         """Parallel baseline of ``day`` relative to the reference date (m)."""
         return _raw_bpar(self.spec, day) - _raw_bpar(self.spec, self.spec.reference)
 
+    def stratified_coefficient(self, day: str) -> float:
+        """Height-correlated delay of ``day``, m of LOS delay per m of height."""
+        rng = _rng(self.spec.seed, "stratified", day)
+        return float(rng.standard_normal() * self.spec.stratified_std_m_per_km / 1000.0)
+
     def atmosphere(self, day: str) -> FloatArray:
-        """Atmospheric delay of ``day`` in LOS displacement units (m)."""
+        """Atmospheric delay of ``day`` in LOS displacement units (m): turbulent + stratified."""
         key = f"atmo:{day}"
         if key not in self._cache:
             rng = _rng(self.spec.seed, "atmosphere", day)
             field_ = _gaussian_filtered_noise(rng, self.shape, self.spec.atmosphere_scale_px)
-            self._cache[key] = self.spec.atmosphere_std_m * field_
+            height = self.topography + self.dem_error
+            stratified = self.stratified_coefficient(day) * (height - height.mean())
+            self._cache[key] = self.spec.atmosphere_std_m * field_ + stratified
         return self._cache[key]
+
+    def _annual(self, day: str) -> float:
+        when = datetime.strptime(day, DATE_FORMAT)
+        return float(np.sin(2 * np.pi * (when.timetuple().tm_yday - 1) / DAYS_PER_YEAR))
 
     def displacement(self, day: str) -> FloatArray:
         """LOS displacement of ``day`` relative to the reference date (m)."""
-        return self.velocity * self.years_since_reference(day)
+        annual = self._annual(day) - self._annual(self.spec.reference)
+        return self.velocity * self.years_since_reference(day) + self.seasonal * annual
 
     def dem_error_term(self, day: str) -> FloatArray:
         """Range change (m) caused by the DEM error at the baseline of ``day``."""
@@ -501,14 +554,6 @@ class SceneTruth:
         )
         gamma = temporal * self.stability
         return np.where(self.water, spec.water_coherence, gamma)
-
-    def misregistration(self, day: str) -> tuple[float, float]:
-        """(azimuth, range) misregistration of ``day`` against the reference (pixels)."""
-        if day == self.spec.reference:
-            return (0.0, 0.0)
-        rng = _rng(self.spec.seed, "misreg", day)
-        az, rg = rng.uniform(-2e-3, 2e-3, 2)
-        return (float(az), float(rg))
 
 
 def _raw_bperp(spec: SceneSpec, day: str) -> float:
@@ -537,11 +582,16 @@ def make_truth(spec: SceneSpec) -> SceneTruth:
         dem_error += amp * np.exp(-((rows - r0) ** 2 + (cols - c0) ** 2) / (2 * s**2))
 
     sigma = spec.subsidence_sigma_fraction
-    bowl = np.exp(-((rows - 0.45) ** 2 + (cols - 0.55) ** 2) / (2 * sigma**2))
+    r0, c0 = BOWL_CENTRE
+    bowl = np.exp(-((rows - r0) ** 2 + (cols - c0) ** 2) / (2 * sigma**2))
     velocity = spec.subsidence_rate_m_per_yr * bowl + spec.ramp_m_per_yr * (cols - 0.5)
 
-    water = ((rows - 0.25) / 0.12) ** 2 + ((cols - 0.2) / 0.1) ** 2 <= 1.0
-    unwrap_region = (rows >= 0.78) & (cols >= 0.72)
+    # a river from (row 1.35, col 0) to (row 0.45, col 1) cuts off the corner beyond it;
+    # at least 12 lines wide, so that 5 x 5 coherence windows find it decorrelated
+    across_river = rows - (1.35 - 0.9 * cols)
+    half_width = max(0.04, 6 / (length - 1))
+    water = np.abs(across_river) < half_width
+    island = across_river >= half_width
 
     stability = 0.75 + 0.25 * (
         0.5
@@ -571,10 +621,11 @@ def make_truth(spec: SceneSpec) -> SceneTruth:
         los_azimuth_deg=los_azimuth_deg(spec),
         slant_range=slant,
         water=water,
+        island=island,
+        seasonal=spec.seasonal_amplitude_m * bowl,
         stability=stability,
         amplitude=amplitude,
         speckle_phase=speckle,
-        unwrap_error_region=unwrap_region,
     )
 
 
@@ -603,24 +654,15 @@ def pair_noise(truth: SceneTruth, day1: str, day2: str) -> npt.NDArray[np.comple
 
 
 def has_unwrapping_error(spec: SceneSpec, day1: str, day2: str) -> bool:
-    """Whether the simulated unwrapper makes a 2 pi error in this pair (deterministic)."""
+    """Whether this pair's unwrapping offsets the smaller connected components by 2 pi."""
     return _hash_fraction(spec.seed, "unwrap", day1, day2) < spec.unwrap_error_fraction
 
 
-def unwrapping_error(truth: SceneTruth, day1: str, day2: str) -> FloatArray:
-    """The 2 pi k jumps the simulated unwrapper adds to this pair (zeros for most pairs)."""
-    if not has_unwrapping_error(truth.spec, day1, day2):
-        return np.zeros(truth.shape)
-    k = 1.0 if _hash_fraction(truth.spec.seed, "unwrap-sign", day1, day2) < 0.5 else -1.0
-    return np.where(truth.unwrap_error_region, 2 * np.pi * k, 0.0)
-
-
-def unwrapped_phase(truth: SceneTruth, day1: str, day2: str, *, noise: bool = True) -> FloatArray:
-    """Unwrapped phase of the pair: signal, decorrelation noise (optional), unwrapping errors."""
-    phase = signal_phase(truth, day1, day2) + unwrapping_error(truth, day1, day2)
-    if noise:
-        phase = phase + np.angle(pair_noise(truth, day1, day2))
-    return phase
+def unwrapping_error_cycles(spec: SceneSpec, day1: str, day2: str) -> int:
+    """The 2 pi cycles (+-1, or 0 for most pairs) added to the smaller connected components."""
+    if not has_unwrapping_error(spec, day1, day2):
+        return 0
+    return 1 if _hash_fraction(spec.seed, "unwrap-sign", day1, day2) < 0.5 else -1
 
 
 # ----------------------------------------------------------------------------- truth.h5

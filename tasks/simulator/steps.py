@@ -45,8 +45,7 @@ from tasks.simulator.scene import (
     SceneTruth,
     make_truth,
     pair_noise,
-    signal_phase,
-    unwrapping_error,
+    unwrapping_error_cycles,
 )
 from tasks.simulator.stack_sentinel import Safe, find_orbit, safe_fields
 from tasks.simulator.stack_sentinel import main as stack_sentinel_main
@@ -63,6 +62,12 @@ SCRIPTS = (
     "invertIon.py",
 )
 _PAIR = re.compile(r"^(\d{8})[_-](\d{8})$")
+# Doppler centroid difference between the two looks of a Sentinel-1 IW burst overlap (Hz):
+# it turns the ESD double-difference phase into azimuth misregistration.
+OVERLAP_DOPPLER_DIFFERENCE_HZ = 4800.0
+# Pixels whose coherence (5 x 5 estimate, smoothed 3 x 3) is below this are masked before
+# unwrapping, so decorrelated water separates the land into connected components.
+UNWRAP_MASK_COHERENCE = 0.3
 _DATE = re.compile(r"^\d{8}$")
 
 
@@ -588,38 +593,66 @@ def overlap_with_dem(stack: Stack, p: Params) -> None:
             _write(out / f"IW{s}" / f"overlap_{k:02d}.cor", coherence_estimate(top, 3), "BIP")
 
 
-def _misreg_text(value: float, threshold: str, points: int) -> str:
+def _misreg_text(values: Array, threshold: str) -> str:
+    v = np.asarray(values, dtype=np.float64)
+    median, mean, std = (float(f(v)) if v.size else 0.0 for f in (np.median, np.mean, np.std))
     return (
-        f"median : {value}\nmean : {value}\nstd : 0.0\n"
-        f"coherence threshold : {threshold}\nmumber of coherent points : {points}\n"
+        f"median : {median}\nmean : {mean}\nstd : {std}\n"
+        f"coherence threshold : {threshold}\nmumber of coherent points : {v.size}\n"
     )
 
 
 def estimate_azimuth_misreg(stack: Stack, p: Params) -> None:
+    """ESD: azimuth misregistration (pixels) from the double-difference phase of coherent
+    overlap pixels, phase / (2 pi x Doppler difference x line interval)."""
     overlap_dir = Path(p["overlap_dir"])
     files = sorted(overlap_dir.glob("IW[1-3]/overlap_*.int"))
     if not files:
         raise SimulatorStepError(
             f"no overlap interferograms in {overlap_dir}: run overlap_withDEM first"
         )
-    d1, d2 = stack.pair_of(overlap_dir)
-    value = stack.truth.misregistration(d2)[0] - stack.truth.misregistration(d1)[0]
-    points = sum(read_isce_info(f).width * read_isce_info(f).length for f in files)
+    threshold = p.get("coh_threshold", "0.85")
+    phases = []
+    for f in files:
+        dd = np.asarray(read_isce_raster(f, 1), dtype=np.complex128)
+        coh = np.asarray(read_isce_raster(_need(f.with_suffix(".cor"), "overlap_withDEM"), 1))
+        phases.append(np.angle(dd[coh > float(threshold)]))
+    scale = 2 * np.pi * OVERLAP_DOPPLER_DIFFERENCE_HZ * stack.spec.azimuth_time_interval_s
     write_text_atomic(
-        Path(p["out_azimuth"]), _misreg_text(value, p.get("coh_threshold", "0.85"), points)
+        Path(p["out_azimuth"]), _misreg_text(np.concatenate(phases) / scale, threshold)
     )
 
 
+def _range_shift(a: Array, b: Array) -> float:
+    """Range shift (pixels) of ``b`` against ``a``: amplitude cross-correlation peak with a
+    parabolic sub-pixel fit."""
+    amp_a = np.abs(a) - np.abs(a).mean()
+    amp_b = np.abs(b) - np.abs(b).mean()
+    spectrum = np.fft.fft(amp_a, axis=1) * np.conj(np.fft.fft(amp_b, axis=1))
+    xcorr = np.fft.ifft(spectrum, axis=1).real.sum(axis=0)
+    peak = int(np.argmax(xcorr))
+    left, centre, right = xcorr[peak - 1], xcorr[peak], xcorr[(peak + 1) % xcorr.size]
+    curvature = left - 2 * centre + right
+    sub = 0.5 * (left - right) / curvature if curvature != 0 else 0.0
+    lag = peak if peak <= xcorr.size // 2 else peak - xcorr.size
+    return float(-(lag + sub))
+
+
 def estimate_range_misreg(stack: Stack, p: Params) -> None:
+    """Range misregistration (pixels) from the overlap bursts of the two dates."""
     ref, sec = Path(p["reference"]), Path(p["secondary"])
     for d in (ref, sec):
         if not any((d / "overlap").glob("IW[1-3]/burst_top_*.slc")):
             raise SimulatorStepError(
                 f"no overlap bursts in {d}/overlap: run the overlap steps first"
             )
-    d1, d2 = stack.date_of(ref), stack.date_of(sec)
-    value = stack.truth.misregistration(d2)[1] - stack.truth.misregistration(d1)[1]
-    write_text_atomic(Path(p["out_range"]), _misreg_text(value, p.get("snr_threshold", "10"), 1000))
+    shifts = [
+        _range_shift(read_isce_raster(f, 1), read_isce_raster(sec / f.relative_to(ref), 1))
+        for f in sorted((ref / "overlap").glob("IW[1-3]/burst_*_*.slc"))
+    ]
+    write_text_atomic(
+        Path(p["out_range"]), _misreg_text(np.array(shifts), p.get("snr_threshold", "10"))
+    )
 
 
 _MERGED_KIND: dict[str, tuple[str, str, str | None, str | None]] = {
@@ -723,29 +756,37 @@ def filter_and_coherence(stack: Stack, p: Params) -> None:
 
 
 def unwrap(stack: Stack, p: Params) -> None:
-    """Unwrap: the phase congruent with the filtered interferogram closest to the scene model.
+    """Unwrap the filtered interferogram with snaphu (smooth costs, low coherence masked).
 
-    This is what a successful unwrapper yields; pairs picked by ``has_unwrapping_error``
-    get a 2 pi k jump in one region, which is its own connected component.
+    snaphu's connected components go to ``.conncomp``. Components are unwrapped
+    independently, so their relative 2 pi offsets are ambiguous: pairs picked by
+    ``has_unwrapping_error`` get every component but the largest offset by 2 pi, the
+    error MintPy's unwrapping-error correction has to find.
     """
+    import snaphu
+
     ifg_path = Path(p["ifg"])
     ifg = np.asarray(read_isce_raster(_need(ifg_path, "filter_coherence"), 1), dtype=np.complex64)
-    _need(Path(p["coh"]), "filter_coherence")
+    coh = np.asarray(read_isce_raster(_need(Path(p["coh"]), "filter_coherence"), 1))
     _swaths(Path(p["reference"]), "run_01 (unpack_topo_reference)")
     d1, d2 = stack.pair_of(ifg_path)
-    truth = stack.truth
-    model = signal_phase(truth, d1, d2)
-    error = unwrapping_error(truth, d1, d2)
-    labels = np.where(truth.water, 0, 1).astype(np.uint8)
-    if np.any(error):
-        labels = np.where(truth.unwrap_error_region & ~truth.water, 2, labels).astype(np.uint8)
-    if ifg.shape != model.shape:  # ionosphere sub-band interferograms are coarser
-        model = np.asarray(resample_nearest(model, ifg.shape), dtype=np.float64)
-        error = np.asarray(resample_nearest(error, ifg.shape), dtype=np.float64)
-        labels = np.asarray(resample_nearest(labels, ifg.shape), dtype=np.uint8)
-    wrapped = np.angle(ifg)
-    unw = model + np.angle(np.exp(1j * (wrapped - model))) + error
-    unw = np.where(np.abs(ifg) > 0, unw, 0.0)
+    if coh.shape != ifg.shape:  # ionosphere sub-band interferograms are coarser
+        coh = coherence_estimate(ifg)
+    coh = np.nan_to_num(np.clip(coh, 0.0, 1.0)).astype(np.float32)
+    valid = np.abs(ifg) > 0
+    mask = valid & (_box(coh, 3).real > UNWRAP_MASK_COHERENCE)
+    looks = float(p.get("rlks", "1")) * float(p.get("alks", "1"))
+    if mask.sum() < 2:
+        unw, labels = np.zeros(ifg.shape, np.float32), np.zeros(ifg.shape, np.uint32)
+    else:
+        unw, labels = snaphu.unwrap(ifg, coh, nlooks=looks, cost="smooth", mask=mask)
+    cycles = unwrapping_error_cycles(stack.spec, d1, d2)
+    ids, sizes = np.unique(labels[labels > 0], return_counts=True)
+    if cycles and ids.size > 1:
+        smaller = np.isin(labels, ids[sizes != sizes.max()])
+        unw = unw + np.where(smaller, 2 * np.pi * cycles, 0.0)
+        print(f"unwrap: {d1}_{d2} components {ids.size}: smaller ones offset by {cycles} x 2 pi")
+    unw = np.where(valid, unw, 0.0)
     out = Path(p["unw"])
     _write(
         out,
@@ -754,8 +795,8 @@ def unwrap(stack: Stack, p: Params) -> None:
         family="unwimage",
         image_type="unw",
     )
-    _write(Path(f"{out}.conncomp"), labels, "BIP")
-    print(f"unwrap: {d1}_{d2} -> {out}")
+    _write(Path(f"{out}.conncomp"), labels.astype(np.uint8), "BIP")
+    print(f"unwrap: {d1}_{d2} -> {out} ({ids.size} connected components)")
 
 
 # ----------------------------------------------------------------------------- ionosphere

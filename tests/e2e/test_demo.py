@@ -1,10 +1,15 @@
-"""End to end on the simulator: topsStack DAG -> real MintPy -> zarr, figures, report.
+"""End to end on the simulator: topsStack DAG (snaphu unwrapping) -> real MintPy -> zarr.
 
-Tolerance: the scene has 1 mm of atmospheric delay per date and decorrelation noise;
-12 dates over 132 days give a velocity noise of about 3-4 mm/yr for independent
-delays (sqrt(2) x 1 mm / sqrt(sum (t - mean t)^2) with sum ~ 0.13 yr^2). MintPy's map
-is relative to one reference pixel whose own noise shifts every pixel: that offset is
-removed before the RMSE (and bounded separately).
+The demo scene carries cm-scale turbulent delays (5 mm std), a stratified delay (2 cm per
+km of height, std over dates), DEM errors, an annual term and planted 2 pi unwrapping
+errors between snaphu's connected components. Nothing in the pipeline sees the truth:
+MintPy corrects the unwrapping errors (bridging) and the DEM error and fits a linear
+velocity. 12 dates over 13 months leave a velocity noise of about
+sigma / sqrt(sum (t - mean t)^2) = 5 mm / 1.18 yr, 4 mm/yr, spatially correlated like the
+atmosphere; the -200 mm/yr bowl makes the true field's std 39 mm/yr, so the RMSE check
+(<= 0.25 x std) and the slope check (0.9..1.1) hold with room (a linear fit of the exact
+range changes of eight seeds gives RMSE 0.07-0.12 x std, slopes 1.00-1.08). The checks are in
+``metrics.py``; ``test_metrics.py`` shows each failing on flat, flipped and scaled maps.
 """
 
 from __future__ import annotations
@@ -16,8 +21,16 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from flows.config import SimulatorConfig
 from flows.demo import demo_config, run_demo
+from tasks.simulator.scene import (
+    SceneSpec,
+    SceneTruth,
+    make_truth,
+    signal_phase,
+    unwrapping_error_cycles,
+)
+
+from .metrics import island_cycles, velocity_metrics
 
 pytestmark = [
     pytest.mark.e2e,
@@ -25,24 +38,52 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:affine"),
 ]
 
-RMSE_TOLERANCE_MM_YR = 6.0
-OFFSET_TOLERANCE_MM_YR = 15.0
+LENGTH, WIDTH = 150, 200  # the demo's scene
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None):  # type: ignore[no-untyped-def]
     workdir = tmp_path_factory.mktemp("demo")
-    config = demo_config(workdir, dates=12, seed=7)
-    config.simulator = SimulatorConfig(seed=7, dates=12, length=80, width=100)
+    config = demo_config(workdir, seed=7)  # the CLI's default is 42: a second scene
     return config, run_demo(config)
 
 
-def test_velocity_recovered_within_tolerance(demo_run) -> None:  # type: ignore[no-untyped-def]
-    _, outcome = demo_run
-    err = outcome.error
-    assert err.pixels > 0.4 * 80 * 100
-    assert err.rmse_mm_yr < RMSE_TOLERANCE_MM_YR, err
-    assert abs(err.bias_mm_yr) < OFFSET_TOLERANCE_MM_YR, err
+def _truth(config) -> SceneTruth:  # type: ignore[no-untyped-def]
+    return make_truth(SceneSpec.load(config.paths.stack / "simulator" / "scene.json"))
+
+
+def test_velocity_meets_the_end_to_end_checks(demo_run) -> None:  # type: ignore[no-untyped-def]
+    config, _ = demo_run
+    truth = _truth(config)
+    mintpy = config.paths.mintpy
+    with h5py.File(mintpy / "velocity.h5", "r") as f:
+        recovered = f["velocity"][()].astype("f8")
+        ref_yx = (int(f.attrs["REF_Y"]), int(f.attrs["REF_X"]))
+    with h5py.File(mintpy / "maskTempCoh.h5", "r") as f:
+        coherent = f["mask"][()].astype(bool) & truth.coherent_mask
+    m = velocity_metrics(recovered, truth.velocity, coherent, ref_yx)
+    assert m.pixels > 0.6 * LENGTH * WIDTH, m
+    assert m.failures() == [], m
+    # the island the river cuts off is recovered as well as the rest
+    island = velocity_metrics(recovered, truth.velocity, coherent & truth.island, ref_yx)
+    assert abs(island.offset - m.offset) < 0.25 * m.true_std, (island, m)
+
+
+def test_planted_unwrapping_errors_are_corrected_by_bridging(demo_run) -> None:  # type: ignore[no-untyped-def]
+    config, _ = demo_run
+    assert config.mintpy.unwrap_error == "bridging"
+    truth = _truth(config)
+    with h5py.File(config.paths.mintpy / "inputs" / "ifgramStack.h5", "r") as f:
+        pairs = [(a.decode(), b.decode()) for a, b in f["date"][()]]
+        before = f["unwrapPhase"][()]
+        after = f["unwrapPhase_bridging"][()]
+    true_phase = np.stack([signal_phase(truth, d1, d2) for d1, d2 in pairs])
+    mainland = truth.coherent_mask & ~truth.island
+    planted = [unwrapping_error_cycles(truth.spec, d1, d2) for d1, d2 in pairs]
+    found = island_cycles(before, true_phase, truth.island, mainland)
+    assert sum(map(abs, planted)) >= 2
+    assert found.tolist() == planted  # the errors reach MintPy through snaphu's components
+    assert island_cycles(after, true_phase, truth.island, mainland).tolist() == [0] * len(pairs)
 
 
 def test_time_series_dates_and_zarr(demo_run) -> None:  # type: ignore[no-untyped-def]
@@ -53,7 +94,7 @@ def test_time_series_dates_and_zarr(demo_run) -> None:  # type: ignore[no-untype
     assert result.timeseries is not None
     with h5py.File(result.timeseries, "r") as f:
         assert [d.decode() for d in f["date"][()]] == true_dates
-        assert f["timeseries"].shape == (12, 80, 100)
+        assert f["timeseries"].shape == (12, LENGTH, WIDTH)
     assert result.zarr is not None
     ds = xr.open_zarr(result.zarr)
     assert [
@@ -63,8 +104,8 @@ def test_time_series_dates_and_zarr(demo_run) -> None:  # type: ignore[no-untype
     assert ds.rio.crs is not None and ds.rio.crs.to_epsg() == 4326
     velocity = ds.velocity.values
     assert np.isfinite(velocity).mean() > 0.3
-    # subsidence bowl of -30 mm/yr: the most negative velocities are near that
-    assert np.nanpercentile(velocity, 1) < -0.015
+    # subsidence bowl of -200 mm/yr: the most negative velocities are near that
+    assert np.nanpercentile(velocity, 1) < -0.1
 
 
 def test_products_and_report(demo_run) -> None:  # type: ignore[no-untyped-def]
