@@ -365,8 +365,15 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     )
     # MintPy's steps are sequential; each is its own task so the UI shows progress and
     # a rerun resumes through MintPy's own skip logic.
-    for step in mintpy_steps():
+    from tasks.progress import StageProgress
+
+    steps = mintpy_steps()
+    progress = StageProgress(
+        "mintpy", dict.fromkeys(steps, 1), unit="steps", artifact_key="mintpy-progress"
+    )
+    for step in steps:
         MINTPY_STEP_TASKS[step](step, cfg, paths.mintpy, paths.logs)
+        progress.advance(step)
     outputs = sbas_outputs(paths.mintpy, cfg)
     return SbasStageResult(
         mintpy_dir=paths.mintpy, velocity=outputs.velocity, timeseries=outputs.timeseries
