@@ -180,7 +180,8 @@ def plan_cmd(
     console.print(
         f"[bold]{cfg.name}[/bold]: {len(plan.dates)} dates "
         f"{plan.dates[0]}..{plan.dates[-1]}{note}, "
-        f"reference {plan.reference}, {len(plan.pairs)} interferograms, ~{plan.bursts} bursts"
+        f"reference {plan.reference}, {len(plan.pairs)} interferograms, ~{plan.bursts} bursts",
+        soft_wrap=True,
     )
     table = Table(title=f"topsStack run files ({cfg.topsstack.coregistration})")
     table.add_column("run file")
@@ -189,15 +190,21 @@ def plan_cmd(
         table.add_row(name, str(count))
     table.add_row("[bold]total[/bold]", f"[bold]{plan.total_lines}[/bold]")
     console.print(table)
+    scale = " (the simulator's synthetic scene)" if cfg.engine == "simulator" else ""
     console.print(
-        f"estimated disk: ~{plan.disk_gb:.0f} GB; largest single-line memory: "
-        f"~{plan.peak_memory_mb / 1024:.1f} GB (budget {cfg.compute.memory_gb} GB)"
+        f"estimated disk: ~{_size_mb(plan.disk_gb * 1024)}; largest single-line memory: "
+        f"~{_size_mb(plan.peak_memory_mb)} (budget {cfg.compute.memory_gb:g} GB){scale}",
+        soft_wrap=True,
     )
     if plan.peak_memory_mb > cfg.compute.memory_gb * 1024:
         err_console.print(
             "[yellow]warning[/yellow]: the largest line needs more than compute.memory_gb; "
             "raise the budget or take more looks (topsstack.range_looks/azimuth_looks)"
         )
+
+
+def _size_mb(mb: float) -> str:
+    return f"{mb:.0f} MB" if mb < 1024 else f"{mb / 1024:.1f} GB"
 
 
 @app.command("run")
@@ -265,10 +272,12 @@ def _run_console(paths: WorkPaths, *, isolate: bool, verbose: bool) -> Iterator[
 def _fail(exc: BaseException, cfg: StackConfig) -> NoReturn:
     """End a failed run with its message; the traceback is in the run's log file."""
     from tasks.credentials import CredentialsError
+    from tasks.download import unreachable_service
     from tasks.search import AreaError, EmptySearchError
 
     code = EXIT_FAILED
     what = "run failed"
+    exc = unreachable_service(exc, "a network service") or exc
     if isinstance(exc, EmptySearchError):
         code, what = EXIT_NOTHING_TO_DO, "nothing to do"
     elif isinstance(exc, CredentialsError | AreaError):
