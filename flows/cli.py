@@ -119,7 +119,10 @@ def _read_config(source: str, *, environment: Collection[str] = ()) -> StackConf
 
 
 def _print_config_error(exc: ConfigError) -> None:
-    err_console.print(f"[bold red]{len(exc.issues)} problem(s)[/bold red] in {exc.source}:")
+    err_console.print(
+        f"[bold red]{len(exc.issues)} problem(s)[/bold red] in {escape(exc.source)}:",
+        soft_wrap=True,
+    )
     for issue in exc.issues:
         value = (
             ""
@@ -272,12 +275,13 @@ def _run_console(paths: WorkPaths, *, isolate: bool, verbose: bool) -> Iterator[
 def _fail(exc: BaseException, cfg: StackConfig) -> NoReturn:
     """End a failed run with its message; the traceback is in the run's log file."""
     from tasks.credentials import CredentialsError
-    from tasks.download import unreachable_service
+    from tasks.download import PermanentError, unreachable_service
     from tasks.search import AreaError, EmptySearchError
 
     code = EXIT_FAILED
     what = "run failed"
-    exc = unreachable_service(exc, "a network service") or exc
+    if not isinstance(exc, PermanentError):  # e.g. a library's raw DNS or TLS error
+        exc = unreachable_service(exc, "a network service") or exc
     if isinstance(exc, EmptySearchError):
         code, what = EXIT_NOTHING_TO_DO, "nothing to do"
     elif isinstance(exc, CredentialsError | AreaError):
