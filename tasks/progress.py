@@ -81,8 +81,9 @@ class StageProgress:
     """Units of work (lines, steps) done of a known total, grouped (by run-file step).
 
     :meth:`advance` records finished units; a line is logged when a group completes, when
-    everything is done, and otherwise at most every ``interval_s``. The ETA extrapolates from
-    the units that really ran (skipped ones cost nothing).
+    everything is done, and otherwise at most every ``interval_s``; the artifact follows at
+    most every ``interval_s`` and at the end. The ETA extrapolates from the units that
+    really ran (skipped ones cost nothing).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class StageProgress:
         self.interval_s = interval_s
         self.started = time.monotonic()
         self._last_log = self.started
+        self._last_publish = self.started
         self._percent = -1
         self._artifact = create_progress_artifact(self.describe(None), key=artifact_key)
 
@@ -147,7 +149,11 @@ class StageProgress:
         self._last_log = now
         text = self.describe(group)
         log.info(text)
+        # The artifact is an API round trip from the caller's thread (the topsStack stage's
+        # submission loop): at most one per interval, and the last.
         percent = int(100 * self.completed / self.total) if self.total else 100
-        if self._artifact is not None and percent != self._percent:
+        due = finished or now - self._last_publish >= self.interval_s
+        if self._artifact is not None and due and percent != self._percent:
             self._percent = percent
+            self._last_publish = now
             update_progress_artifact(self._artifact, float(percent), text)
