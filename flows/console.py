@@ -52,6 +52,9 @@ def isolate_prefect(work_dir: Path) -> Path | None:
     if profiles.is_file():  # the user's profile keeps applying
         os.environ.setdefault("PREFECT_PROFILES_PATH", str(profiles))
     os.environ["PREFECT_HOME"] = str(home)
+    # A new database is created (migrated) when its temporary server first starts: allow for
+    # that on a busy machine (Prefect's default is 20 s).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return home
 
 
