@@ -173,6 +173,7 @@ def test_simulator_run_shows_progress_products_and_a_rerun_skip(tmp_path: Path) 
     # State, scratch and logs under the work directory.
     assert (work / "prefect" / "prefect.db").is_file()
     assert (work / "stack" / "dask-scratch").is_dir()
+    assert (work / "mintpy" / "dask-scratch").is_dir()  # MintPy's own cluster
     assert (work / "logs" / "run.log").is_file()
     assert not (home / ".prefect" / "prefect.db").exists()
 
