@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
+import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flows.config import (
     ConfigError,
+    ConfigIssue,
     StackConfig,
+    WorkPaths,
     config_schema,
     config_template,
-    load_config,
     load_config_text,
 )
 
 if TYPE_CHECKING:
     from flows.preflight import PreflightReport
+    from flows.sbas import SbasResult
+
+from flows.console import isolate_prefect, quiet_prefect_console, route_logs, unroute_logs
 
 app = typer.Typer(
     name="insarflow",
@@ -36,6 +44,19 @@ err_console = Console(stderr=True)
 
 Stage = Literal["acquire", "topsstack", "sbas", "products"]
 STAGES: tuple[Stage, ...] = ("acquire", "topsstack", "sbas", "products")
+
+# Exit codes (README): done, processing failure, bad input, nothing to do.
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOTHING_TO_DO = 0, 1, 2, 3
+
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Show Prefect's and Dask's own log lines and tracebacks on the console "
+        "(they are always in <work>/logs/run.log).",
+    ),
+]
 
 
 def _version_callback(value: bool) -> None:
@@ -60,24 +81,62 @@ def _main(
 
 def _read_config(source: str) -> StackConfig:
     """Load from a path or '-' (stdin); print every problem and exit 2 when invalid."""
-    try:
-        if source == "-":
-            return load_config_text(sys.stdin.read(), "<stdin>")
+    return _load(source, ())[0]
+
+
+def _checked_config(source: str, stages: Collection[str]) -> tuple[StackConfig, PreflightReport]:
+    """:func:`_read_config` plus the pre-flight of ``stages`` (inputs, credentials, ISCE2, the
+    network's size), all problems printed at once; exit 2 when there are any."""
+    cfg, report = _load(source, stages)
+    assert report is not None
+    return cfg, report
+
+
+def _load(source: str, stages: Collection[str]) -> tuple[StackConfig, PreflightReport | None]:
+    if source == "-":
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
         path = Path(source)
         if not path.is_file():
             err_console.print(
                 f"[red]config file {path} not found[/red]; "
                 f"write one with `insarflow config > {path}`"
             )
-            raise typer.Exit(2)
-        return load_config(path)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        text, name = path.read_text(encoding="utf-8"), str(path)
+    cfg: StackConfig | None = None
+    report: PreflightReport | None = None
+    issues: list[ConfigIssue] = []
+    try:
+        cfg = load_config_text(text, name)
     except ConfigError as exc:
-        _print_config_error(exc)
-        raise typer.Exit(2) from None
+        issues = list(exc.issues)
+    if stages:
+        from flows.preflight import environment_issues, preflight
+
+        if cfg is not None and not cfg.acquisition.credentials_secret_block:
+            isolate_prefect(cfg.paths.root)  # a Secret block lives in the configured database
+        if cfg is not None:
+            report = preflight(cfg, list(stages))
+            issues += report.issues
+        else:  # still report what a run would lack, with the file's own problems
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError:
+                data = None
+            if isinstance(data, dict):
+                issues += environment_issues(data, stages)
+    if issues or cfg is None:
+        _print_config_error(ConfigError(name, issues))
+        raise typer.Exit(EXIT_BAD_INPUT)
+    return cfg, report
 
 
 def _print_config_error(exc: ConfigError) -> None:
-    err_console.print(f"[bold red]{len(exc.issues)} problem(s)[/bold red] in {exc.source}:")
+    err_console.print(
+        f"[bold red]{len(exc.issues)} problem(s)[/bold red] in {escape(exc.source)}:",
+        soft_wrap=True,
+    )
     for issue in exc.issues:
         value = (
             ""
@@ -85,7 +144,9 @@ def _print_config_error(exc: ConfigError) -> None:
             else f" (got {issue.value!r})"
         )
         err_console.print(
-            f"  [yellow]{issue.field}[/yellow]{value}: {issue.message}", highlight=False
+            f"  [yellow]{escape(issue.field)}[/yellow]{escape(value)}: {escape(issue.message)}",
+            highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -106,25 +167,23 @@ def config_cmd(
 def validate_cmd(
     config: Annotated[str, typer.Argument(help="YAML configuration file, or - for stdin.")],
 ) -> None:
-    """Check a configuration; print every problem with its fix (exit code 2 when invalid)."""
-    cfg = _read_config(config)
-    report = _preflight(cfg, config)
+    """Check a configuration and what a run needs (credentials, ISCE2); print every problem
+    with its fix (exit code 2 when invalid)."""
+    cfg, report = _checked_config(config, STAGES)
+    south, north, west, east = cfg.area.snwe()
     isce2 = f", ISCE2 {report.isce2_version}" if report.isce2_version else ""
     console.print(
         f"[green]valid[/green]: stack {cfg.name!r}, engine {cfg.engine}{isce2}, "
-        f"work dir {cfg.paths.root}"
+        f"work dir {cfg.paths.root}",
+        soft_wrap=True,
     )
-
-
-def _preflight(cfg: StackConfig, source: str) -> PreflightReport:
-    """Inputs, ISCE2 and network size; print every problem and exit 2 when there are any."""
-    from flows.preflight import preflight
-
-    report = preflight(cfg)
-    if report.issues:
-        _print_config_error(ConfigError(source, report.issues))
-        raise typer.Exit(2)
-    return report
+    # S N W E and W E S N boxes can both be valid numbers: show the area as read.
+    console.print(
+        f"area: latitude {south:g} to {north:g}, longitude {west:g} to {east:g} "
+        "(bbox is S N W E); check that this is your area",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("plan")
@@ -134,14 +193,14 @@ def plan_cmd(
     """Show what would run: dates, pairs, run-file steps and line counts, disk and memory."""
     from flows.plan import plan_stack
 
-    cfg = _read_config(config)
-    report = _preflight(cfg, config)
+    cfg, report = _checked_config(config, STAGES)
     plan = plan_stack(cfg, report.dates)
     note = " (estimated: 12-day revisit; exact after search)" if plan.dates_are_estimated else ""
     console.print(
         f"[bold]{cfg.name}[/bold]: {len(plan.dates)} dates "
         f"{plan.dates[0]}..{plan.dates[-1]}{note}, "
-        f"reference {plan.reference}, {len(plan.pairs)} interferograms, ~{plan.bursts} bursts"
+        f"reference {plan.reference}, {len(plan.pairs)} interferograms, ~{plan.bursts} bursts",
+        soft_wrap=True,
     )
     table = Table(title=f"topsStack run files ({cfg.topsstack.coregistration})")
     table.add_column("run file")
@@ -150,15 +209,21 @@ def plan_cmd(
         table.add_row(name, str(count))
     table.add_row("[bold]total[/bold]", f"[bold]{plan.total_lines}[/bold]")
     console.print(table)
+    scale = " (the simulator's synthetic scene)" if cfg.engine == "simulator" else ""
     console.print(
-        f"estimated disk: ~{plan.disk_gb:.0f} GB; largest single-line memory: "
-        f"~{plan.peak_memory_mb / 1024:.1f} GB (budget {cfg.compute.memory_gb} GB)"
+        f"estimated disk: ~{_size_mb(plan.disk_gb * 1024)}; largest single-line memory: "
+        f"~{_size_mb(plan.peak_memory_mb)} (budget {cfg.compute.memory_gb:g} GB){scale}",
+        soft_wrap=True,
     )
     if plan.peak_memory_mb > cfg.compute.memory_gb * 1024:
         err_console.print(
             "[yellow]warning[/yellow]: the largest line needs more than compute.memory_gb; "
             "raise the budget or take more looks (topsstack.range_looks/azimuth_looks)"
         )
+
+
+def _size_mb(mb: float) -> str:
+    return f"{mb:.0f} MB" if mb < 1024 else f"{mb / 1024:.1f} GB"
 
 
 @app.command("run")
@@ -170,44 +235,90 @@ def run_cmd(
     until: Annotated[
         str, typer.Option("--until", help="Last stage: acquire|topsstack|sbas|products.")
     ] = "products",
+    verbose: VerboseOption = False,
 ) -> None:
-    """Run the stack end to end (or a range of stages)."""
-    from flows.sbas import sbas
+    """Run the stack end to end (or a range of stages).
 
-    cfg = _read_config(config)
+    Exit codes: 0 done, 1 processing failure, 2 bad input, 3 nothing to do.
+    """
     for name, value in (("--from", from_stage), ("--until", until)):
         if value not in STAGES:
             err_console.print(
                 f"[red]{name} {value!r}[/red] is not a stage; use one of {', '.join(STAGES)}"
             )
-            raise typer.Exit(2)
-    if STAGES.index(from_stage) > STAGES.index(until):
+            raise typer.Exit(EXIT_BAD_INPUT)
+    first, last = STAGES.index(from_stage), STAGES.index(until)
+    if first > last:
         err_console.print(f"[red]--from {from_stage} comes after --until {until}[/red]; swap them")
-        raise typer.Exit(2)
-    try:
-        result = sbas(cfg, from_stage=from_stage, until=until)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        raise typer.Exit(2) from None
-    except Exception as exc:
-        _fail(exc)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if not verbose:
+        quiet_prefect_console()  # before the checks below import Prefect
+    cfg, _ = _checked_config(config, STAGES[first : last + 1])
+    with _run_console(
+        cfg.paths, isolate=not cfg.acquisition.credentials_secret_block, verbose=verbose
+    ):
+        from flows.sbas import sbas
+
+        try:
+            result = sbas(cfg, from_stage=from_stage, until=until)
+        except Exception as exc:
+            _fail(exc, cfg)
     _print_result(result)
 
 
-def _fail(exc: BaseException) -> NoReturn:
-    """End a failed run with its message (the full traceback is in the logs above)."""
-    err_console.print(f"[bold red]run failed[/bold red]: {exc}", highlight=False)
-    raise typer.Exit(1) from None
+@contextmanager
+def _run_console(paths: WorkPaths, *, isolate: bool, verbose: bool) -> Iterator[None]:
+    """Quiet console, full log file, Prefect state under the work directory (unless a
+    server is configured or ``isolate`` is false); enter before Prefect is imported."""
+    if not verbose:
+        quiet_prefect_console()
+    if isolate:
+        isolate_prefect(paths.root)
+    from prefect.logging.configuration import ensure_logging_setup
+
+    import flows.sbas  # noqa: F401 - Prefect and Dask set up their logging on import
+
+    ensure_logging_setup()
+    log_file = paths.logs / "run.log"
+    handlers = route_logs(log_file, err_console, verbose=verbose)
+    err_console.print(f"log: {log_file}", highlight=False, soft_wrap=True)
+    try:
+        yield
+    finally:
+        unroute_logs(handlers)
 
 
-def _print_result(result: object) -> None:
-    table = Table(title="outputs")
-    table.add_column("what")
-    table.add_column("where")
+def _fail(exc: BaseException, cfg: StackConfig) -> NoReturn:
+    """End a failed run with its message; the traceback is in the run's log file."""
+    from tasks.credentials import CredentialsError
+    from tasks.download import PermanentError, unreachable_service
+    from tasks.search import AreaError, EmptySearchError
+
+    code = EXIT_FAILED
+    what = "run failed"
+    if not isinstance(exc, PermanentError):  # e.g. a library's raw DNS or TLS error
+        exc = unreachable_service(exc, "a network service") or exc
+    if isinstance(exc, EmptySearchError):
+        code, what = EXIT_NOTHING_TO_DO, "nothing to do"
+    elif isinstance(exc, CredentialsError | AreaError):
+        code, what = EXIT_BAD_INPUT, "bad input"
+    err_console.print(f"[bold red]{what}[/bold red]: {escape(str(exc))}", soft_wrap=True)
+    err_console.print(f"details: {cfg.paths.logs / 'run.log'}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
+
+
+def _print_result(result: SbasResult) -> None:
+    """Each product on its own line, never wrapped (paths are copied from here)."""
+    rows: list[tuple[str, Path]] = []
     for key, value in vars(result).items():
-        if value is not None and not key.startswith("_"):
-            table.add_row(key, str(value))
-    console.print(table)
+        if key.startswith("_") or value is None or key == "stages_run":
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            rows.append((key, item))
+    width = max((len(k) for k, _ in rows), default=0)
+    console.print(f"[bold]done[/bold]: stages {', '.join(result.stages_run)}")
+    for key, path in rows:
+        console.print(f"  {key:<{width}}  {path}", highlight=False, soft_wrap=True)
 
 
 @app.command("demo")
@@ -217,16 +328,18 @@ def demo_cmd(
     ] = Path("./insarflow-demo"),
     dates: Annotated[int, typer.Option(help="Number of synthetic acquisitions.")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed of the synthetic scene.")] = 42,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run the whole pipeline on the built-in simulator: no credentials, no network."""
-    from flows.demo import demo_config, run_demo
+    with _run_console(WorkPaths.from_work_dir(workdir), isolate=True, verbose=verbose):
+        from flows.demo import demo_config, run_demo
 
-    cfg = demo_config(workdir, dates=dates, seed=seed)
-    try:
-        outcome = run_demo(cfg)
-    except Exception as exc:
-        _fail(exc)
-    console.print(outcome.summary())
+        cfg = demo_config(workdir, dates=dates, seed=seed)
+        try:
+            outcome = run_demo(cfg)
+        except Exception as exc:
+            _fail(exc, cfg)
+    console.print(outcome.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command("export")
@@ -243,7 +356,7 @@ def export_cmd(
     bad = [f for f in fmt if f not in ("zarr", "geotiff", "netcdf")]
     if bad:
         err_console.print(f"[red]--format {bad[0]}[/red] is not one of zarr, geotiff, netcdf")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_BAD_INPUT)
     outputs = export_stack(cfg, formats=fmt)
     for name, path in outputs.items():
         console.print(f"{name}: {path}")

@@ -59,7 +59,8 @@ def task_runner_kwargs(compute: ComputeConfig) -> dict[str, Any]:
             "threads_per_worker": compute.threads_per_worker,
             "processes": True,
             "resources": worker_resources(per_worker_mb, compute.gpus),
-            "dashboard_address": ":0",  # any free port
+            "host": "127.0.0.1",  # scheduler and workers: this machine only
+            "dashboard_address": "127.0.0.1:0",  # any free port
         },
     }
 

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -173,13 +174,15 @@ class AcquisitionConfig(Model):
         """``end``, or today for an open-ended stack."""
         return self.end if self.end is not None else date.today()
 
-    @model_validator(mode="after")
-    def _dates_ordered(self) -> AcquisitionConfig:
-        if self.end is not None and self.start >= self.end:
-            raise ValueError(
-                f"start {self.start} is not before end {self.end}: swap them or widen the range"
-            )
-        return self
+    @field_validator("end")
+    @classmethod
+    def _dates_ordered(cls, end: date | None, info: ValidationInfo) -> date | None:
+        # A field validator (not a model validator) so the order is reported together with
+        # any other field's problem.
+        start = info.data.get("start")
+        if start is not None and end is not None and start >= end:
+            raise ValueError(f"start {start} is not before end {end}: swap them or widen the range")
+        return end
 
 
 class InputsConfig(Model):
@@ -254,6 +257,18 @@ class TopsStackConfig(Model):
         default=None,
         description="Ionosphere parameter file (--param_ion); enables run_17..run_24.",
     )
+
+    @field_validator("swaths", mode="before")
+    @classmethod
+    def _swath_numbers(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            example = f"[{v}]" if v in (1, 2, 3) else "[3]"
+            raise ValueError(f"swaths must be a list of swath numbers, e.g. {example} or [1, 2, 3]")
+        names = [s for s in v if isinstance(s, str) and s.upper().removeprefix("IW").isdigit()]
+        if names:
+            numbers = [int(s.upper().removeprefix("IW")) if s in names else s for s in v]
+            raise ValueError(f"swaths are numbers, not names: write {numbers} instead of {v}")
+        return v
 
     @field_validator("swaths")
     @classmethod
@@ -433,29 +448,58 @@ class StackConfig(Model):
     )
     mintpy: MintpyConfig = Field(default_factory=MintpyConfig, description="MintPy options.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="Products.")
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Compute resources.")
+    compute: ComputeConfig = Field(
+        default_factory=ComputeConfig,
+        validate_default=True,  # the GPU cross-check applies to the default too
+        description="Compute resources.",
+    )
     simulator: SimulatorConfig = Field(
         default_factory=SimulatorConfig, description="Synthetic scene (engine: simulator only)."
     )
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> StackConfig:
-        ref = self.topsstack.reference_date
-        acq = self.acquisition
-        if ref is not None and not acq.start <= ref <= acq.last_date():
+    # Cross-field checks are field validators of the later field (the fields before it are in
+    # ``info.data`` when valid), so they are reported with every other problem at once.
+    @field_validator("topsstack")
+    @classmethod
+    def _reference_in_range(cls, ts: TopsStackConfig, info: ValidationInfo) -> TopsStackConfig:
+        ref, acq = ts.reference_date, info.data.get("acquisition")
+        if ref is not None and acq is not None and not acq.start <= ref <= acq.last_date():
             raise ValueError(
                 f"topsstack.reference_date {ref} is outside acquisition.start..end "
                 f"({acq.start}..{acq.end or 'today'}); pick a date inside the range or leave "
                 "it empty"
             )
-        south, north, west, east = self.area.snwe()
-        for i, (lat, lon) in enumerate(self.export.points):
+        return ts
+
+    @field_validator("export")
+    @classmethod
+    def _points_in_area(cls, export: ExportConfig, info: ValidationInfo) -> ExportConfig:
+        area = info.data.get("area")
+        if area is None:
+            return export
+        south, north, west, east = area.snwe()
+        for i, (lat, lon) in enumerate(export.points):
             if not (south <= lat <= north and west <= lon <= east):
                 raise ValueError(
                     f"export.points[{i}] = [{lat}, {lon}] lies outside area (S N W E {south} "
                     f"{north} {west} {east}); give a point inside the area or remove it"
                 )
-        return self
+        return export
+
+    @field_validator("compute")
+    @classmethod
+    def _gpu_available(cls, compute: ComputeConfig, info: ValidationInfo) -> ComputeConfig:
+        ts = info.data.get("topsstack")
+        if ts is None or not ts.use_gpu or compute.scheduler_address:
+            return compute  # an existing scheduler's workers are checked when the stage starts
+        gpus = compute.jobqueue.gpus_per_job if compute.jobqueue else compute.gpus
+        if not gpus:
+            where = "compute.jobqueue.gpus_per_job" if compute.jobqueue else "compute.gpus"
+            raise ValueError(
+                f"topsstack.use_gpu is true but {where} is 0: set {where} to the number of "
+                "GPUs, or set topsstack.use_gpu to false"
+            )
+        return compute
 
     @property
     def paths(self) -> WorkPaths:
@@ -520,6 +564,34 @@ class ConfigIssue(BaseModel):
     message: str
 
 
+# What to do about pydantic's generic errors, by error type (validators write their own fix).
+_FIXES = {
+    "int_parsing": "give a whole number",
+    "int_type": "give a whole number",
+    "int_from_float": "give a whole number",
+    "float_parsing": "give a number",
+    "float_type": "give a number",
+    "bool_parsing": "give true or false",
+    "bool_type": "give true or false",
+    "list_type": "give a list, e.g. [1, 2]",
+    "tuple_type": "give a list, e.g. [1, 2]",
+    "string_type": "give text (quote it if YAML reads it as something else)",
+    "date_from_datetime_parsing": "give a date as YYYY-MM-DD",
+    "date_parsing": "give a date as YYYY-MM-DD",
+    "date_type": "give a date as YYYY-MM-DD",
+    "greater_than_equal": "raise it",
+    "greater_than": "raise it",
+    "less_than_equal": "lower it",
+    "less_than": "lower it",
+    "literal_error": "use one of the values listed",
+    "string_pattern_mismatch": "use only the characters the description allows",
+    "too_short": "add items",
+    "too_long": "remove items",
+    "model_type": "give a mapping of keys (see `insarflow config`)",
+    "dict_type": "give a mapping of keys (see `insarflow config`)",
+}
+
+
 def _issues(exc: ValidationError) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors(include_url=False):
@@ -529,6 +601,8 @@ def _issues(exc: ValidationError) -> list[ConfigIssue]:
             msg = "unknown key; remove it or check the spelling (see `insarflow config`)"
         elif err["type"] == "missing":
             msg = "required field is missing; add it (see `insarflow config`)"
+        elif err["type"] in _FIXES:
+            msg = f"{msg}; fix: {_FIXES[err['type']]}"
         for part in msg.split("\n"):
             issues.append(ConfigIssue(field=loc, value=err.get("input"), message=part))
     return issues
@@ -589,6 +663,7 @@ def example_config() -> StackConfig:
             filter_strength=0.6,
             use_gpu=True,
         ),
+        compute=ComputeConfig(gpus=1),
     )
 
 

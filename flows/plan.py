@@ -15,6 +15,14 @@ GEOMETRY_LAYERS = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
 BURSTS_PER_SWATH = 9  # a Sentinel-1 IW slice; used when real bursts are not known yet
 SAFE_ZIP_GB = 4.5  # a dual-pol IW SLC zip
 FULL_RES_BURST_MB = 1500 * 21000 * 8 / 2**20  # ~1,500 lines x 21,000 samples complex64
+# The simulator's scale, measured on `insarflow demo` (12 dates, 30 pairs, 150 x 200 pixels:
+# 109 MB on disk, largest line 344 MB peak RSS): bytes per multilooked pixel per date
+# (secondary and coregistered SLCs, geometry) and per pair (interferograms, merged
+# products, MintPy), plus the DEM and the rest.
+SIM_BYTES_PER_PIXEL_DATE = 42
+SIM_BYTES_PER_PIXEL_PAIR = 86
+SIM_FIXED_MB = 20
+SIM_LINE_MEMORY_MB = 400
 
 
 def sequential_pairs(dates: list[str], connections: int) -> list[tuple[str, str]]:
@@ -114,6 +122,12 @@ def expected_dates(config: StackConfig) -> tuple[list[str], bool]:
     return out, True
 
 
+def _simulator_bursts(config: StackConfig) -> int:
+    from flows.stages import scene_spec_for
+
+    return scene_spec_for(config).bursts_per_swath * len(config.topsstack.swaths)
+
+
 def plan_stack(config: StackConfig, dates: list[str] | None = None) -> StackPlan:
     """Plan the stack for ``dates`` (default: :func:`expected_dates`)."""
     from tasks.topsstack.resources import estimate_memory_mb
@@ -128,6 +142,23 @@ def plan_stack(config: StackConfig, dates: list[str] | None = None) -> StackPlan
     steps = run_file_steps(
         len(dates), len(pairs), len(misreg), ts.coregistration, ts.ion_param_file is not None
     )
+    if config.engine == "simulator":
+        sim = config.simulator
+        pixel_bytes = (
+            sim.length
+            * sim.width
+            * (SIM_BYTES_PER_PIXEL_DATE * len(dates) + SIM_BYTES_PER_PIXEL_PAIR * len(pairs))
+        )
+        return StackPlan(
+            dates=dates,
+            reference=ref,
+            pairs=pairs,
+            steps=steps,
+            bursts=_simulator_bursts(config),
+            disk_gb=round(pixel_bytes / 1024**3 + SIM_FIXED_MB / 1024, 3),
+            peak_memory_mb=SIM_LINE_MEMORY_MB,
+            dates_are_estimated=estimated,
+        )
     bursts = BURSTS_PER_SWATH * len(ts.swaths)
     looks = ts.range_looks * ts.azimuth_looks
     # Disk: SAFE zips + coregistered full-res bursts + merged SLCs + multilooked products.

@@ -1,16 +1,19 @@
 """Pre-flight: everything about a run that can be known before any download or processing.
 
 ``insarflow validate``, ``insarflow plan`` and the start of every run call
-:func:`preflight`; it reports every problem at once, each naming the field or file, the
-value and the fix, and touches nothing on disk.
+:func:`preflight` (inputs, credentials, the ISCE2 environment, the network's size); it
+reports every problem at once, each naming the field or file, the value and the fix, and
+touches nothing on disk. :func:`environment_issues` checks the credentials of a
+configuration that failed validation, so that those problems are reported with it.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flows.config import STAGES, ConfigError, ConfigIssue, StackConfig
 
@@ -87,6 +90,14 @@ def preflight(
                 "downloads are off but inputs.slc_dir is empty: give the folder of SAFE zips "
                 "or set download_missing: true",
             )
+
+    if real and "acquire" in stages and inputs.download_missing:
+        # Needed for sure only when nothing is on disk; a broken source is a trap anyway.
+        issues.extend(
+            credential_issues(
+                config.acquisition.credentials_secret_block, required=inputs.slc_dir is None
+            )
+        )
 
     if real and ("topsstack" in stages or _needs_isce2_dem(config, stages)):
         from tasks.isce2_env import IsceNotFoundError, probe_isce2
@@ -198,3 +209,44 @@ def _check_orbits(config: StackConfig, issue: IssueSink) -> None:
             "precise (POEORB) or restituted (RESORB) .EOF files there, or set "
             "inputs.download_missing: true to fetch them",
         )
+
+
+def credential_issues(block: str | None, *, required: bool) -> list[ConfigIssue]:
+    """Earthdata credentials: a source that is configured but broken (a ~/.netrc others can
+    read, a Secret block that does not exist) and, when ``required``, none at all."""
+    from tasks.credentials import CredentialsError, find_credentials, load_earthdata_credentials
+
+    field_name = "acquisition.credentials_secret_block" if block else "Earthdata credentials"
+    try:
+        if required:
+            load_earthdata_credentials(secret_block=block)
+        else:
+            find_credentials("earthdata", secret_block=block)
+    except CredentialsError as exc:
+        return [ConfigIssue(field=field_name, value=block, message=str(exc))]
+    except Exception as exc:  # the Prefect API holding the block is unreachable
+        return [
+            ConfigIssue(
+                field="acquisition.credentials_secret_block",
+                value=block,
+                message=f"the Prefect API could not be asked for this Secret block "
+                f"({type(exc).__name__}); start the server PREFECT_API_URL names, or use "
+                "~/.netrc or EARTHDATA_USERNAME/EARTHDATA_PASSWORD instead",
+            )
+        ]
+    return []
+
+
+def environment_issues(data: Mapping[str, Any], stages: Collection[str]) -> list[ConfigIssue]:
+    """The credential problems of a raw configuration that failed validation."""
+    if data.get("engine", "isce2") != "isce2" or "acquire" not in stages:
+        return []
+    acquisition = data.get("acquisition")
+    block = acquisition.get("credentials_secret_block") if isinstance(acquisition, dict) else None
+    inputs = data.get("inputs")
+    inputs = inputs if isinstance(inputs, dict) else {}
+    if inputs.get("download_missing") is False:
+        return []
+    return credential_issues(
+        block if isinstance(block, str) else None, required=not inputs.get("slc_dir")
+    )

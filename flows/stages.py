@@ -480,11 +480,18 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     )
     # MintPy's steps are sequential; each is its own task so the UI shows progress and
     # a rerun resumes through MintPy's own skip logic.
+    from tasks.progress import StageProgress
+
+    steps = mintpy_steps()
+    progress = StageProgress(
+        "mintpy", dict.fromkeys(steps, 1), unit="steps", artifact_key="mintpy-progress"
+    )
     run_id = _run_id()
-    for step in mintpy_steps():
+    for step in steps:
         MINTPY_STEP_TASKS[step](
             step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
         )
+        progress.advance(step)
     # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot = yes
     plot_task(paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id)
     outputs = sbas_outputs(paths.mintpy, cfg)

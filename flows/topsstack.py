@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,8 @@ from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
 from flows.compute import worker_resources
+from tasks.progress import StageProgress
+from tasks.progress import log as progress_log
 from tasks.topsstack.dag import build_dag
 from tasks.topsstack.executor import (
     ENV_MEMORY_MB,
@@ -50,6 +53,11 @@ from tasks.topsstack.executor import (
 from tasks.topsstack.runfiles import RunLine, parse_run_files
 
 REPORT_KEY = "topsstack-report"
+PROGRESS_KEY = "topsstack-progress"
+
+
+def _run_file(line: RunLine) -> str:
+    return f"run_{line.step_number:02d}_{line.step}"
 
 
 def make_task_runner(
@@ -60,8 +68,10 @@ def make_task_runner(
     use_gpu: bool = False,
     scheduler_address: str | None = None,
     cluster: dict[str, Any] | None = None,
+    scratch_dir: Path | None = None,
 ) -> DaskTaskRunner:
-    """A runner on an existing scheduler, or on a local cluster sharing the memory budget.
+    """A runner on an existing scheduler, or on a local cluster sharing the memory budget
+    (its scratch space in ``scratch_dir``, default Dask's temporary directory).
 
     Local workers are threads of one process: each line is an external program, so worker
     threads only wait on subprocesses, and one process starts fast and pickles nothing.
@@ -77,7 +87,8 @@ def make_task_runner(
             "threads_per_worker": threads_per_worker,
             "processes": False,
             "resources": worker_resources(memory_budget_mb // n_workers, 1 if use_gpu else 0),
-            "dashboard_address": ":0",  # any free port; the runner logs the link
+            "dashboard_address": "127.0.0.1:0",  # any free port, this machine only
+            **({"local_directory": str(scratch_dir)} if scratch_dir else {}),
         },
     )
 
@@ -302,6 +313,12 @@ def execute_stack(
         use_gpu=use_gpu,
         worker_memory_mb=int(min(worker_mb or memory_budget_mb, memory_budget_mb)),
     )
+    progress = StageProgress(
+        "topsstack", Counter(_run_file(line) for line in lines), artifact_key=PROGRESS_KEY
+    )
+    scheduler.on_finished = lambda line, result: progress.advance(
+        _run_file(line), skipped=result.status == "skipped"
+    )
     tagged = limited_classes_in_force()
     get_run_logger().info(
         "tag concurrency limits in force for: %s",
@@ -364,6 +381,13 @@ def execute_stack(
                 )
                 submit(retry)
     report = scheduler.report()
+    if report.skipped:
+        progress_log.info(
+            "topsstack: %d of %d lines skipped: already done (completion marker matches the "
+            "line and its config file)",
+            len(report.skipped),
+            len(lines),
+        )
     if report.failures:
         raise StackFailed(report)
     return report
@@ -404,6 +428,7 @@ def topsstack_flow(
         use_gpu=use_gpu,
         scheduler_address=scheduler_address,
         cluster=cluster,
+        scratch_dir=stack_dir / "dask-scratch",
     )
     with runner:
         try:

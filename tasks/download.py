@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +40,8 @@ from tenacity import (
 
 from tasks.credentials import Credentials, CredentialsError, EarthdataAuth
 from tasks.diskspace import check_free_space
+from tasks.progress import create_progress_artifact, format_duration, update_progress_artifact
+from tasks.progress import log as progress_log
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,10 +98,86 @@ class _TransientError(Exception):
         self.retry_after = retry_after
 
 
+class ServiceUnreachable(PermanentError):
+    """A network failure no retry fixes: the host name does not resolve, or TLS fails."""
+
+
+_HOST_IN_TEXT = re.compile(r"host='([^']+)'")
+_DNS_FAILURE = (
+    "NameResolutionError",
+    "Name or service not known",
+    "nodename nor servname",
+    "Temporary failure in name resolution",
+    "getaddrinfo failed",
+)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, what it wraps (``__cause__``, ``__context__``, urllib3's ``reason``, exception
+    arguments), recursively, each once."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += list(current.args)
+        todo += [e for e in linked if isinstance(e, BaseException)]
+
+
+def unreachable_service(exc: BaseException, service: str) -> ServiceUnreachable | None:
+    """A plain-words error when ``exc`` is a DNS or TLS failure reaching ``service``."""
+    host = ""
+    for cause in _causes(exc):
+        request = getattr(cause, "_request", None)  # httpx errors carry their request
+        if request is not None and not host:
+            host = request.url.host
+        found = _HOST_IN_TEXT.search(str(cause))
+        if found and not host:
+            host = found.group(1)
+    text = " | ".join(f"{type(c).__name__}: {c}" for c in _causes(exc))
+    where = f"{service} ({host})" if host else service
+    if any(isinstance(c, socket.gaierror) for c in _causes(exc)) or any(
+        marker in text for marker in _DNS_FAILURE
+    ):
+        return ServiceUnreachable(
+            f"cannot reach {where}: the host name does not resolve. Check that this machine "
+            "is online and its DNS works (or the proxy in HTTPS_PROXY), then run again."
+        )
+    if any(isinstance(c, ssl.SSLError) for c in _causes(exc)) or "SSLError" in text:
+        return ServiceUnreachable(
+            f"cannot reach {where}: the secure (TLS) connection failed. Check the system "
+            "clock, any proxy that intercepts HTTPS, and the CA certificates "
+            "(SSL_CERT_FILE or REQUESTS_CA_BUNDLE), then run again."
+        )
+    return None
+
+
 def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry a task unless it failed permanently."""
-    exc = getattr(state, "data", None)
-    return not isinstance(exc, PermanentError | CredentialsError)
+    """Prefect ``retry_condition_fn``: retry a task unless it failed permanently; say when."""
+    data = getattr(state, "data", None)
+    exc = getattr(data, "result", data)  # a persisted failure wraps it in a result record
+    if isinstance(exc, PermanentError | CredentialsError):
+        return False
+    if isinstance(exc, BaseException) and unreachable_service(exc, task.name) is not None:
+        return False
+    attempt, attempts = task_run.run_count, task.retries + 1
+    if attempt >= attempts:
+        return True  # Prefect ends the run; nothing to announce
+    delays = task.retry_delay_seconds
+    delay = delays[min(attempt - 1, len(delays) - 1)] if isinstance(delays, list) else delays
+    run_logger().warning(
+        "%s failed (%s); retrying in %s s (attempt %d of %d)",
+        task.name,
+        f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else exc,
+        f"{delay:g}",
+        attempt + 1,
+        attempts,
+    )
+    return True
 
 
 # ----------------------------------------------------------------------- model
@@ -158,13 +238,16 @@ def _format_bytes(n: float) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
-def _format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+def describe_download(p: DownloadProgress, files: tuple[int, int] | None = None) -> str:
+    """``download: 3 of 24 files, 1.2 GB of 4.5 GB at 35.1 MB/s, ETA 1:34``."""
+    from rich.filesize import decimal
+
+    total = decimal(p.total_bytes) if p.total_bytes is not None else "?"
+    counted = "" if files is None else f"{files[0]} of {files[1]} files, "
+    return (
+        f"download: {counted}{decimal(p.done_bytes)} of {total} at "
+        f"{decimal(int(p.bytes_per_s))}/s, ETA {format_duration(p.eta_s)}"
+    )
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -176,53 +259,6 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except MissingContextError:
         return log
-
-
-def _create_progress_artifact(description: str) -> UUID | None:
-    """A progress artifact for the current run (own client: Prefect's helper leaks one)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import ArtifactCreate
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    task_ctx, flow_ctx = TaskRunContext.get(), FlowRunContext.get()
-    try:
-        with get_client(sync_client=True) as client:
-            artifact = client.create_artifact(
-                ArtifactCreate(
-                    type="progress",
-                    data=0.0,
-                    description=description,
-                    task_run_id=task_ctx.task_run.id if task_ctx else None,
-                    flow_run_id=(
-                        task_ctx.task_run.flow_run_id
-                        if task_ctx
-                        else flow_ctx.flow_run.id
-                        if flow_ctx and flow_ctx.flow_run
-                        else None
-                    ),
-                )
-            )
-        return artifact.id
-    except Exception as exc:  # progress display must never fail a download
-        log.debug("no progress artifact: %s", exc)
-        return None
-
-
-def _update_progress_artifact(artifact_id: UUID, percent: float) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import ArtifactUpdate
-
-    try:
-        with get_client(sync_client=True) as client:
-            client.update_artifact(artifact_id, ArtifactUpdate(data=percent))
-    except Exception as exc:
-        log.debug("progress artifact update failed: %s", exc)
-
-
-def _in_prefect_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    return TaskRunContext.get() is not None or FlowRunContext.get() is not None
 
 
 class _Tracker:
@@ -248,8 +284,9 @@ class _Tracker:
         self._logger = run_logger()
         self._artifact: UUID | None = None
         self._published = -1.0
-        if _in_prefect_run():
-            self._artifact = _create_progress_artifact(f"Downloading {len(items)} file(s)")
+        self._description: str | None = None
+        self._sizes = {item.dest: item.size for item in items}
+        self._artifact = create_progress_artifact(f"Downloading {len(items)} file(s)")
 
     def set_file(
         self, item: DownloadItem, nbytes: int, *, transferred: int = 0, finished: bool = False
@@ -282,14 +319,14 @@ class _Tracker:
             self._log(report)
 
     def _log(self, p: DownloadProgress) -> None:
-        total = _format_bytes(p.total_bytes) if p.total_bytes is not None else "?"
-        self._logger.info(
-            "downloaded %s of %s at %s/s, ETA %s",
-            _format_bytes(p.done_bytes),
-            total,
-            _format_bytes(p.bytes_per_s),
-            _format_eta(p.eta_s),
+        self._description = describe_download(
+            p,
+            files=(
+                sum(self._file_bytes[d] == n for d, n in self._sizes.items()),
+                len(self._sizes),
+            ),
         )
+        progress_log.info(self._description)
 
     def publish(self) -> None:
         """Update the Prefect progress artifact (call from the task's own thread)."""
@@ -298,7 +335,7 @@ class _Tracker:
         with self._lock:
             percent = min(100.0, 100.0 * sum(self._file_bytes.values()) / self.total)
         if percent != self._published:
-            _update_progress_artifact(self._artifact, percent)
+            update_progress_artifact(self._artifact, percent, self._description)
             self._published = percent
 
 
@@ -510,7 +547,9 @@ def _fetch(
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, _TransientError | httpx.TransportError)
+    return isinstance(exc, _TransientError | httpx.TransportError) and (
+        unreachable_service(exc, "") is None
+    )
 
 
 class _Wait:
@@ -586,6 +625,8 @@ def download_file(
                 with attempt:
                     _fetch(client, item, part, chunk_size, tracker)
         except (_TransientError, httpx.TransportError) as exc:
+            if unreachable := unreachable_service(exc, "the download server"):
+                raise unreachable from None
             raise DownloadError(
                 f"{safe_url(item.url)}: giving up after {max_attempts} attempts: "
                 f"{type(exc).__name__}: {exc}; the partial file {part} is kept for resuming",

@@ -706,13 +706,34 @@ def _remove_attempt_outputs(
 # - the automatic reference point is a pixel drawn with Python's unseeded ``random``,
 #   so two runs on the same data (or a run resumed after a kill) would give products
 #   relative to different pixels; a fixed seed makes the choice reproducible.
+# MintPy's local Dask cluster (``LocalCluster()`` with Dask's defaults) gets its scratch space
+# under the MintPy directory and listens on this machine only.
 _RUNNER = """\
 import random
 import sys
 
 
+def _local_only_cluster() -> None:
+    import os
+
+    import dask.distributed
+
+    scratch = os.path.join(sys.argv[sys.argv.index("--dir") + 1], "dask-scratch")
+
+    class LocalCluster(dask.distributed.LocalCluster):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("host", "127.0.0.1")
+            kwargs.setdefault("dashboard_address", "127.0.0.1:0")
+            kwargs.setdefault("local_directory", scratch)
+            super().__init__(*args, **kwargs)
+
+    dask.distributed.LocalCluster = LocalCluster
+
+
 def _run() -> None:
     random.seed(0)
+    if "--dir" in sys.argv:
+        _local_only_cluster()
     if "quick_overview" in sys.argv[1:]:
         import numpy as np
         from mintpy.utils import plot, readfile

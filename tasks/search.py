@@ -20,7 +20,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from tasks.download import PermanentError, retry_condition, run_logger
+from tasks.download import PermanentError, retry_condition, run_logger, unreachable_service
 
 SNWE = tuple[float, float, float, float]
 
@@ -44,6 +44,10 @@ _CHANNELS = {
 
 class EmptySearchError(PermanentError):
     """The search found nothing usable; the message says which criterion to widen."""
+
+
+class SearchRefused(PermanentError):
+    """The search service answered the query with a 4xx status."""
 
 
 class AreaError(ValueError, PermanentError):
@@ -323,7 +327,17 @@ def find_scenes(
         cmr_host=cmr_host,
     )
     search: Callable[..., Any] = asf_search.search
-    products = search(opts=asf_search.ASFSearchOptions(**base))
+    try:
+        products = search(opts=asf_search.ASFSearchOptions(**base))
+    except Exception as exc:
+        if unreachable := unreachable_service(exc, "the ASF search service"):
+            raise unreachable from None
+        if isinstance(exc, asf_search.ASFSearch4xxError):
+            raise SearchRefused(
+                f"the ASF search service refused the query ({exc}); check the area, dates and "
+                "track in the configuration"
+            ) from None
+        raise
     seen: set[str] = set()
     scenes: list[Scene] = []
     for product in products:
@@ -348,7 +362,23 @@ def find_scenes(
     if flight_direction:
         criteria["direction"] = ("flightDirection",)
     raise EmptySearchError(
-        f"no Sentinel-1 IW SLC scenes for {described}.\n{_diagnose(criteria, base, search)}"
+        f"no Sentinel-1 IW SLC scenes for {described}.{_bbox_order_hint(area_snwe)}\n"
+        f"{_diagnose(criteria, base, search)}"
+    )
+
+
+def _bbox_order_hint(area_snwe: SNWE | None) -> str:
+    """When the bbox read the other way round (W E S N) is a valid area too, say so: both
+    readings pass validation, and only the search shows the area is not the intended one."""
+    if area_snwe is None:
+        return ""
+    south, north, west, east = area_snwe
+    if not all(-90 <= v <= 90 for v in (west, east)):
+        return ""
+    return (
+        f"\nthe bbox is read as S N W E: latitude {south:g} to {north:g}, longitude {west:g} "
+        f"to {east:g}; if you meant latitude {west:g} to {east:g} and longitude {south:g} to "
+        f"{north:g}, write area.bbox: [{west:g}, {east:g}, {south:g}, {north:g}]"
     )
 
 

@@ -535,6 +535,8 @@ class StackScheduler:
     classes: Mapping[str, ResourceClass]
     worker_memory_mb: int | None = None
     started_at: float = field(default_factory=time.monotonic)
+    # Called with each line that finished (ran or skipped as done), e.g. to show progress.
+    on_finished: Callable[[RunLine, LineResult], None] | None = None
 
     def __post_init__(self) -> None:
         by_id = {line.line_id: line for line in self.lines}
@@ -612,6 +614,8 @@ class StackScheduler:
         self._attempts.append(
             AttemptRecord(line_id, sub.attempt, sub.memory_mb, result.status, result.duration_s)
         )
+        if self.on_finished is not None:
+            self.on_finished(sub.line, result)
 
     def failed(self, line_id: str, error: LineFailed, duration_s: float = 0.0) -> Submission | None:
         """Record a failed attempt; return the retry to submit, or None (the run stops)."""

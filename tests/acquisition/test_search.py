@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tasks.download import ServiceUnreachable, retry_condition
 from tasks.search import (
     AreaError,
     EmptySearchError,
@@ -21,6 +24,7 @@ from tasks.search import (
     group_by_date,
     scenes_from_umm,
     search_scenes,
+    search_scenes_task,
     summary_rows,
     summary_table,
 )
@@ -287,3 +291,51 @@ def test_coverage_rejects_mixed_tracks() -> None:
     result = check_coverage(group_by_date(scenes), area_polygon((0.5, 1.5, 0.5, 1.5)))
     assert result.dates == {}
     assert result.excluded == {"20240101": "slices from several tracks [1, 2]"}
+
+
+def test_unresolvable_search_host_fails_at_once_in_plain_words() -> None:
+    # ".invalid" never resolves (RFC 2606): a permanent failure, reported without retrying.
+    with pytest.raises(ServiceUnreachable) as err:
+        find_scenes(AREA, track=94, **JAN_2021, cmr_host="cmr.earthdata.invalid")
+    message = str(err.value)
+    assert message.startswith(
+        "cannot reach the ASF search service (cmr.earthdata.invalid): the host name does not "
+        "resolve. Check that this machine is online"
+    )
+    assert "HTTPSConnectionPool" not in message
+    assert not retry_condition(search_scenes_task, _Run(1), _Failed(err.value))
+
+
+def test_transient_failures_announce_the_retry(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="insarflow.download")
+    exc = ConnectionResetError("connection reset by peer")
+    assert retry_condition(search_scenes_task, _Run(1), _Failed(exc))
+    assert (
+        "search-scenes failed (ConnectionResetError: connection reset by peer); retrying in "
+        "10 s (attempt 2 of 3)"
+    ) in caplog.text
+    assert retry_condition(search_scenes_task, _Run(2), _Failed(exc))
+    assert "retrying in 60 s (attempt 3 of 3)" in caplog.text
+
+
+def test_empty_search_shows_how_the_bbox_was_read(
+    server: FaultServer, stack_records: list[dict[str, Any]]
+) -> None:
+    # W E S N for Fairbanks would be out of range; a box valid both ways gets the hint.
+    cmr = FakeCMR(server, stack_records)
+    with pytest.raises(EmptySearchError) as err:
+        find_scenes((13.0, 14.0, 42.0, 43.0), track=94, **JAN_2021, **_cmr_kwargs(cmr))
+    assert (
+        "the bbox is read as S N W E: latitude 13 to 14, longitude 42 to 43; if you meant "
+        "latitude 42 to 43 and longitude 13 to 14, write area.bbox: [42, 43, 13, 14]"
+    ) in str(err.value)
+
+
+@dataclass
+class _Run:
+    run_count: int
+
+
+@dataclass
+class _Failed:
+    data: BaseException

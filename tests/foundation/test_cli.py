@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,9 @@ from tests.support.fake_isce2 import fake_isce2
 EXE = shutil.which("insarflow", path=str(Path(sys.executable).parent))
 
 
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     assert EXE, "the insarflow console script is not installed in this environment"
     return subprocess.run(
         [EXE, *args],
@@ -24,7 +27,13 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
         text=True,
         timeout=120,
         check=False,
-        env={"COLUMNS": "200", "PATH": str(Path(sys.executable).parent), "HOME": str(Path.home())},
+        env={
+            "COLUMNS": "200",
+            "PATH": str(Path(sys.executable).parent),
+            "HOME": str(Path.home()),
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+            **(env or {}),
+        },
     )
 
 
@@ -37,9 +46,11 @@ def test_version() -> None:
 def test_config_round_trips_through_validate(tmp_path: Path) -> None:
     template = run("config")
     assert template.returncode == 0
+    # validate also checks what a run needs: Earthdata credentials and ISCE2.
     env_sh = fake_isce2(tmp_path / "isce2")
     text = template.stdout.replace("  env_script: null", f"  env_script: {env_sh}")
-    checked = run("validate", "-", stdin=text)
+    env = {"EARTHDATA_USERNAME": "u", "EARTHDATA_PASSWORD": "p"}
+    checked = run("validate", "-", stdin=text, env=env)
     assert checked.returncode == 0, checked.stderr
     assert "valid" in checked.stdout
     assert "ISCE2 2.6.5" in checked.stdout
@@ -66,7 +77,7 @@ def test_schema() -> None:
 def test_validate_prints_all_four_errors_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "name: t142\nwork_dir: /tmp/t142\n"
+        "name: t142\nwork_dir: /tmp/t142\nengine: simulator\n"
         "area: {bbox: [117.95, 116.5, 34.0, 34.6]}\n"  # W E S N order, and south > north
         "acquisition: {track: 142, start: 2025-04-15, end: 2024-12-01}\n"
         "topsstack: {swaths: [1, 2, 4]}\n"

@@ -98,7 +98,7 @@ def test_west_east_reversed() -> None:
 def test_start_after_end() -> None:
     assert issues_of(minimal(acquisition__start="2025-05-01")) == [
         (
-            "acquisition",
+            "acquisition.end",
             "start 2025-05-01 is not before end 2025-04-15: swap them or widen the range",
         )
     ]
@@ -144,7 +144,48 @@ def test_all_errors_reported_at_once() -> None:
         acquisition__start="2025-05-01",
     )
     fields = [f for f, _ in issues_of(data)]
-    assert fields == ["area.bbox", "area.bbox", "acquisition", "topsstack.swaths"]
+    assert fields == ["area.bbox", "area.bbox", "acquisition.end", "topsstack.swaths"]
+
+
+def test_dates_order_reported_beside_other_field_errors() -> None:
+    data = minimal(acquisition__start="2025-05-01", acquisition__track=0)
+    assert [f for f, _ in issues_of(data)] == ["acquisition.track", "acquisition.end"]
+
+
+@pytest.mark.parametrize(
+    ("swaths", "message"),
+    [
+        (4, "swaths must be a list of swath numbers, e.g. [3] or [1, 2, 3]"),
+        (3, "swaths must be a list of swath numbers, e.g. [3] or [1, 2, 3]"),
+        (["IW3"], "swaths are numbers, not names: write [3] instead of ['IW3']"),
+        (["iw1", 2], "swaths are numbers, not names: write [1, 2] instead of ['iw1', 2]"),
+    ],
+)
+def test_swaths_scalar_or_names_get_a_fix(swaths: Any, message: str) -> None:
+    assert issues_of(minimal(topsstack__swaths=swaths)) == [("topsstack.swaths", message)]
+
+
+def test_use_gpu_without_gpus_is_an_error() -> None:
+    fix = "set compute.gpus to the number of GPUs, or set topsstack.use_gpu to false"
+    assert issues_of(minimal(topsstack__use_gpu=True)) == [
+        ("compute", f"topsstack.use_gpu is true but compute.gpus is 0: {fix}")
+    ]
+    parse_config(minimal(topsstack__use_gpu=True, compute__gpus=1))
+    parse_config(minimal(topsstack__use_gpu=True, compute__scheduler_address="tcp://h:8786"))
+    [(_, message)] = issues_of(
+        minimal(topsstack__use_gpu=True, compute__jobqueue={"kind": "slurm"})
+    )
+    assert message.startswith("topsstack.use_gpu is true but compute.jobqueue.gpus_per_job is 0")
+    # the template (the reference study uses a GPU) is consistent
+    assert example_config().compute.gpus >= 1
+
+
+def test_generic_type_errors_carry_a_fix() -> None:
+    [(field, message)] = issues_of(minimal(topsstack__connections="three"))
+    assert field == "topsstack.connections"
+    assert message.endswith("; fix: give a whole number")
+    [(field, message)] = issues_of(minimal(acquisition__start="1st of May"))
+    assert message.endswith("; fix: give a date as YYYY-MM-DD")
 
 
 def test_wkt_area_and_exactly_one() -> None:

@@ -112,7 +112,7 @@ WRONG_TYPES: list[tuple[tuple[str, ...], Any, str]] = [
     (("acquisition", "track"), [142], "valid integer"),
     (("acquisition", "start"), "yesterday", "valid date"),
     (("topsstack", "use_gpu"), "maybe", "valid boolean"),
-    (("topsstack", "swaths"), "1 2 3", "valid list"),
+    (("topsstack", "swaths"), "1 2 3", "must be a list of swath numbers"),
     (("area", "bbox"), "34 35 116 117", "valid tuple"),
     (("mintpy", "extra"), ["mintpy.a=b"], "valid dictionary"),
     (("compute", "memory_gb"), {"value": 4}, "valid number"),
@@ -165,13 +165,13 @@ def breakages(draw: st.DrawFn, base: dict[str, Any]) -> tuple[dict[str, Any], Br
         start = draw(st.dates(date(2015, 1, 1), date(2030, 1, 1)))
         end = start - timedelta(days=draw(st.integers(0, 400)))
         data["acquisition"]["start"], data["acquisition"]["end"] = str(start), str(end)
-        return data, Breakage("reversed dates", "acquisition", ("swap them",))
+        return data, Breakage("reversed dates", "acquisition.end", ("swap them",))
     if kind == "reference":
         days = draw(st.integers(1, 3000))
         ref = date.fromisoformat(data["acquisition"]["end"]) + timedelta(days=days)
         data["topsstack"]["reference_date"] = str(ref)
         return data, Breakage(
-            "reference date outside", "(top level)", ("topsstack.reference_date", "inside")
+            "reference date outside", "topsstack", ("topsstack.reference_date", "inside")
         )
     path = draw(
         st.sampled_from([("acquisition", "track"), ("acquisition", "start"), ("name",), ("area",)])
