@@ -7,6 +7,7 @@ An empty search raises :class:`EmptySearchError` saying which criterion to widen
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -289,6 +290,28 @@ def _diagnose(criteria: dict[str, Any], base: dict[str, Any], search: Callable[.
     return "\n".join([*lines, advice])
 
 
+def search_refused(exc: Exception, cmr_host: str | None) -> SearchRefused:
+    """The search service's 4xx answer in plain words: which service, what to check."""
+    from asf_search.constants import INTERNAL
+
+    host = cmr_host or INTERNAL.CMR_HOST
+    found = re.match(r"HTTP (\d{3})", str(exc))
+    status = int(found.group(1)) if found else 0
+    if status in (401, 403):
+        check = (
+            "the search needs no login, so this machine or a proxy on its way is being refused: "
+            "check HTTPS_PROXY and the network's policy for that host"
+        )
+    elif status == 404:
+        check = "the search address does not exist there: check any proxy or mirror in between"
+    else:
+        check = "check the area, dates and track in the configuration"
+    return SearchRefused(
+        f"the ASF search service ({host}) refused the query with HTTP {status or '4xx'}; "
+        f"{check} ({exc})"
+    )
+
+
 def find_scenes(
     area_snwe: SNWE | None = None,
     *,
@@ -333,10 +356,7 @@ def find_scenes(
         if unreachable := unreachable_service(exc, "the ASF search service"):
             raise unreachable from None
         if isinstance(exc, asf_search.ASFSearch4xxError):
-            raise SearchRefused(
-                f"the ASF search service refused the query ({exc}); check the area, dates and "
-                "track in the configuration"
-            ) from None
+            raise search_refused(exc, cmr_host) from None
         raise
     seen: set[str] = set()
     scenes: list[Scene] = []

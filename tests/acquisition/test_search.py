@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from tasks.search import (
     AreaError,
     EmptySearchError,
     Scene,
+    SearchRefused,
     area_polygon,
     check_coverage,
     find_scenes,
@@ -339,3 +341,39 @@ class _Run:
 @dataclass
 class _Failed:
     data: BaseException
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (401, "the search needs no login"),
+        (403, "check HTTPS_PROXY"),
+        (404, "the search address does not exist there"),
+        (400, "check the area, dates and track"),
+    ],
+)
+def test_refused_search_names_the_service_and_what_to_check(
+    server: FaultServer, code: int, advice: str
+) -> None:
+    """A 4xx from the search service fails at once, in plain words, without retries."""
+    from tests.acquisition.cmr_server import GRANULE_PATH
+    from tests.acquisition.fault_server import Reply
+
+    def refuse(request: object) -> Reply:
+        return Reply(
+            status=code,
+            headers={"Content-Type": "application/json"},
+            body=json.dumps({"errors": ["refused"]}).encode(),
+        )
+
+    cmr = FakeCMR(server, [])
+    server.route(GRANULE_PATH, refuse)  # replaces the stand-in's answers
+    with pytest.raises(SearchRefused) as err:
+        find_scenes(AREA, track=94, **JAN_2021, **_cmr_kwargs(cmr))
+    message = str(err.value)
+    assert (
+        f"the ASF search service (127.0.0.1:{server.port}) refused the query with HTTP {code}"
+        in message
+    )
+    assert advice in message
+    assert len(server.requests()) == 1
