@@ -120,7 +120,9 @@ def test_isce2_dem_is_linked_with_private_sidecars(tmp_path: Path) -> None:
 
 
 def _config(tmp_path: Path, **inputs: object) -> StackConfig:
-    env_sh = fake_isce2(tmp_path / "isce2")
+    env_sh = tmp_path / "isce2" / "env.sh"
+    if not env_sh.is_file():
+        fake_isce2(tmp_path / "isce2")
     return parse_config(
         {
             "name": "s",
@@ -201,3 +203,30 @@ def test_preflight_refuses_a_two_date_simulator_network(tmp_path: Path) -> None:
     )
     assert preflight(config).issues == []  # 3 dates, 2 interferograms: enough
     assert preflight(config, ["acquire", "topsstack"]).issues == []
+
+
+def test_credentials_are_asked_for_only_when_a_download_can_be_needed(
+    tmp_path: Path, user_folders: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("EARTHDATA_USERNAME", raising=False)
+    monkeypatch.delenv("EARTHDATA_PASSWORD", raising=False)
+    stages = ["acquire"]  # the ISCE2 probe is not what this test is about
+
+    def fields(**inputs: object) -> set[str]:
+        return {i.field for i in preflight(_config(tmp_path, **inputs), stages).issues}
+
+    # Everything may already be on disk: credentials are asked for only if a date is missing.
+    assert fields(slc_dir=str(user_folders / "SLC")) == set()
+    assert fields(slc_dir=str(user_folders / "SLC"), download_missing=False) == set()
+    # Nothing on disk: the downloads need them now, before any work.
+    assert fields() == {"Earthdata credentials"}
+    # A broken source is a trap whenever downloads are on.
+    netrc = home / ".netrc"
+    netrc.write_text("machine urs.earthdata.nasa.gov login u password p\n")
+    netrc.chmod(0o644)
+    [issue] = preflight(_config(tmp_path, slc_dir=str(user_folders / "SLC")), stages).issues
+    assert issue.field == "Earthdata credentials"
+    assert "chmod 600" in issue.message
