@@ -33,6 +33,22 @@ class PreflightReport:
             raise ConfigError(source, self.issues)
 
 
+def scenes_on_disk(config: StackConfig) -> dict[str, list[Path]]:
+    """The SAFE zips of ``inputs.slc_dir`` that belong to the stack, by date."""
+    from tasks.inputs import local_scenes
+
+    acq = config.acquisition
+    assert config.inputs.slc_dir is not None
+    return local_scenes(
+        config.inputs.slc_dir,
+        track=acq.track,
+        start=acq.start,
+        end=acq.end,
+        platforms=acq.platforms,
+        exclude_dates=acq.exclude_dates,
+    )
+
+
 def known_dates(config: StackConfig) -> list[str] | None:
     """The stack's dates when they can be known without a network: simulator or offline inputs."""
     if config.engine == "simulator":
@@ -42,19 +58,7 @@ def known_dates(config: StackConfig) -> list[str] | None:
     inputs = config.inputs
     if inputs.slc_dir is None or inputs.download_missing or not inputs.slc_dir.is_dir():
         return None
-    from tasks.inputs import local_scenes
-
-    acq = config.acquisition
-    return sorted(
-        local_scenes(
-            inputs.slc_dir,
-            track=acq.track,
-            start=acq.start,
-            end=acq.end,
-            platforms=acq.platforms,
-            exclude_dates=acq.exclude_dates,
-        )
-    )
+    return sorted(scenes_on_disk(config))
 
 
 def preflight(
@@ -180,22 +184,13 @@ def _check_orbits(config: StackConfig, issue: IssueSink) -> None:
     """Offline: every date has a local orbit file (precise or restituted) covering it."""
     from datetime import timedelta
 
-    from tasks.inputs import local_scenes
     from tasks.orbits import parse_orbit_name, parse_safe_name
 
     inputs = config.inputs
-    acq = config.acquisition
     assert inputs.slc_dir is not None and inputs.orbit_dir is not None
     if not inputs.orbit_dir.is_dir():
         return  # reported above
-    local = local_scenes(
-        inputs.slc_dir,
-        track=acq.track,
-        start=acq.start,
-        end=acq.end,
-        platforms=acq.platforms,
-        exclude_dates=acq.exclude_dates,
-    )
+    local = scenes_on_disk(config)
     scenes = [parse_safe_name(f) for files in local.values() for f in files]
     folders = [f for f in (inputs.orbit_dir, config.paths.orbits) if f.is_dir()]
     orbits = [o for f in folders for p in f.glob("*.EOF") if (o := parse_orbit_name(p))]

@@ -177,7 +177,8 @@ def acquire_stage(config: StackConfig) -> AcquireResult:
 
 def _acquire_real(config: StackConfig) -> AcquireResult:
     """SLCs, orbits and DEM: the user's files where given, downloads for what is missing."""
-    from tasks.inputs import link_into, local_scenes, user_dem
+    from flows.preflight import scenes_on_disk
+    from tasks.inputs import link_into, user_dem
 
     logger = get_run_logger()
     paths = config.paths
@@ -185,14 +186,7 @@ def _acquire_real(config: StackConfig) -> AcquireResult:
     inputs = config.inputs
     local: dict[str, list[Path]] = {}
     if inputs.slc_dir is not None:
-        local = local_scenes(
-            inputs.slc_dir,
-            track=acq.track,
-            start=acq.start,
-            end=acq.last_date(),
-            platforms=acq.platforms,
-            exclude_dates=acq.exclude_dates,
-        )
+        local = scenes_on_disk(config)
         logger.info("%d date(s) of SAFE zips found in %s", len(local), inputs.slc_dir)
     excluded: dict[str, str] = {}
     downloaded: list[Path] = []

@@ -395,11 +395,11 @@ def stitch_isce2_dem(
     if not path.is_file():
         raise DemError(f"dem.py finished but {path} is missing; see {log_path}")
     info = read_dem_info(path)
-    _absolute_file_name(path)
+    absolute_file_name(path)
     return info
 
 
-def _absolute_file_name(path: Path) -> None:
+def absolute_file_name(path: Path) -> None:
     """Point the XML's file_name at the absolute raster path (ISCE2 resolves it from cwd)."""
     xml_path = path.with_name(path.name + ".xml")
     tree = ET.parse(xml_path)
@@ -432,7 +432,7 @@ def prepare_dem(
     wanted = _padded(snwe, margin_deg)
     existing = find_dem(dem_dir, wanted)
     if existing is not None:
-        _absolute_file_name(existing.path)
+        absolute_file_name(existing.path)
         run_logger().info("reusing DEM %s (covers %s)", existing.path.name, list(wanted))
         return existing.path
     if source == "copernicus":

@@ -15,7 +15,14 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
-from tasks.dem import SNWE, DemError, DemInfo, read_dem_info, write_isce_dem
+from tasks.dem import (
+    SNWE,
+    DemError,
+    DemInfo,
+    absolute_file_name,
+    read_dem_info,
+    write_isce_dem,
+)
 from tasks.orbits import parse_orbit_name, parse_safe_name
 
 _SAFE = re.compile(
@@ -132,24 +139,13 @@ def user_dem(dem: Path, dem_dir: Path, snwe: SNWE) -> Path:
         ) from None
     _check_covers(info, snwe, dem)
     link = link_into([dem], dem_dir)[0]
-    # ISCE2 reads the raster's name from the .xml: copies that point at the user's raster.
+    # ISCE2 reads the raster's name from the .xml: private copies, pointed at the raster.
     for suffix in (".xml", ".vrt"):
         side = dem.with_name(dem.name + suffix)
         if side.is_file():
             shutil.copyfile(side, link.with_name(link.name + suffix))
-    _point_xml_at(link)
+    absolute_file_name(link)
     return link
-
-
-def _point_xml_at(link: Path) -> None:
-    import xml.etree.ElementTree as ET
-
-    xml_path = link.with_name(link.name + ".xml")
-    tree = ET.parse(xml_path)
-    for prop in tree.getroot().findall("property"):
-        if prop.get("name") == "file_name" and (value := prop.find("value")) is not None:
-            value.text = str(link)
-    tree.write(xml_path, encoding="unicode")
 
 
 def _converted_geotiff(tif: Path, dem_dir: Path, snwe: SNWE) -> Path:
