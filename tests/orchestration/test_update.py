@@ -8,7 +8,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.states import State
 
-from flows.config import dump_config
 from flows.stages import AcquireResult, acquire_stage, acquisition_record
 from flows.update import new_dates, sbas_update
 
@@ -49,12 +48,10 @@ def test_nothing_new_finishes_at_once_without_running_a_stage(
     acquire_stage(config)  # what sbas-update reads: the record of the processed dates
     record = AcquireResult.load(acquisition_record(config))
     assert record is not None and record.dates == FIVE_DATES
-    config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(dump_config(config))
     before, runs_before = _snapshot(config.paths.root), _stage_run_counts()
     assert runs_before["acquire"] >= 1
 
-    state = sbas_update(str(config_path), return_state=True)
+    state = sbas_update(config, return_state=True)
 
     assert isinstance(state, State)
     assert state.is_completed() and state.name == "Nothing new"
