@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import httpx
 import numpy as np
 import pytest
 import xarray as xr
@@ -37,7 +36,7 @@ from tasks.topsstack.executor import MARKER_DIR
 from tasks.topsstack.runfiles import RunLine, parse_run_files
 from tests.conftest import REPO_ROOT
 
-from .conftest import MakeConfig, Process, Processes, clean_env, free_port, wait_until
+from .conftest import MakeConfig, Process, Processes, Server, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,58 +46,6 @@ pytestmark = [
 
 RUN_TIMEOUT_S = 600
 STAGE_FLOWS = ["sbas", "acquire", "topsstack-stage", "sbas-mintpy", "products"]
-
-
-@dataclass
-class Server:
-    url: str
-    env: dict[str, str]  # for CLI subprocesses: this server, prompts off
-    process: Process
-
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> str:
-        """Run ``python -m prefect ARGS`` from the repository root; return its output."""
-        done = subprocess.run(
-            [sys.executable, "-m", "prefect", *args],
-            cwd=REPO_ROOT,
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-
-@pytest.fixture(scope="module")
-def server(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Server:
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = clean_env(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_ENABLED="false",
-        PREFECT_CLI_PROMPT="false",
-        MPLBACKEND="Agg",
-    )
-    env.pop("INSARFLOW_HOME", None)
-    address = ["--host", "127.0.0.1", "--port", str(port)]
-    process = processes.start(
-        "prefect-server",
-        # No scheduler service: the daily sbas-update schedule must not start real runs.
-        [sys.executable, "-m", "prefect", "server", "start", *address, "--no-scheduler"],
-        env,
-    )
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, timeout_s=120, what="prefect server", process=process)
-    return Server(url, env, process)
 
 
 @pytest.fixture(scope="module", autouse=True)
