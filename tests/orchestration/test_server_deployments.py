@@ -29,7 +29,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.setup import MEMORY_LIMIT, WORK_POOL
-from flows.config import StackConfig, dump_config
+from flows.config import StackConfig
 from flows.plan import expected_dates
 from tasks.topsstack.dag import build_dag, descendants
 from tasks.topsstack.executor import MARKER_DIR
@@ -172,20 +172,18 @@ def stack(
     assert adhoc.state is not None and adhoc.state.is_completed(), adhoc.state
     adhoc_zarr_dates = zarr_dates(config.paths.products / "timeseries.zarr")
 
-    config_path = root / "tiny-5.yaml"
-    config_path.write_text(dump_config(config))
     paths = config.paths
     files_before, runs_before = files(paths.root), stage_run_counts()
-    nothing_new = trigger("sbas-update/sbas-update", {"config_path": str(config_path)}, worker)
+    nothing_new = trigger(
+        "sbas-update/sbas-update", {"config": config.model_dump(mode="json")}, worker
+    )
     nothing_new_files = (files_before, files(paths.root))
     nothing_new_runs = (runs_before, stage_run_counts())
 
     adhoc_lines = parse_run_files(paths.stack)
     adhoc_line_runs, adhoc_markers = line_runs(paths.logs), markers(paths.stack)
     grown = make_config(root / "work", 7)
-    grown_path = root / "tiny-7.yaml"
-    grown_path.write_text(dump_config(grown))
-    updated = trigger("sbas-update/sbas-update", {"config_path": str(grown_path)}, worker)
+    updated = trigger("sbas-update/sbas-update", {"config": grown.model_dump(mode="json")}, worker)
     return Stack(
         config,
         adhoc,
@@ -226,16 +224,18 @@ def test_prefect_yaml_deploys_both_deployments(deployed: object) -> None:
         update = client.read_deployment_by_name("sbas-update/sbas-update")
     for dep in (adhoc, update):
         assert dep.work_pool_name == WORK_POOL
-        assert dep.global_concurrency_limit is not None
-        assert dep.global_concurrency_limit.limit == 1
-        assert dep.concurrency_options is not None
-        assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
+        # one run per stack comes from each stack's own limit, not the deployment's
+        assert dep.global_concurrency_limit is None
         assert dep.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
         ]
     assert adhoc.entrypoint == "flows/sbas.py:sbas" and not adhoc.schedules
     assert update.entrypoint == "flows/update.py:sbas_update"
-    assert update.parameters == {"config_path": "examples/track142_monitoring.yaml"}
+    assert update.parameters["config"]["name"] == "track142-monitoring"
+    # both take the same configuration form
+    adhoc_form, update_form = adhoc.parameter_openapi_schema, update.parameter_openapi_schema
+    assert adhoc_form["definitions"] == update_form["definitions"]
+    assert adhoc_form["required"] == update_form["required"] == ["config"]
     (schedule,) = update.schedules
     assert getattr(schedule.schedule, "cron", None) == "0 5 * * *"
 
@@ -266,7 +266,8 @@ def test_update_with_nothing_new_runs_no_stage(stack: Stack) -> None:
 def test_update_with_new_dates_runs_only_what_they_need(stack: Stack) -> None:
     state = stack.updated.state
     assert state is not None and state.is_completed(), state
-    assert state.message == "added 2 date(s): 20250130, 20250211"
+    assert state.message is not None
+    assert state.message.startswith("added 2 date(s): 20250130, 20250211; ")
     paths = stack.updated_config.paths
     # stackSentinel ran in update mode; the first run files were archived, not deleted
     (archived,) = (paths.stack / "archive").glob("*/run_files")
