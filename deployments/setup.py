@@ -8,6 +8,9 @@ Idempotent: run it any number of times against a Prefect server
   merge, unwrap: how many may run at once);
 - global concurrency limit ``insarflow-memory-gb`` (slots = GB of the memory budget)
   that tasks may occupy with their estimate.
+
+The one-slot limits ``insarflow-stack-<name>`` (one run per stack) are created by the
+runs themselves, on first use (``tasks.lock.stack_slot``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 import yaml
@@ -16,13 +16,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.config import (
+    STAGES,
     ConfigError,
     ConfigIssue,
     StackConfig,
+    Stage,
     WorkPaths,
     config_schema,
     config_template,
     load_config_text,
+    stage_range,
 )
 
 if TYPE_CHECKING:
@@ -41,9 +44,6 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-Stage = Literal["acquire", "topsstack", "sbas", "products"]
-STAGES: tuple[Stage, ...] = ("acquire", "topsstack", "sbas", "products")
 
 # Exit codes (README): done, processing failure, bad input, nothing to do.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOTHING_TO_DO = 0, 1, 2, 3
@@ -156,7 +156,8 @@ def config_cmd(
         bool, typer.Option("--schema", help="Print the JSON schema instead.")
     ] = False,
 ) -> None:
-    """Print a commented YAML configuration template (the reference study)."""
+    """Print a commented YAML configuration template: the reference study's area and dates,
+    every option at its default."""
     if schema:
         print(json.dumps(config_schema(), indent=2))
     else:
@@ -229,31 +230,21 @@ def _size_mb(mb: float) -> str:
 @app.command("run")
 def run_cmd(
     config: Annotated[str, typer.Argument(help="YAML configuration file, or - for stdin.")],
-    from_stage: Annotated[
-        str, typer.Option("--from", help="First stage: acquire|topsstack|sbas|products.")
-    ] = "acquire",
-    until: Annotated[
-        str, typer.Option("--until", help="Last stage: acquire|topsstack|sbas|products.")
-    ] = "products",
+    from_stage: Annotated[Stage, typer.Option("--from", help="First stage.")] = "acquire",
+    until: Annotated[Stage, typer.Option("--until", help="Last stage.")] = "products",
     verbose: VerboseOption = False,
 ) -> None:
     """Run the stack end to end (or a range of stages).
 
     Exit codes: 0 done, 1 processing failure, 2 bad input, 3 nothing to do.
     """
-    for name, value in (("--from", from_stage), ("--until", until)):
-        if value not in STAGES:
-            err_console.print(
-                f"[red]{name} {value!r}[/red] is not a stage; use one of {', '.join(STAGES)}"
-            )
-            raise typer.Exit(EXIT_BAD_INPUT)
-    first, last = STAGES.index(from_stage), STAGES.index(until)
-    if first > last:
+    # typer refuses a name that is not a stage (exit 2, the choices listed)
+    if STAGES.index(from_stage) > STAGES.index(until):
         err_console.print(f"[red]--from {from_stage} comes after --until {until}[/red]; swap them")
         raise typer.Exit(EXIT_BAD_INPUT)
     if not verbose:
         quiet_prefect_console()  # before the checks below import Prefect
-    cfg, _ = _checked_config(config, STAGES[first : last + 1])
+    cfg, _ = _checked_config(config, stage_range(from_stage, until))
     with _run_console(
         cfg.paths, isolate=not cfg.acquisition.credentials_secret_block, verbose=verbose
     ):
@@ -311,10 +302,9 @@ def _print_result(result: SbasResult) -> None:
     """Each product on its own line, never wrapped (paths are copied from here)."""
     rows: list[tuple[str, Path]] = []
     for key, value in vars(result).items():
-        if key.startswith("_") or value is None or key == "stages_run":
-            continue
         for item in value if isinstance(value, list) else [value]:
-            rows.append((key, item))
+            if isinstance(item, Path):
+                rows.append((key, item))
     width = max((len(k) for k, _ in rows), default=0)
     console.print(f"[bold]done[/bold]: stages {', '.join(result.stages_run)}")
     for key, path in rows:

@@ -13,7 +13,7 @@ import json
 import re
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -34,10 +34,32 @@ UnwrapErrorMethod = Literal["no", "bridging", "phase_closure", "bridging+phase_c
 TroposphereMethod = Literal["no", "pyaps", "height_correlation", "gacos"]
 ExportFormat = Literal["zarr", "geotiff", "netcdf"]
 Platform = Literal["S1A", "S1B", "S1C"]
-_PLATFORMS: tuple[Platform, ...] = ("S1A", "S1B", "S1C")
-_DEFAULT_FORMATS: tuple[ExportFormat, ...] = ("zarr", "geotiff")
-#: The stages of a run, in order.
-STAGES = ("acquire", "topsstack", "sbas", "products")
+Swath = Literal[1, 2, 3]
+#: A stage of a run; ``STAGES`` lists them in order.
+Stage = Literal["acquire", "topsstack", "sbas", "products"]
+STAGES: tuple[Stage, ...] = get_args(Stage)
+
+
+def stage_range(from_stage: str, until: str) -> list[Stage]:
+    """The stages from ``from_stage`` to ``until``, in order; ValueError naming the fix."""
+    for name, value in (("from_stage", from_stage), ("until", until)):
+        if value not in STAGES:
+            raise ValueError(f"{name} {value!r} is not a stage; use one of {', '.join(STAGES)}")
+    first, last = STAGES.index(from_stage), STAGES.index(until)
+    if first > last:
+        raise ValueError(f"from_stage {from_stage} comes after until {until}; swap them")
+    return list(STAGES[first : last + 1])
+
+
+def _not_empty(field: str, value: Any, choices: tuple[Any, ...]) -> Any:
+    """Refuse an empty list, naming the field and the values it can hold."""
+    if isinstance(value, list) and not value:
+        listed = ", ".join(map(str, choices))
+        raise ValueError(
+            f"{field} is empty; list at least one of {listed}, e.g. [{listed}] (or leave the "
+            "field out for the default)"
+        )
+    return value
 
 
 class Model(BaseModel):
@@ -150,11 +172,13 @@ class AcquisitionConfig(Model):
         "acquisition up to today (a monitoring stack that scheduled updates extend).",
     )
     polarization: Polarization = Field(default="vv", description="Polarization to process.")
+    # Plain list defaults (pydantic copies them per instance) so that the JSON schema, and
+    # with it the Prefect form, shows them; a default_factory would not.
     platforms: list[Platform] = Field(
-        default_factory=lambda: list(_PLATFORMS), description="Platforms to search."
+        default=list(get_args(Platform)), min_length=1, description="Platforms to search."
     )
     exclude_dates: list[date] = Field(
-        default_factory=list, description="Acquisition dates to leave out of the stack."
+        default=[], description="Acquisition dates to leave out of the stack."
     )
     max_parallel_downloads: int = Field(
         default=4, ge=1, le=16, description="Concurrent SLC downloads (ASF allows a few)."
@@ -169,6 +193,11 @@ class AcquisitionConfig(Model):
         description="Name of a Prefect Secret block holding 'username:password' for Earthdata. "
         "Otherwise ~/.netrc (mode 600) or EARTHDATA_USERNAME/EARTHDATA_PASSWORD are used.",
     )
+
+    @field_validator("platforms", mode="before")
+    @classmethod
+    def _some_platform(cls, v: Any) -> Any:
+        return _not_empty("platforms", v, get_args(Platform))
 
     def last_date(self) -> date:
         """``end``, or today for an open-ended stack."""
@@ -227,8 +256,8 @@ class Isce2Config(Model):
 class TopsStackConfig(Model):
     """stackSentinel.py options (see its --help); --num_proc is never used."""
 
-    swaths: list[int] = Field(
-        default_factory=lambda: [1, 2, 3], description="IW swaths to process, subset of 1 2 3 (-n)."
+    swaths: list[Swath] = Field(
+        default=[1, 2, 3], min_length=1, description="IW swaths to process, subset of 1 2 3 (-n)."
     )
     reference_date: date | None = Field(
         default=None, description="Reference (coregistration) date (-m); default: the first date."
@@ -268,17 +297,17 @@ class TopsStackConfig(Model):
         if names:
             numbers = [int(s.upper().removeprefix("IW")) if s in names else s for s in v]
             raise ValueError(f"swaths are numbers, not names: write {numbers} instead of {v}")
-        return v
-
-    @field_validator("swaths")
-    @classmethod
-    def _check_swaths(cls, v: list[int]) -> list[int]:
-        bad = [s for s in v if s not in (1, 2, 3)]
+        bad = [s for s in v if s not in get_args(Swath)]
         if bad or not v:
             raise ValueError(
                 f"swaths {v} must be a non-empty subset of 1, 2, 3 (IW1-IW3); "
                 f"remove {bad if bad else 'nothing'}: e.g. [1, 2, 3]"
             )
+        return v
+
+    @field_validator("swaths")
+    @classmethod
+    def _check_swaths(cls, v: list[Swath]) -> list[Swath]:
         if len(set(v)) != len(v):
             raise ValueError(f"swaths {v} lists a swath twice; list each once")
         return sorted(v)
@@ -319,7 +348,7 @@ class MintpyConfig(Model):
         description="Drop interferograms with missing/incomplete files instead of failing.",
     )
     extra: dict[str, str] = Field(
-        default_factory=dict,
+        default={},
         description="Extra raw mintpy.* keys for smallbaselineApp.cfg (unknown keys are errors).",
     )
 
@@ -339,7 +368,7 @@ class ExportConfig(Model):
     """Products written after MintPy."""
 
     formats: list[ExportFormat] = Field(
-        default_factory=lambda: list(_DEFAULT_FORMATS), description="Export formats."
+        default=["zarr", "geotiff"], min_length=1, description="Export formats."
     )
     figures: bool = Field(
         default=True, description="Write PNG figures and embed them in the report."
@@ -352,12 +381,17 @@ class ExportConfig(Model):
         "holds all dates.",
     )
     points: list[tuple[float, float]] = Field(
-        default_factory=list,
+        default=[],
         description="Points [[lat, lon], ...] (degrees) whose time series the figure and the "
         "report show; empty: up to 4 coherent pixels of low velocity uncertainty are chosen. "
         "Each must lie inside area; one that falls outside the geocoded scene or on a masked "
         "pixel is named in the report.",
     )
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _some_format(cls, v: Any) -> Any:
+        return _not_empty("formats", v, get_args(ExportFormat))
 
     @field_validator("points")
     @classmethod
@@ -646,24 +680,20 @@ def dump_config(config: StackConfig) -> str:
 
 
 def example_config() -> StackConfig:
-    """The reference study (track 142, eastern China) as a configuration."""
+    """The template's stack: the reference study's track, frame, area and dates, and every
+    option at its default (the Prefect form's starting values).
+
+    The defaults are stackSentinel.py's own (-n 1 2 3, -C NESD, -z 3, -r 9, -f 0.5, no
+    --useGPU), so they run on any machine; the reference study's processing choices (swath 3,
+    geometry, 1 x 6 looks, filter 0.6, a GPU) are in examples/track142_eastchina.yaml.
+    """
     return StackConfig(
-        name="track142-eastchina",
+        name="track142",
         work_dir=Path("./track142"),
         area=AreaConfig(bbox=(34.00, 34.60, 116.50, 117.95)),
         acquisition=AcquisitionConfig(
             track=142, frame=106, start=date(2024, 12, 1), end=date(2025, 4, 15)
         ),
-        topsstack=TopsStackConfig(
-            swaths=[3],
-            coregistration="geometry",
-            connections=3,
-            azimuth_looks=1,
-            range_looks=6,
-            filter_strength=0.6,
-            use_gpu=True,
-        ),
-        compute=ComputeConfig(gpus=1),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.config import STAGES, StackConfig
+from flows.config import StackConfig, Stage, stage_range
 from flows.preflight import preflight
 from flows.stages import (
     AcquireResult,
@@ -25,7 +25,8 @@ from flows.stages import (
     sbas_stage,
     topsstack_stage,
 )
-from tasks.lock import stack_lock
+from tasks.lock import stack_lock, stack_slot
+from tasks.report import StepSummary
 
 
 @dataclass
@@ -42,29 +43,30 @@ class SbasResult:
     figures: list[Path] = field(default_factory=list)
     report_md: Path | None = None
     report_html: Path | None = None
-    stages_run: list[str] = field(default_factory=list)
-
-
-def _selected(from_stage: str, until: str) -> list[str]:
-    for name, value in (("from_stage", from_stage), ("until", until)):
-        if value not in STAGES:
-            raise ValueError(f"{name}={value!r} is not a stage; use one of {', '.join(STAGES)}")
-    first, last = STAGES.index(from_stage), STAGES.index(until)
-    if first > last:
-        raise ValueError(f"from_stage={from_stage!r} comes after until={until!r}; swap them")
-    return list(STAGES[first : last + 1])
+    stages_run: list[Stage] = field(default_factory=list)
+    topsstack_steps: list[StepSummary] = field(default_factory=list)  # lines run per step
 
 
 @flow(name="sbas", log_prints=True)
-def sbas(config: StackConfig, from_stage: str = "acquire", until: str = "products") -> SbasResult:
-    """Process one stack: acquire -> topsstack -> sbas (MintPy) -> products."""
-    stages = _selected(from_stage, until)
+def sbas(
+    config: StackConfig, from_stage: Stage = "acquire", until: Stage = "products"
+) -> SbasResult:
+    """Process one stack: acquire -> topsstack -> sbas (MintPy) -> products.
+
+    Args:
+        config: The stack: what to process, how, and where.
+        from_stage: First stage to run. acquire: search and download SLCs, orbits, DEM;
+            topsstack: stackSentinel.py and its run-file lines; sbas: MintPy; products:
+            zarr, GeoTIFF, figures, report. Finished work is skipped in any case.
+        until: Last stage to run (same names; not before from_stage).
+    """
+    stages = stage_range(from_stage, until)
     # Everything knowable before work: bad inputs stop here, before any download.
     preflight(config, stages, log_dir=config.paths.logs).raise_for_issues(f"stack {config.name}")
     paths = config.paths
     result = SbasResult(work_dir=paths.root, stages_run=stages)
     logger = get_run_logger()
-    with stack_lock(paths.root):
+    with stack_slot(config.name), stack_lock(paths.root):
         acquired: AcquireResult | None = None
         stack: TopsStackResult | None = None
         series: SbasStageResult | None = None
@@ -73,6 +75,7 @@ def sbas(config: StackConfig, from_stage: str = "acquire", until: str = "product
         if "topsstack" in stages:
             stack = topsstack_stage(config, acquired)
             result.stack_dir = stack.stack_dir
+            result.topsstack_steps = stack.steps
         if "sbas" in stages:
             series = sbas_stage(config)
             result.mintpy_dir = series.mintpy_dir

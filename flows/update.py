@@ -6,20 +6,23 @@ once in a Completed state named "Nothing new". Otherwise it runs the full ``sbas
 flow, whose stages are idempotent: acquisition fetches only the new SLCs, topsStack
 re-runs stackSentinel in update mode (previous run files archived) and executes only
 lines that are not already done, MintPy loads in update mode, products are replaced
-atomically.
+atomically. It holds the stack's slot throughout (:func:`tasks.lock.stack_slot`).
+What was added (dates, topsStack lines, interferograms) becomes the Completed
+state's message and the markdown artifact ``update-<stack>``.
 """
 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
-from flows.config import StackConfig, load_config
+from flows.config import StackConfig
 from flows.sbas import sbas
 from flows.stages import AcquireResult, acquisition_record
+from tasks.lock import stack_slot
+from tasks.update_summary import UpdateSummary, added_interferograms, publish_update_summary
 
 
 def new_dates(config: StackConfig, processed: list[str]) -> list[str]:
@@ -60,28 +63,39 @@ def _as_date(yyyymmdd: str) -> date:
 
 
 @flow(name="sbas-update")
-def sbas_update(config_path: str) -> State:
-    """Process only what is new for the stack configured in ``config_path``."""
+def sbas_update(config: StackConfig) -> State:
+    """Process only what is new for a stack; say what was added.
+
+    Args:
+        config: The stack (the same form as the sbas-adhoc deployment's).
+    """
     logger = get_run_logger()
-    config = load_config(Path(config_path))
-    previous = AcquireResult.load(acquisition_record(config))
-    processed = previous.dates if previous else []
-    fresh = new_dates(config, processed)
-    restituted = [
-        d for d, kind in (previous.orbit_kinds if previous else {}).items() if kind != "precise"
-    ]
-    if not fresh and not restituted:
-        logger.info("stack %s: nothing new after %s", config.name, max(processed, default="-"))
-        return Completed(message="Nothing new", name="Nothing new")
-    logger.info(
-        "stack %s: %d new date(s) %s; %d date(s) to redo with precise orbits",
-        config.name,
-        len(fresh),
-        ", ".join(fresh),
-        len(restituted),
+    # The slot covers the look at what is new, so two updates never both see the same date.
+    with stack_slot(config.name):
+        previous = AcquireResult.load(acquisition_record(config))
+        processed = previous.dates if previous else []
+        fresh = new_dates(config, processed)
+        restituted = [
+            d for d, kind in (previous.orbit_kinds if previous else {}).items() if kind != "precise"
+        ]
+        if not fresh and not restituted:
+            logger.info("stack %s: nothing new after %s", config.name, max(processed, default="-"))
+            return Completed(message="Nothing new", name="Nothing new")
+        logger.info(
+            "stack %s: %d new date(s) %s; %d date(s) to redo with precise orbits",
+            config.name,
+            len(fresh),
+            ", ".join(fresh),
+            len(restituted),
+        )
+        result = sbas(config)
+    summary = UpdateSummary(
+        stack=config.name,
+        dates=fresh,
+        lines_run={step.name: step.run for step in result.topsstack_steps},
+        interferograms=added_interferograms(config.paths.stack, fresh),
+        precise_orbits=restituted,
     )
-    result = sbas(config)
-    return Completed(
-        message=f"added {len(fresh)} date(s): {', '.join(fresh) or '-'}",
-        data=result,
-    )
+    publish_update_summary(summary)
+    logger.info("stack %s: %s", config.name, summary.message())
+    return Completed(message=summary.message(), data=result)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -27,6 +29,7 @@ from flows.config import (
     StackConfig,
     TopsStackConfig,
 )
+from tests.conftest import REPO_ROOT
 
 STACK_START = date(2024, 12, 1)
 INTERVAL_DAYS = 12
@@ -168,3 +171,55 @@ def wait_until(
             detail = f"; log {process.log}:\n{process.tail()}" if process else ""
             raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s{detail}")
         time.sleep(0.25)
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]  # for CLI subprocesses: this server, prompts off
+    process: Process
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run ``python -m prefect ARGS`` from the repository root; return its output."""
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            cwd=REPO_ROOT,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+
+@pytest.fixture(scope="module")
+def server(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = clean_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_CLI_PROMPT="false",
+        MPLBACKEND="Agg",
+    )
+    env.pop("INSARFLOW_HOME", None)
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    process = processes.start(
+        "prefect-server",
+        # No scheduler service: the daily sbas-update schedule must not start real runs.
+        [sys.executable, "-m", "prefect", "server", "start", *address, "--no-scheduler"],
+        env,
+    )
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, timeout_s=120, what="prefect server", process=process)
+    return Server(url, env, process)

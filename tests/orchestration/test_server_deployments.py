@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import httpx
 import numpy as np
 import pytest
 import xarray as xr
@@ -30,14 +29,14 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.setup import MEMORY_LIMIT, WORK_POOL
-from flows.config import StackConfig, dump_config
+from flows.config import StackConfig
 from flows.plan import expected_dates
 from tasks.topsstack.dag import build_dag, descendants
 from tasks.topsstack.executor import MARKER_DIR
 from tasks.topsstack.runfiles import RunLine, parse_run_files
 from tests.conftest import REPO_ROOT
 
-from .conftest import MakeConfig, Process, Processes, clean_env, free_port, wait_until
+from .conftest import MakeConfig, Process, Processes, Server, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,58 +46,6 @@ pytestmark = [
 
 RUN_TIMEOUT_S = 600
 STAGE_FLOWS = ["sbas", "acquire", "topsstack-stage", "sbas-mintpy", "products"]
-
-
-@dataclass
-class Server:
-    url: str
-    env: dict[str, str]  # for CLI subprocesses: this server, prompts off
-    process: Process
-
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> str:
-        """Run ``python -m prefect ARGS`` from the repository root; return its output."""
-        done = subprocess.run(
-            [sys.executable, "-m", "prefect", *args],
-            cwd=REPO_ROOT,
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-
-@pytest.fixture(scope="module")
-def server(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Server:
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = clean_env(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_ENABLED="false",
-        PREFECT_CLI_PROMPT="false",
-        MPLBACKEND="Agg",
-    )
-    env.pop("INSARFLOW_HOME", None)
-    address = ["--host", "127.0.0.1", "--port", str(port)]
-    process = processes.start(
-        "prefect-server",
-        # No scheduler service: the daily sbas-update schedule must not start real runs.
-        [sys.executable, "-m", "prefect", "server", "start", *address, "--no-scheduler"],
-        env,
-    )
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, timeout_s=120, what="prefect server", process=process)
-    return Server(url, env, process)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -225,20 +172,18 @@ def stack(
     assert adhoc.state is not None and adhoc.state.is_completed(), adhoc.state
     adhoc_zarr_dates = zarr_dates(config.paths.products / "timeseries.zarr")
 
-    config_path = root / "tiny-5.yaml"
-    config_path.write_text(dump_config(config))
     paths = config.paths
     files_before, runs_before = files(paths.root), stage_run_counts()
-    nothing_new = trigger("sbas-update/sbas-update", {"config_path": str(config_path)}, worker)
+    nothing_new = trigger(
+        "sbas-update/sbas-update", {"config": config.model_dump(mode="json")}, worker
+    )
     nothing_new_files = (files_before, files(paths.root))
     nothing_new_runs = (runs_before, stage_run_counts())
 
     adhoc_lines = parse_run_files(paths.stack)
     adhoc_line_runs, adhoc_markers = line_runs(paths.logs), markers(paths.stack)
     grown = make_config(root / "work", 7)
-    grown_path = root / "tiny-7.yaml"
-    grown_path.write_text(dump_config(grown))
-    updated = trigger("sbas-update/sbas-update", {"config_path": str(grown_path)}, worker)
+    updated = trigger("sbas-update/sbas-update", {"config": grown.model_dump(mode="json")}, worker)
     return Stack(
         config,
         adhoc,
@@ -279,16 +224,18 @@ def test_prefect_yaml_deploys_both_deployments(deployed: object) -> None:
         update = client.read_deployment_by_name("sbas-update/sbas-update")
     for dep in (adhoc, update):
         assert dep.work_pool_name == WORK_POOL
-        assert dep.global_concurrency_limit is not None
-        assert dep.global_concurrency_limit.limit == 1
-        assert dep.concurrency_options is not None
-        assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
+        # one run per stack comes from each stack's own limit, not the deployment's
+        assert dep.global_concurrency_limit is None
         assert dep.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
         ]
     assert adhoc.entrypoint == "flows/sbas.py:sbas" and not adhoc.schedules
     assert update.entrypoint == "flows/update.py:sbas_update"
-    assert update.parameters == {"config_path": "examples/track142_monitoring.yaml"}
+    assert update.parameters["config"]["name"] == "track142-monitoring"
+    # both take the same configuration form
+    adhoc_form, update_form = adhoc.parameter_openapi_schema, update.parameter_openapi_schema
+    assert adhoc_form["definitions"] == update_form["definitions"]
+    assert adhoc_form["required"] == update_form["required"] == ["config"]
     (schedule,) = update.schedules
     assert getattr(schedule.schedule, "cron", None) == "0 5 * * *"
 
@@ -319,7 +266,8 @@ def test_update_with_nothing_new_runs_no_stage(stack: Stack) -> None:
 def test_update_with_new_dates_runs_only_what_they_need(stack: Stack) -> None:
     state = stack.updated.state
     assert state is not None and state.is_completed(), state
-    assert state.message == "added 2 date(s): 20250130, 20250211"
+    assert state.message is not None
+    assert state.message.startswith("added 2 date(s): 20250130, 20250211; ")
     paths = stack.updated_config.paths
     # stackSentinel ran in update mode; the first run files were archived, not deleted
     (archived,) = (paths.stack / "archive").glob("*/run_files")
