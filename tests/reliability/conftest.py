@@ -209,9 +209,14 @@ def _reference(root: Path, flow_env: dict[str, str], planted_secret: PlantedSecr
                 return False
 
         wait_until(holds_lock, flow, "the first run holds the stack lock")
+        # Sharing the first run's Prefect API, the second would wait for the stack's
+        # concurrency slot (tests/orchestration/test_stack_concurrency.py); on an API of its
+        # own it meets the last guard, the work directory's lock file.
+        probe_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+        probe_env["PREFECT_HOME"] = str(root / "probe-prefect")
         second = subprocess.run(
             [sys.executable, "-c", LOCK_PROBE, str(config_path)],
-            env=env,
+            env=probe_env,
             cwd=root,
             capture_output=True,
             text=True,

@@ -1,7 +1,9 @@
 """Two runs of one stack at once: the second is refused at once, the first is not disturbed.
 
 The second run is started while the reference run holds ``<work>/.insarflow.lock``
-(see ``reference_run`` in conftest). A killed run's lock is released by the kernel:
+(see ``reference_run`` in conftest), on a Prefect API of its own: runs sharing an API
+queue on the stack's concurrency slot instead (tests/orchestration/test_stack_concurrency.py),
+and the lock file is the guard behind it. A killed run's lock is released by the kernel:
 every rerun in ``test_kill_resume`` takes the lock of the run it replaces.
 """
 
