@@ -214,6 +214,7 @@ def _reference(root: Path, flow_env: dict[str, str], planted_secret: PlantedSecr
         # own it meets the last guard, the work directory's lock file.
         probe_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
         probe_env["PREFECT_HOME"] = str(root / "probe-prefect")
+        probe_env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
         second = subprocess.run(
             [sys.executable, "-c", LOCK_PROBE, str(config_path)],
             env=probe_env,
