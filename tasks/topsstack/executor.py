@@ -211,9 +211,9 @@ def output_problem(line: RunLine, stack_dir: Path) -> str | None:
             continue
         values = _BPERP.findall(path.read_text(errors="replace"))
         bad = [v for v in values if not math.isfinite(_float_or_nan(v))]
-        if not values or bad:
+        if bad:  # a file without the line is the MintPy pre-flight's to report
             return (
-                f"{path} gives a perpendicular baseline of {bad[0] if bad else 'nothing'}: "
+                f"{path} gives a perpendicular baseline of {bad[0]}: "
                 "the orbits of the two dates are identical or do not cover the scene; "
                 "check the orbit files of this date and of the reference (inputs.orbit_dir), "
                 "or exclude the date (acquisition.exclude_dates)"
