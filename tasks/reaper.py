@@ -27,6 +27,7 @@ import time
 from collections.abc import Collection
 from contextlib import suppress
 from pathlib import Path
+from types import FrameType
 
 import psutil
 
@@ -103,6 +104,12 @@ class Reaper:
             self._watched.discard(pid)
             self._send(f"-{pid}\n")
 
+    def end_all(self) -> None:
+        """End the tree of every command this process is running."""
+        with self._guard:
+            pids = list(self._watched)
+        end_trees(pids)
+
     def forget(self) -> None:
         """In a forked child: the pipe belongs to the parent; this process starts its own."""
         if self._fd is not None:
@@ -149,6 +156,20 @@ class Reaper:
 
 REAPER = Reaper()
 os.register_at_fork(after_in_child=REAPER.forget)
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: the commands, in sessions of their own, no longer get it from the terminal."""
+    threading.Thread(target=REAPER.end_all, name="insarflow-interrupt", daemon=True).start()
+    signal.default_int_handler(signum, frame)
+
+
+# Handlers live in the main thread; a handler the program installed itself is left alone.
+if (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
+    signal.signal(signal.SIGINT, _on_interrupt)
 
 
 def _serve() -> None:
