@@ -78,11 +78,11 @@ def end_trees(pids: Collection[int], grace_s: float | None = None) -> None:
     deadline = time.monotonic() + grace
     while any(_alive(p) for p in procs) and time.monotonic() < deadline:
         time.sleep(0.02)
-    _signal_groups(pids, signal.SIGKILL)
-    for proc in procs:
+    for proc in reversed(procs):  # deepest first: the command, which holds the lock, last
         if _alive(proc):
             with suppress(psutil.Error):
                 proc.kill()
+    _signal_groups(pids, signal.SIGKILL)
 
 
 class Reaper:
