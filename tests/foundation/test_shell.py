@@ -18,7 +18,8 @@ from tasks.lock import stack_lock
 from tasks.shell import CommandError, run_command
 
 # A command that ignores SIGTERM and starts a child in a session of its own (also deaf to
-# SIGTERM); both append their pid to the heartbeat file every 20 ms until killed.
+# SIGTERM); both append their pid to the heartbeat file every 20 ms until killed (or, should
+# a broken helper leave them behind, for two minutes).
 TREE = """
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -27,7 +28,8 @@ if depth:
     child = subprocess.Popen([sys.executable, __file__, beat, str(depth - 1)],
                              start_new_session=True)
     print("tree", os.getpid(), child.pid, flush=True)
-while True:
+end = time.monotonic() + 120
+while time.monotonic() < end:
     with open(beat, "a") as fh:
         fh.write(f"{os.getpid()}\\n")
     time.sleep(0.02)
