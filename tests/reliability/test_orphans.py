@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from contextlib import suppress
 from pathlib import Path
 
 import psutil
@@ -96,38 +97,43 @@ def test_flow_process_killed_alone_leaves_no_line_running_and_rerun_resumes(
     tmp_path: Path, fixtures_dir: Path, flow_env: dict[str, str]
 ) -> None:
     stack = make_stack(tmp_path / "stack", fixtures_dir)
-    beat = tmp_path / "long-line.beat"
-    stack.write_plan(sleeps={LONG: 600.0}, heartbeats={LONG: beat})
-    flow = start_stack_flow(stack, flow_env, tmp_path / "killed.log")
-    wait_until(lambda: beat.is_file() and beat.stat().st_size > 0, flow, f"{LONG} running")
-    long_pid = int(beat.read_text().split()[0])
-    assert long_pid in {p.pid for p in stack_processes(stack.stack_dir)}
+    try:
+        beat = tmp_path / "long-line.beat"
+        stack.write_plan(sleeps={LONG: 600.0}, heartbeats={LONG: beat})
+        flow = start_stack_flow(stack, flow_env, tmp_path / "killed.log")
+        wait_until(lambda: beat.is_file() and beat.stat().st_size > 0, flow, f"{LONG} running")
+        long_pid = int(beat.read_text().split()[0])
+        assert long_pid in {p.pid for p in stack_processes(stack.stack_dir)}
 
-    os.kill(flow.pid, signal.SIGKILL)  # the flow process alone, not its group
-    flow.proc.wait()
+        os.kill(flow.pid, signal.SIGKILL)  # the flow process alone, not its group
+        flow.proc.wait()
 
-    deadline = time.monotonic() + 30  # the reaper's SIGTERM, at worst its SIGKILL
-    while stack_processes(stack.stack_dir) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert stack_processes(stack.stack_dir) == []
-    n_beats = len(beat.read_text().split())
-    time.sleep(0.3)
-    assert len(beat.read_text().split()) == n_beats, "the killed line still writes"
-    done = done_markers(stack)
-    assert LONG not in done
-    assert 0 < len(done) < len(stack.lines), len(done)
+        deadline = time.monotonic() + 30  # the reaper's SIGTERM, at worst its SIGKILL
+        while stack_processes(stack.stack_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stack_processes(stack.stack_dir) == []
+        n_beats = len(beat.read_text().split())
+        time.sleep(0.3)
+        assert len(beat.read_text().split()) == n_beats, "the killed line still writes"
+        done = done_markers(stack)
+        assert LONG not in done
+        assert 0 < len(done) < len(stack.lines), len(done)
 
-    stack.record_file.unlink(missing_ok=True)
-    stack.write_plan(heartbeats={LONG: beat})
-    rerun = start_stack_flow(stack, flow_env, tmp_path / "rerun.log")
-    assert rerun.wait() == 0, rerun.tail()
+        stack.record_file.unlink(missing_ok=True)
+        stack.write_plan(heartbeats={LONG: beat})
+        rerun = start_stack_flow(stack, flow_env, tmp_path / "rerun.log")
+        assert rerun.wait() == 0, rerun.tail()
 
-    ran = Counter(r["line_id"] for r in stack.records() if r["outcome"] == "ok")
-    repeated = sorted(line_id for line_id, n in ran.items() if n > 1)
-    assert repeated == [], f"lines ran more than once in the rerun: {repeated}"
-    assert sorted(ran) == sorted(ln.line_id for ln in stack.lines if ln.line_id not in done)
-    assert all(is_line_done(line, stack.stack_dir) for line in stack.lines)
-    now = done_markers(stack)
-    assert {k: now[k] for k in done} == done, "markers of lines done at the kill changed"
-    beats = [int(pid) for pid in beat.read_text().split()]
-    assert len(beats) > n_beats and long_pid not in beats[n_beats:]
+        ran = Counter(r["line_id"] for r in stack.records())
+        repeated = sorted(line_id for line_id, n in ran.items() if n > 1)
+        assert repeated == [], f"lines ran more than once in the rerun: {repeated}"
+        assert sorted(ran) == sorted(ln.line_id for ln in stack.lines if ln.line_id not in done)
+        assert all(is_line_done(line, stack.stack_dir) for line in stack.lines)
+        now = done_markers(stack)
+        assert {k: now[k] for k in done} == done, "markers of lines done at the kill changed"
+        beats = [int(pid) for pid in beat.read_text().split()]
+        assert len(beats) > n_beats and long_pid not in beats[n_beats:]
+    finally:  # a broken reaper must not leave the 600 s line behind
+        for proc in stack_processes(stack.stack_dir):
+            with suppress(psutil.Error):
+                proc.kill()
