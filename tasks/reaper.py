@@ -15,6 +15,10 @@ reaper reads EOF and ends every tree still registered. EOF rather than
 (Prefect and Dask run tasks in worker threads) and reaches only the direct child, whereas
 EOF comes when the whole process is gone. Cost per command: two short pipe writes; the
 reaper's interpreter starts once per flow process.
+
+Ctrl-C reaches the terminal's foreground group only, so no longer the commands: importing
+this module in the main thread replaces Python's default SIGINT handler with one that ends
+every running command's tree and then raises ``KeyboardInterrupt`` as before.
 """
 
 from __future__ import annotations
