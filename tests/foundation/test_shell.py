@@ -50,6 +50,26 @@ with stack_lock(work):
     worker.join()
 """
 
+# Ctrl-C in a flow process: SIGINT to its group. The main thread outlives the interrupt,
+# so only the SIGINT handler (not the reaper, on exit) can end the command's tree.
+INTERRUPTED = """
+import signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as an interactive start has it
+from pathlib import Path
+from tasks.shell import run_command
+work, tree, beat = map(Path, sys.argv[1:4])
+args = [sys.executable, str(tree), str(beat), "1"]
+worker = threading.Thread(target=run_command, args=(args,), daemon=True,
+                          kwargs={"log_path": work / "tree.log", "on_line": print, "check": False})
+worker.start()
+try:
+    worker.join()
+except KeyboardInterrupt:
+    worker.join(timeout=30)
+    print("interrupted, command returned:", not worker.is_alive(), flush=True)
+    time.sleep(60)
+"""
+
 
 def test_streams_output_into_log_and_returns_result(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "step" / "key.log"
@@ -245,5 +265,29 @@ def test_killed_flow_process_leaves_no_command_and_keeps_the_lock_until_then(
         if flow.poll() is None:
             flow.kill()
             flow.wait()
+        if flow.stdout is not None:
+            flow.stdout.close()
+
+
+def test_ctrl_c_ends_the_commands_of_the_flow_process(tmp_path: Path, tree_script: Path) -> None:
+    beat = tmp_path / "beat"
+    flow = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, str(tmp_path), str(tree_script), str(beat)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert flow.stdout is not None
+        pids = _tree_pids(flow.stdout.readline())
+        while not beat.is_file():
+            time.sleep(0.02)
+        os.killpg(flow.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        assert flow.stdout.readline().strip() == "interrupted, command returned: True"
+        assert flow.poll() is None
+        assert _wait_gone(pids) == []
+    finally:
+        flow.kill()
+        flow.wait()
         if flow.stdout is not None:
             flow.stdout.close()
