@@ -57,16 +57,22 @@ import signal, sys, threading, time
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as an interactive start has it
 from pathlib import Path
 from tasks.shell import run_command
-work, tree, beat = map(Path, sys.argv[1:4])
-args = [sys.executable, str(tree), str(beat), "1"]
-worker = threading.Thread(target=run_command, args=(args,), daemon=True,
-                          kwargs={"log_path": work / "tree.log", "on_line": print, "check": False})
+work_dir, tree, beat = map(Path, sys.argv[1:4])
+returned = threading.Event()
+
+
+def work():
+    args = [sys.executable, str(tree), str(beat), "1"]
+    run_command(args, log_path=work_dir / "tree.log", on_line=print, check=False)
+    returned.set()
+
+
+worker = threading.Thread(target=work, daemon=True)
 worker.start()
 try:
     worker.join()
 except KeyboardInterrupt:
-    worker.join(timeout=30)
-    print("interrupted, command returned:", not worker.is_alive(), flush=True)
+    print("interrupted, command returned:", returned.wait(30), flush=True)
     time.sleep(60)
 """
 
