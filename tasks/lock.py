@@ -6,6 +6,11 @@ different stacks run side by side. :func:`stack_lock` is the last guard: an excl
 file in the work directory that refuses a second run outright (e.g. one on another Prefect
 API). ``flock`` is released by the kernel when the holder dies, so a killed run never
 leaves a stale lock behind; a killed run's slot is freed when its lease expires.
+
+The lock belongs to the open file, and every external command
+inherits a duplicate of it (:func:`tasks.shell.run_command`): a run killed outright keeps
+its stack locked until the reaper (:mod:`tasks.reaper`) has ended the commands it started,
+so a rerun never runs a line beside a leftover of the same line.
 """
 
 from __future__ import annotations
@@ -15,16 +20,26 @@ import json
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tasks.reaper import TERM_GRACE_S
+
 log = logging.getLogger(__name__)
 
 #: Slots held by this run: a subflow (``sbas`` inside ``sbas-update``) passes through.
-_held: ContextVar[frozenset[str]] = ContextVar("insarflow_stack_slots", default=frozenset())
+_held_slots: ContextVar[frozenset[str]] = ContextVar("insarflow_stack_slots", default=frozenset())
+
+#: How long a new run waits for the commands of a dead holder to be ended.
+ORPHAN_WAIT_S = TERM_GRACE_S + 10.0
+
+_held: set[int] = set()  # lock fds of this process
+_held_guard = threading.Lock()
 
 
 class StackLockedError(RuntimeError):
@@ -32,8 +47,54 @@ class StackLockedError(RuntimeError):
 
 
 @contextmanager
+def inherited_locks() -> Iterator[tuple[int, ...]]:
+    """Duplicates of every stack lock this process holds, for a child to inherit (``pass_fds``).
+
+    Duplicates, because a lock released by another thread meanwhile must not close an fd
+    that a starting child is about to inherit.
+    """
+    with _held_guard:
+        fds = tuple(os.dup(fd) for fd in _held)
+    try:
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _holder_gone(holder: str) -> bool:
+    """Whether the run named in the lock file was on this host and has exited."""
+    try:
+        info = json.loads(holder)
+        if info["host"] != socket.gethostname():
+            return False
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, KeyError, TypeError, OSError):
+        return False
+    return False
+
+
+def _lock_when_orphans_end(fd: int) -> bool:
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        return True
+    return False
+
+
+@contextmanager
 def stack_lock(work_dir: Path) -> Iterator[Path]:
-    """Hold ``work_dir/.insarflow.lock`` for the duration; refuse if another run has it."""
+    """Hold ``work_dir/.insarflow.lock`` for the duration; refuse if another run has it.
+
+    When the run named in the lock has died, its commands still hold the lock while they
+    are being ended: wait up to ``ORPHAN_WAIT_S`` for them.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / ".insarflow.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -42,10 +103,17 @@ def stack_lock(work_dir: Path) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = Path(path).read_text(encoding="utf-8").strip() or "unknown"
-            raise StackLockedError(
-                f"stack {work_dir} is being processed by another run ({holder}); wait for it "
-                f"to finish (two runs of one stack would interleave topsStack lines)"
-            ) from None
+            if not _holder_gone(holder):
+                raise StackLockedError(
+                    f"stack {work_dir} is being processed by another run ({holder}); wait for "
+                    f"it to finish (two runs of one stack would interleave topsStack lines)"
+                ) from None
+            if not _lock_when_orphans_end(fd):
+                raise StackLockedError(
+                    f"stack {work_dir}: the run that held it ({holder}) has ended, but "
+                    f"commands it started still hold {path} after {ORPHAN_WAIT_S:.0f} s; "
+                    f"end them (`fuser -v {path}` lists them), then rerun"
+                ) from None
         os.ftruncate(fd, 0)
         os.write(
             fd,
@@ -57,9 +125,13 @@ def stack_lock(work_dir: Path) -> Iterator[Path]:
                 }
             ).encode(),
         )
+        with _held_guard:
+            _held.add(fd)
         yield path
     finally:
-        os.close(fd)
+        with _held_guard:
+            _held.discard(fd)
+            os.close(fd)
 
 
 def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -91,7 +163,7 @@ def stack_slot(stack: str) -> Iterator[str]:
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = stack_limit_name(stack)
-    if name in _held.get():
+    if name in _held_slots.get():
         yield name
         return
     with get_client(sync_client=True) as client:
@@ -114,8 +186,8 @@ def stack_slot(stack: str) -> Iterator[str]:
     # The lease is renewed while the run lives; a renewal hiccup must not kill a long
     # topsStack run (the lock file still guards the stack).
     with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
-        token = _held.set(_held.get() | {name})
+        token = _held_slots.set(_held_slots.get() | {name})
         try:
             yield name
         finally:
-            _held.reset(token)
+            _held_slots.reset(token)

@@ -3,6 +3,11 @@
 List arguments only (never a shell), stdout and stderr merged and streamed line by
 line into a per-step log file and the Prefect run logger, secrets redacted, and a
 typed result (return code, duration, peak RSS, log tail) or a typed error.
+
+Each command runs in a session of its own and never outlives its call: on timeout, on an
+exception in the calling thread and, through the reaper, on the death of this process,
+its whole tree is ended (:mod:`tasks.reaper`). It inherits the stack locks this process
+holds (:func:`tasks.lock.inherited_locks`), so a stack stays locked while it runs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+
+from tasks.lock import inherited_locks
+from tasks.reaper import REAPER, end_trees, group_alive
 
 TAIL_LINES = 40
 _REDACTED = "********"
@@ -185,27 +193,37 @@ def run_command(
         log.flush()
         logger.info("running %s", shown)
         try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=full_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                errors="replace",
-                bufsize=1,
-            )
+            with inherited_locks() as lock_fds:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=full_env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                    errors="replace",
+                    bufsize=1,
+                    start_new_session=True,
+                    pass_fds=lock_fds,
+                )
         except FileNotFoundError as exc:
             raise FileNotFoundError(
                 f"program {argv[0]!r} not found on PATH (cwd {cwd or Path.cwd()})"
             ) from exc
-        _SAMPLER.register(proc.pid)
-        timer = None
-        if timeout_s is not None:
-            timer = threading.Timer(timeout_s, proc.kill)
-            timer.start()
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            end_trees([proc.pid])
+
+        timer = None if timeout_s is None else threading.Timer(timeout_s, expire)
         try:
+            REAPER.watch(proc.pid)
+            _SAMPLER.register(proc.pid)
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
             assert proc.stdout is not None
             for raw in proc.stdout:
                 line = redact(raw.rstrip("\n"), secrets)
@@ -220,11 +238,16 @@ def run_command(
             if timer is not None:
                 timer.cancel()
             _SAMPLER.unregister(proc.pid)
-            if proc.poll() is None:
-                proc.kill()
+            if proc.returncode is None:  # this thread was interrupted: end the tree, reap
+                end_trees([proc.pid])
                 proc.wait()
+            elif group_alive(proc.pid):  # the command left processes behind
+                end_trees([proc.pid])
+            REAPER.unwatch(proc.pid)
             if proc.stdout is not None:
                 proc.stdout.close()
+        if timed_out.is_set():
+            log.write(f"### timed out after {timeout_s} s: its process tree was ended\n")
         duration = time.monotonic() - start
         log.write(f"### rc={returncode} duration={duration:.2f}s peak_rss={peak_rss_mb:.1f}MB\n")
     result = CommandResult(

@@ -6,9 +6,10 @@ named by ``$INSARFLOW_TEST_PLAN``: which line it is, how long to sleep, which ou
 write, and whether to fail. Each attempt appends one JSON record (line id, start, end,
 memory reservation from ``$INSARFLOW_LINE_MEMORY_MB``, outcome) to the plan's record file.
 
-Failure modes, per line: ``fail_once`` (fail only while its state file is absent, then
-create it) or ``fail_if_exists`` (fail while that flag file exists), with ``fail_rc`` and
-``fail_message``.
+A line with a ``heartbeat`` file appends its pid to it every 20 ms while it sleeps (so a
+test can tell whether it still runs). Failure modes, per line: ``fail_once`` (fail only
+while its state file is absent, then create it) or ``fail_if_exists`` (fail while that flag
+file exists), with ``fail_rc`` and ``fail_message``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,19 @@ def _touch(path: Path, line_id: str) -> None:
         (path / f"{line_id.replace(':', '__')}.done").write_text(line_id + "\n")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(line_id + "\n")
+        # A baseline file as average_baseline writes it (the executor checks its Bperp).
+        bperp = (
+            "swath: IW1\nBperp (average): 42.0\n" if path.parent.parent.name == "baselines" else ""
+        )
+        path.write_text(bperp + line_id + "\n")
+
+
+def _beat(path: Path, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")
+        time.sleep(0.02)
 
 
 def _should_fail(spec: dict[str, Any]) -> bool:
@@ -62,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.time()
     print(f"running {spec['line_id']}", flush=True)
-    time.sleep(spec.get("sleep", 0.05))
+    if spec.get("heartbeat"):
+        _beat(Path(spec["heartbeat"]), spec.get("sleep", 0.05))
+    else:
+        time.sleep(spec.get("sleep", 0.05))
     failing = _should_fail(spec)
     if not failing:
         for output in spec["outputs"]:

@@ -112,6 +112,7 @@ class Stack:
         self,
         sleeps: Mapping[str, float] | None = None,
         failures: Mapping[str, Mapping[str, Any]] | None = None,
+        heartbeats: Mapping[str, Path] | None = None,
     ) -> None:
         plan = {
             "record_file": str(self.record_file),
@@ -121,6 +122,11 @@ class Stack:
                     "sleep": (sleeps or {}).get(line.line_id, 0.05),
                     "outputs": [str(p) for p in line.outputs],
                     **(failures or {}).get(line.line_id, {}),
+                    **(
+                        {"heartbeat": str(heartbeats[line.line_id])}
+                        if heartbeats and line.line_id in heartbeats
+                        else {}
+                    ),
                 }
                 for line in self.lines
             },
