@@ -104,15 +104,9 @@ def preflight(
         )
 
     if real and ("topsstack" in stages or _needs_isce2_dem(config, stages)):
-        from tasks.isce2_env import IsceNotFoundError, probe_isce2
-
-        with tempfile.TemporaryDirectory(prefix="insarflow-preflight-") as tmp:
-            # validate/plan write nothing into the work directory; a run keeps the log.
-            log = Path(log_dir or tmp) / "isce2-env.log"
-            try:
-                report.isce2_version = probe_isce2(config.isce2.env_script, log_path=log).version
-            except IsceNotFoundError as exc:
-                issue("isce2.env_script", str(config.isce2.env_script or ""), str(exc))
+        version, found = isce2_issues(config.isce2.env_script, log_dir)
+        report.isce2_version = version
+        issues.extend(found)
 
     try:
         report.dates = known_dates(config)
@@ -206,6 +200,24 @@ def _check_orbits(config: StackConfig, issue: IssueSink) -> None:
         )
 
 
+def isce2_issues(
+    env_script: Path | None, log_dir: Path | None = None
+) -> tuple[str | None, list[ConfigIssue]]:
+    """ISCE2's version, or the problem with its environment (see tasks.isce2_env)."""
+    from tasks.isce2_env import IsceNotFoundError, probe_isce2
+
+    with tempfile.TemporaryDirectory(prefix="insarflow-preflight-") as tmp:
+        # validate/plan write nothing into the work directory; a run keeps the log.
+        log = Path(log_dir or tmp) / "isce2-env.log"
+        try:
+            return probe_isce2(env_script, log_path=log).version, []
+        except IsceNotFoundError as exc:
+            issue = ConfigIssue(
+                field="isce2.env_script", value=str(env_script or ""), message=str(exc)
+            )
+            return None, [issue]
+
+
 def credential_issues(block: str | None, *, required: bool) -> list[ConfigIssue]:
     """Earthdata credentials: a source that is configured but broken (a ~/.netrc others can
     read, a Secret block that does not exist) and, when ``required``, none at all."""
@@ -233,15 +245,23 @@ def credential_issues(block: str | None, *, required: bool) -> list[ConfigIssue]
 
 
 def environment_issues(data: Mapping[str, Any], stages: Collection[str]) -> list[ConfigIssue]:
-    """The credential problems of a raw configuration that failed validation."""
-    if data.get("engine", "isce2") != "isce2" or "acquire" not in stages:
+    """What a run would lack (ISCE2, credentials) for a raw configuration that failed
+    validation, reported with the file's own problems."""
+    if data.get("engine", "isce2") != "isce2":
         return []
+    issues: list[ConfigIssue] = []
+    if "topsstack" in stages:
+        isce2 = data.get("isce2")
+        script = isce2.get("env_script") if isinstance(isce2, dict) else None
+        issues += isce2_issues(Path(script) if isinstance(script, str) and script else None)[1]
+    if "acquire" not in stages:
+        return issues
     acquisition = data.get("acquisition")
     block = acquisition.get("credentials_secret_block") if isinstance(acquisition, dict) else None
     inputs = data.get("inputs")
     inputs = inputs if isinstance(inputs, dict) else {}
     if inputs.get("download_missing") is False:
-        return []
-    return credential_issues(
+        return issues
+    return issues + credential_issues(
         block if isinstance(block, str) else None, required=not inputs.get("slc_dir")
     )

@@ -82,15 +82,16 @@ def test_every_trap_reported_in_one_go_with_its_fix(tmp_path: Path) -> None:
         "acquisition.track",
         "acquisition.end",
         "compute",
+        "isce2.env_script",
         "Earthdata credentials",
-        "engine",
     ]
     text = out.stderr
     assert "start 2025-04-15 is not before end 2024-12-01: swap them" in text
     assert "topsstack.use_gpu is true but compute.gpus is 0" in text
     assert f"{netrc} is accessible by group/others (mode 0644)" in text
     assert f"run `chmod 600 {netrc}`" in text
-    assert "stackSentinel.py (ISCE2 topsStack) was not found" in text
+    assert "cannot import isce and osgeo.gdal_array" in text
+    assert "make isce2" in text
 
 
 def test_run_stops_before_any_work_on_a_missing_secret_block(tmp_path: Path) -> None:
