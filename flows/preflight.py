@@ -18,6 +18,8 @@ from typing import Any
 from flows.config import STAGES, ConfigError, ConfigIssue, StackConfig
 
 IssueSink = Callable[[str, object, str], None]
+#: Two satellites on one track (S1A with S1B until 2021, with S1C since 2025).
+SHORTEST_REVISIT_DAYS = 6
 
 
 @dataclass
@@ -124,6 +126,20 @@ def preflight(
                 f"small-baseline time series needs at least {MIN_SBAS_DATES} dates and "
                 f"{MIN_SBAS_PAIRS} interferograms: widen acquisition.start..end, add SAFE zips "
                 "or raise topsstack.connections (or stop earlier with --until topsstack)",
+            )
+    elif dates is None and "sbas" in stages:
+        # Dates only known after the search; a window too short for any revisit is not.
+        acq = config.acquisition
+        span = (acq.last_date() - acq.start).days
+        needed = (MIN_SBAS_DATES - 1) * SHORTEST_REVISIT_DAYS
+        if span < needed:
+            issue(
+                "acquisition.end",
+                str(acq.end),
+                f"{acq.start}..{acq.last_date()} spans {span} day(s): Sentinel-1 revisits a "
+                f"track every {SHORTEST_REVISIT_DAYS} days at best, so it holds fewer than "
+                f"the {MIN_SBAS_DATES} dates a small-baseline time series needs; widen the "
+                f"window to at least {needed} days (or stop earlier with --until topsstack)",
             )
     if real and dates and inputs.orbit_dir is not None and not inputs.download_missing:
         _check_orbits(config, issue)

@@ -230,3 +230,16 @@ def test_credentials_are_asked_for_only_when_a_download_can_be_needed(
     [issue] = preflight(_config(tmp_path, slc_dir=str(user_folders / "SLC")), stages).issues
     assert issue.field == "Earthdata credentials"
     assert "chmod 600" in issue.message
+
+
+def test_a_window_too_short_for_three_dates_is_refused_before_the_search(tmp_path: Path) -> None:
+    def issues(end: str) -> dict[str, str]:
+        config = _config(tmp_path)
+        config.acquisition.end = date.fromisoformat(end)
+        return {i.field: i.message for i in preflight(config, ["acquire", "sbas"]).issues}
+
+    short = issues("2021-04-05")  # start 2021-03-25: 11 days
+    assert set(short) >= {"acquisition.end"}
+    assert "spans 11 day(s)" in short["acquisition.end"]
+    assert "at least 12 days" in short["acquisition.end"]
+    assert "acquisition.end" not in issues("2021-04-06")  # 12 days: 3 dates possible
