@@ -66,7 +66,7 @@ def sbas(
     paths = config.paths
     result = SbasResult(work_dir=paths.root, stages_run=stages)
     logger = get_run_logger()
-    with stack_slot(config.name), stack_lock(paths.root):
+    with stack_slot(config.name, config.paths.root), stack_lock(paths.root):
         acquired: AcquireResult | None = None
         stack: TopsStackResult | None = None
         series: SbasStageResult | None = None

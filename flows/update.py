@@ -71,7 +71,7 @@ def sbas_update(config: StackConfig) -> State:
     """
     logger = get_run_logger()
     # The slot covers the look at what is new, so two updates never both see the same date.
-    with stack_slot(config.name):
+    with stack_slot(config.name, config.paths.root):
         previous = AcquireResult.load(acquisition_record(config))
         processed = previous.dates if previous else []
         fresh = new_dates(config, processed)

@@ -150,12 +150,32 @@ def stack_limit_name(stack: str) -> str:
     return f"insarflow-stack-{stack}"
 
 
+def stack_in_progress(work_dir: Path) -> bool:
+    """Whether a live run holds ``work_dir``'s lock file (a dead holder's orphans do not count)."""
+    path = work_dir / ".insarflow.lock"
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text(encoding="utf-8").strip() or "unknown"
+        return not _holder_gone(holder)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def stack_slot(stack: str) -> Iterator[str]:
+def stack_slot(stack: str, work_dir: Path, poll_s: float = 2.0) -> Iterator[str]:
     """Hold the one slot of stack ``stack`` for the duration, waiting while another run has it.
 
     The limit is created on first use (limit 1); an operator may deactivate or resize it in
-    the UI. Re-entrant within one run.
+    the UI. Re-entrant within one run. A run killed outright keeps its slot until its lease
+    expires; while the slot is taken but no live run holds the stack's lock file, this run
+    goes on under the lock file alone instead of waiting for that lease.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -166,28 +186,45 @@ def stack_slot(stack: str) -> Iterator[str]:
     if name in _held_slots.get():
         yield name
         return
+    stale = warned = False
     with get_client(sync_client=True) as client:
-        try:
-            limit = client.read_global_concurrency_limit_by_name(name)
-            busy = limit.active and limit.active_slots >= limit.limit
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):  # another run created it a moment ago
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+        while True:
+            try:
+                limit = client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                with suppress(ObjectAlreadyExists):  # another run created it a moment ago
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=1)
+                    )
+                break
+            if not (limit.active and limit.active_slots >= limit.limit):
+                break
+            if not stack_in_progress(work_dir):
+                stale = True
+                break
+            if not warned:
+                _run_logger().warning(
+                    "stack %s is being processed by another run; waiting for it to finish "
+                    "(concurrency limit %s)",
+                    stack,
+                    name,
                 )
-            busy = False
-    if busy:
-        _run_logger().warning(
-            "stack %s is being processed by another run; waiting for it to finish "
-            "(concurrency limit %s)",
-            stack,
-            name,
-        )
-    # The lease is renewed while the run lives; a renewal hiccup must not kill a long
-    # topsStack run (the lock file still guards the stack).
-    with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
-        token = _held_slots.set(_held_slots.get() | {name})
-        try:
+                warned = True
+            time.sleep(poll_s)
+    token = _held_slots.set(_held_slots.get() | {name})
+    try:
+        if stale:
+            _run_logger().warning(
+                "stack %s: concurrency limit %s is still held by a run that died (until its "
+                "lease expires); going on under the work directory's lock file",
+                stack,
+                name,
+            )
             yield name
-        finally:
-            _held_slots.reset(token)
+            return
+        # The lease is renewed while the run lives; a renewal hiccup must not kill a long
+        # topsStack run (the lock file still guards the stack).
+        with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+            yield name
+    finally:
+        _held_slots.reset(token)
