@@ -188,19 +188,19 @@ def test_fresh_isce2_stack_too_big_for_the_disk_is_refused_before_stacksentinel(
     from flows.config import StackConfig
     from flows.plan import plan_stack
     from flows.stages import AcquireResult, topsstack_stage
+    from tests.support.fake_isce2 import fake_isce2
 
-    # ISCE2 cannot exist here: a stand-in stackSentinel.py that records being started.
-    tops = tmp_path / "isce_stack" / "topsStack"
-    tops.mkdir(parents=True)
+    # ISCE2 cannot exist here: a stand-in whose stackSentinel.py records being started.
+    env_sh = fake_isce2(tmp_path / "isce2")
     started = tmp_path / "stackSentinel-started"
-    stub = tops / "stackSentinel.py"
+    stub = tmp_path / "isce2" / "share" / "isce2" / "topsStack" / "stackSentinel.py"
     stub.write_text(f"#!/bin/sh\ntouch {started}\n")
     stub.chmod(0o755)
-    monkeypatch.setenv("ISCE_STACK", str(tops.parent))
     config = StackConfig.model_validate(
         {
             "name": "big",
             "work_dir": str(tmp_path / "work"),
+            "isce2": {"env_script": str(env_sh)},
             "area": {"bbox": [31.0, 31.5, 120.0, 121.0]},
             "acquisition": {"track": 142, "start": "2020-01-01", "end": "2021-01-01"},
         }
