@@ -355,7 +355,10 @@ def find_scenes(
     except Exception as exc:
         if unreachable := unreachable_service(exc, "the ASF search service"):
             raise unreachable from None
-        if isinstance(exc, asf_search.ASFSearch4xxError):
+        # 408 and 429 say "later", not "no": they stay retryable.
+        if isinstance(exc, asf_search.ASFSearch4xxError) and not re.match(
+            r"HTTP (408|429)\b", str(exc)
+        ):
             raise search_refused(exc, cmr_host) from None
         raise
     seen: set[str] = set()
