@@ -78,9 +78,9 @@ def start_stack_flow(stack: Stack, env: dict[str, str], log: Path) -> FlowProces
 
 def stack_processes(stack_dir: Path) -> list[psutil.Process]:
     """Running processes whose working directory is the stack (every line runs there)."""
-    found = []
+    found, wanted = [], str(stack_dir.resolve())  # the kernel reports the resolved path
     for proc in psutil.process_iter(["cwd", "status"]):
-        if proc.info["cwd"] == str(stack_dir) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+        if proc.info["cwd"] == wanted and proc.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(proc)
     return found
 
