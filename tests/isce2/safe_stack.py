@@ -21,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .known_deformation import GaussianBowl, PlantedSwath, swath_annotation
+
 CYCLE_DAYS = 12
+DAYS_PER_YEAR = 365.25
 ORBITS_PER_CYCLE = 175  # Sentinel-1 repeat cycle
 
 _ISO = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(\.\d+)?")
@@ -137,8 +140,15 @@ def make_safe_stack(
     *,
     dates: int = 3,
     offsets_m: tuple[float, ...] = (0.0, 25.0, -20.0),
+    deformation: GaussianBowl | None = None,
+    swath: int = 1,
+    polarization: str = "vv",
 ) -> SafeStack:
-    """``dates`` SAFE zips 12 days apart (the first is the source's date) and their orbits."""
+    """``dates`` SAFE zips 12 days apart (the first is the source's date) and their orbits.
+
+    With ``deformation``, the ``swath``/``polarization`` measurement tiff of each date
+    carries it on coherent speckle (:mod:`tests.isce2.known_deformation`).
+    """
     if len(offsets_m) < dates:
         raise ValueError(f"offsets_m gives {len(offsets_m)} orbit offsets for {dates} dates")
     slc_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +162,13 @@ def make_safe_stack(
     safes, orbits, date_list = [], [], []
     with zipfile.ZipFile(source_zip) as src:
         members = [(info, src.read(info)) for info in src.infolist()]
+    planted = None
+    if deformation is not None:
+        annotation_text = swath_annotation(
+            {info.filename: data for info, data in members}, swath, polarization
+        )
+        planted = PlantedSwath.build(annotation_text, deformation)
+    tiff = re.compile(rf"/measurement/s1[ab]-iw{swath}-slc-{polarization}-[^/]+\.tiff$")
     for cycle in range(dates):
         new_name = _shift_text(name, cycle, orbit)
         uid = f"{(int(match['uid'], 16) + cycle) % 0x10000:04X}"
@@ -172,6 +189,8 @@ def make_safe_stack(
                     if member.endswith("manifest.safe"):
                         found = re.search(r"<gml:coordinates>([^<]+)</gml:coordinates>", text)
                         footprint = found.group(1) if found else ""
+                if planted is not None and tiff.search(member):
+                    data = planted.tiff(data, years=cycle * CYCLE_DAYS / DAYS_PER_YEAR)
                 dst.writestr(member, data)
             if not footprint:
                 raise ValueError(f"{source_zip}: manifest.safe has no footprint")
