@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,25 +168,19 @@ def stack_in_progress(work_dir: Path) -> bool:
         os.close(fd)
 
 
-@contextmanager
-def stack_slot(stack: str, work_dir: Path, poll_s: float = 2.0) -> Iterator[str]:
-    """Hold the one slot of stack ``stack`` for the duration, waiting while another run has it.
+def _take_slot(name: str, stack: str, work_dir: Path, poll_s: float, held: ExitStack) -> bool:
+    """Enter the slot of limit ``name`` into ``held``; False when it is held by a dead run.
 
-    The limit is created on first use (limit 1); an operator may deactivate or resize it in
-    the UI. Re-entrant within one run. A run killed outright keeps its slot until its lease
-    expires; while the slot is taken but no live run holds the stack's lock file, this run
-    goes on under the lock file alone instead of waiting for that lease.
+    Acquisition is tried for ``poll_s`` at a time, re-checking in between whether the holder
+    is still alive: a run killed outright keeps its lease, and a server without the lease
+    reaper (an ephemeral one) never frees it.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    name = stack_limit_name(stack)
-    if name in _held_slots.get():
-        yield name
-        return
-    stale = warned = False
+    warned = False
     with get_client(sync_client=True) as client:
         while True:
             try:
@@ -196,35 +190,57 @@ def stack_slot(stack: str, work_dir: Path, poll_s: float = 2.0) -> Iterator[str]
                     client.create_global_concurrency_limit(
                         GlobalConcurrencyLimitCreate(name=name, limit=1)
                     )
-                break
-            if not (limit.active and limit.active_slots >= limit.limit):
-                break
-            if not stack_in_progress(work_dir):
-                stale = True
-                break
-            if not warned:
-                _run_logger().warning(
-                    "stack %s is being processed by another run; waiting for it to finish "
-                    "(concurrency limit %s)",
-                    stack,
-                    name,
+                continue
+            taken = limit.active and limit.active_slots >= limit.limit
+            if taken and not stack_in_progress(work_dir):
+                return False
+            try:
+                # The lease is renewed while the run lives; a renewal hiccup must not kill a
+                # long topsStack run (the lock file still guards the stack).
+                held.enter_context(
+                    concurrency(
+                        name,
+                        occupy=1,
+                        timeout_seconds=poll_s,
+                        strict=True,
+                        raise_on_lease_renewal_failure=False,
+                    )
                 )
-                warned = True
-            time.sleep(poll_s)
-    token = _held_slots.set(_held_slots.get() | {name})
-    try:
-        if stale:
+                return True
+            except TimeoutError:
+                if not warned:
+                    _run_logger().warning(
+                        "stack %s is being processed by another run; waiting for it to finish "
+                        "(concurrency limit %s)",
+                        stack,
+                        name,
+                    )
+                    warned = True
+
+
+@contextmanager
+def stack_slot(stack: str, work_dir: Path, poll_s: float = 2.0) -> Iterator[str]:
+    """Hold the one slot of stack ``stack`` for the duration, waiting while another run has it.
+
+    The limit is created on first use (limit 1); an operator may deactivate or resize it in
+    the UI. Re-entrant within one run. A run killed outright keeps its slot until its lease
+    expires (never, on an ephemeral server); while the slot is taken but no live run holds
+    the stack's lock file, this run goes on under the lock file alone.
+    """
+    name = stack_limit_name(stack)
+    if name in _held_slots.get():
+        yield name
+        return
+    with ExitStack() as held:
+        if not _take_slot(name, stack, work_dir, poll_s, held):
             _run_logger().warning(
                 "stack %s: concurrency limit %s is still held by a run that died (until its "
                 "lease expires); going on under the work directory's lock file",
                 stack,
                 name,
             )
+        token = _held_slots.set(_held_slots.get() | {name})
+        try:
             yield name
-            return
-        # The lease is renewed while the run lives; a renewal hiccup must not kill a long
-        # topsStack run (the lock file still guards the stack).
-        with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
-            yield name
-    finally:
-        _held_slots.reset(token)
+        finally:
+            _held_slots.reset(token)
