@@ -347,6 +347,11 @@ class MintpyConfig(Model):
         default=False,
         description="Drop interferograms with missing/incomplete files instead of failing.",
     )
+    plot: bool = Field(
+        default=True,
+        description="MintPy's own figures in mintpy/pic (smallbaselineApp.py --plot, as "
+        "mintpy.plot = yes gives them; about a minute even for a small stack).",
+    )
     extra: dict[str, str] = Field(
         default={},
         description="Extra raw mintpy.* keys for smallbaselineApp.cfg (unknown keys are errors).",

@@ -470,6 +470,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
         troposphere_method=mp.troposphere,
         era5_credentials=mp.troposphere == "pyaps" and (Path.home() / ".cdsapirc").is_file(),
         update_mode=True,
+        plot=mp.plot,
         extra=mp.extra,
     )
     # MintPy's steps are sequential; each is its own task so the UI shows progress and
@@ -486,8 +487,8 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
             step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
         )
         progress.advance(step)
-    # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot = yes
-    plot_task(paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id)
+    if mp.plot:  # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot
+        plot_task(paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id)
     outputs = sbas_outputs(paths.mintpy, cfg)
     return SbasStageResult(
         mintpy_dir=paths.mintpy, velocity=outputs.velocity, timeseries=outputs.timeseries

@@ -52,7 +52,7 @@ engine: simulator
 area: {{bbox: [34.0, 34.6, 116.5, 117.95]}}
 acquisition: {{track: 142, start: 2024-12-01, end: 2025-12-31}}
 topsstack: {{swaths: [3], coregistration: geometry, connections: 2}}
-mintpy: {{max_memory_gb: 1.0, extra: {{mintpy.reference.minCoherence: '0.5'}}}}
+mintpy: {{max_memory_gb: 1.0, plot: false, extra: {{mintpy.reference.minCoherence: '0.5'}}}}
 compute: {{workers: 2, memory_gb: 4.0}}
 simulator: {{dates: 4, length: 40, width: 50}}
 """
@@ -177,6 +177,10 @@ def test_simulator_run_shows_progress_products_and_a_rerun_skip(tmp_path: Path) 
     assert (work / "mintpy" / "dask-scratch").is_dir()  # MintPy's own cluster
     assert (work / "logs" / "run.log").is_file()
     assert not (home / ".prefect" / "prefect.db").exists()
+    # mintpy.plot: false: no MintPy figures, and the cfg says so.
+    assert not (work / "mintpy" / "pic").exists()
+    cfg_text = (work / "mintpy" / "smallbaselineApp.cfg").read_text()
+    assert re.search(r"^mintpy\.plot\s*=\s*no\b", cfg_text, re.MULTILINE)
 
     again = insarflow("run", str(cfg), "--from", "topsstack", "--until", "topsstack", home=home)
     no_traceback(again)

@@ -47,7 +47,10 @@ def tiny_stack_config(work_dir: Path, dates: int) -> StackConfig:
         acquisition=AcquisitionConfig(track=142, start=STACK_START, end=date(2025, 12, 31)),
         topsstack=TopsStackConfig(swaths=[1], coregistration="geometry", connections=2),
         # The synthetic coherence is below MintPy's default 0.85 for the reference point.
-        mintpy=MintpyConfig(max_memory_gb=1.0, extra={"mintpy.reference.minCoherence": "0.5"}),
+        # MintPy's own figures take a minute per run; the demo's test checks them.
+        mintpy=MintpyConfig(
+            max_memory_gb=1.0, plot=False, extra={"mintpy.reference.minCoherence": "0.5"}
+        ),
         compute=ComputeConfig(workers=2, threads_per_worker=1, memory_gb=4.0),
         simulator=SimulatorConfig(
             seed=3, dates=dates, interval_days=INTERVAL_DAYS, length=40, width=50

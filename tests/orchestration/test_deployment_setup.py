@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import suppress
 
+import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 
 from deployments.setup import MEMORY_LIMIT, WORK_POOL, Limits, setup
 from tests.conftest import REPO_ROOT
@@ -22,7 +26,25 @@ async def _read() -> tuple[str, dict[str, int], int]:
         return pool.type, tags, memory.limit
 
 
-def test_setup_is_idempotent(prefect_harness: None) -> None:
+async def _remove_limits() -> None:
+    async with get_client() as client:
+        for tag in ("gpu", "memory-heavy"):
+            with suppress(ObjectNotFound):
+                await client.delete_concurrency_limit_by_tag(tag)
+        with suppress(ObjectNotFound):
+            await client.delete_global_concurrency_limit_by_name(MEMORY_LIMIT)
+
+
+@pytest.fixture
+def server_limits(prefect_harness: None) -> Iterator[None]:
+    """The limits setup creates, removed afterwards: the harness's server is shared by the
+    session, and a tag limit left there would throttle every later test's lines (and,
+    without a lease reaper on that server, wait forever on slots of runs a test killed)."""
+    yield
+    asyncio.run(_remove_limits())
+
+
+def test_setup_is_idempotent(server_limits: None) -> None:
     first = asyncio.run(setup(Limits(gpus=1, memory_heavy=2, memory_gb=16)))
     second = asyncio.run(setup(Limits(gpus=2, memory_heavy=3, memory_gb=24)))
     assert "work pool insarflow-process: exists" in second

@@ -54,6 +54,7 @@ def tiny_config(work_dir: Path, *, name: str = "reliability") -> StackConfig:
     config.topsstack = TopsStackConfig(
         swaths=[1], coregistration="geometry", connections=2, filter_strength=0.6
     )
+    config.mintpy.plot = False  # MintPy's own figures take a minute; the demo's test has them
     return config
 
 
