@@ -25,6 +25,7 @@ from tasks.quality import Quality
 
 ARTIFACT_KEY: Final = "run-report"
 PAIRS_ARTIFACT_KEY: Final = "interferogram-quality"
+PRODUCTS_ARTIFACT_KEY: Final = "products"
 REPORT_MD: Final = "report.md"
 REPORT_HTML: Final = "report.html"
 
@@ -463,7 +464,8 @@ def write_report(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str
 @task(name="write-report")
 def write_report_task(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str]:
     """Prefect task: :func:`write_report`, plus the markdown artifact ``run-report`` and the
-    table artifact ``interferogram-quality``."""
+    table artifacts ``interferogram-quality`` and ``products`` (each product and the report
+    with its path and ``file://`` link)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     md_path, html_path, md_text = write_report(out_dir, sections)
@@ -478,4 +480,14 @@ def write_report_task(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path
             key=PAIRS_ARTIFACT_KEY,
             description="Interferograms: perpendicular baseline, mean coherence, used by MintPy",
         )
+    products = {**sections.outputs, "report (html)": html_path, "report (markdown)": md_path}
+    create_table_artifact(
+        table=[
+            {"product": name, "path": str(path), "link": Path(path).resolve().as_uri()}
+            for name, path in products.items()
+        ],
+        key=PRODUCTS_ARTIFACT_KEY,
+        description=f"Products of stack {sections.stack_name or ''} (paths on the machine "
+        "that ran it)",
+    )
     return md_path, html_path, md_text

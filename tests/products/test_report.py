@@ -216,6 +216,21 @@ def test_report_task_publishes_the_artifact(
     rows = [r for t in tables for r in (json.loads(t.data) if isinstance(t.data, str) else t.data)]
     row = {"pair": "20241201_20241225", "bperp_m": 10.7, "mean_coherence": 0.31, "used": False}
     assert row in rows, "no interferogram-quality artifact with this report's pairs"
+    with get_client(sync_client=True) as client:
+        tables = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[report.PRODUCTS_ARTIFACT_KEY])
+            )
+        )
+    rows = [r for t in tables for r in (json.loads(t.data) if isinstance(t.data, str) else t.data)]
+    html_report = (tmp_path / "out" / report.REPORT_HTML).resolve()
+    assert {
+        "product": "report (html)",
+        "path": str(tmp_path / "out" / report.REPORT_HTML),
+        "link": html_report.as_uri(),
+    } in rows, rows
+    zarr = "/data/work/products/timeseries.zarr"
+    assert {"product": "zarr", "path": zarr, "link": "file://" + zarr} in rows, rows
 
 
 def test_history_round_trip_skips_a_torn_line(tmp_path: Path) -> None:
