@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect_dask import DaskTaskRunner
-
 from flows.config import ComputeConfig
 
 
@@ -26,7 +24,7 @@ def _resources_arg(resources: dict[str, float]) -> str:
 
 
 def task_runner_kwargs(compute: ComputeConfig) -> dict[str, Any]:
-    """Keyword arguments for :class:`DaskTaskRunner` (also usable for inspection/tests)."""
+    """Keyword arguments for ``prefect_dask.DaskTaskRunner`` (also usable for inspection/tests)."""
     if compute.scheduler_address:
         return {"address": compute.scheduler_address}
     if compute.jobqueue is not None:
@@ -63,8 +61,3 @@ def task_runner_kwargs(compute: ComputeConfig) -> dict[str, Any]:
             "dashboard_address": "127.0.0.1:0",  # any free port
         },
     }
-
-
-def task_runner_for(compute: ComputeConfig) -> DaskTaskRunner:
-    """The Dask task runner for a run."""
-    return DaskTaskRunner(**task_runner_kwargs(compute))

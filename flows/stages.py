@@ -237,7 +237,7 @@ def _download_missing(
     config: StackConfig, have_dates: set[str]
 ) -> tuple[list[Path], dict[str, str], set[str]]:
     """Search ASF; download the scenes of dates not on disk (credentials only then)."""
-    from tasks.download import DownloadItem, download_files_task
+    from tasks.download import download_files_task, items_for_scenes
     from tasks.search import search_scenes_task
 
     paths = config.paths
@@ -260,12 +260,10 @@ def _download_missing(
         from tasks.credentials import load_earthdata_credentials
 
         creds = load_earthdata_credentials(secret_block=acq.credentials_secret_block)
-        items = [
-            DownloadItem(url=s.url, dest=paths.slc / f"{s.granule}.zip", size=s.size, md5=s.md5)
-            for s in missing
-        ]
         downloaded = download_files_task(
-            items, max_parallel=acq.max_parallel_downloads, credentials=creds
+            items_for_scenes(missing, paths.slc),
+            max_parallel=acq.max_parallel_downloads,
+            credentials=creds,
         )
     return downloaded, dict(found.excluded), set(found.dates)
 
