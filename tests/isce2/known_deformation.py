@@ -13,8 +13,9 @@ the satellite), so the interferogram ``ref * conj(sec)`` of ISCE2 carries
 
 Where a pixel lies on the ground comes from the annotation's geolocation grid (interpolated
 in azimuth time and range pixel). That grid was computed on the annotation's heights, so
-:func:`annotation_dem` writes the DEM from the same heights: ISCE2 then geolocates each pixel
-where the grid says it is, and the field is known on the product's lat/lon grid.
+the test's DEM is written from the same heights (``safe_stack.annotation_dem``): ISCE2 then
+geolocates each pixel where the grid says it is, and the field is known on the product's
+lat/lon grid.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -186,37 +186,6 @@ class PlantedSwath:
                     window = ((first, first + geo.lines_per_burst), (0, geo.samples))
                     dst.write(data, 1, window=window)
             return bytes(mem.read())
-
-
-def annotation_dem(path: Path, snwe: tuple[float, float, float, float], annotation: str) -> Path:
-    """A GeoTIFF DEM (ellipsoidal heights, 3 arc-seconds) of the annotation grid's heights."""
-    import rasterio
-    from rasterio.transform import from_origin
-    from scipy.interpolate import griddata
-
-    geo = Geolocation.from_annotation(annotation)
-    south, north, west, east = snwe
-    step = 3 / 3600
-    lat = north - (np.arange(round((north - south) / step)) + 0.5) * step
-    lon = west + (np.arange(round((east - west) / step)) + 0.5) * step
-    lon2, lat2 = np.meshgrid(lon, lat)
-    points = np.column_stack([geo.lon.ravel(), geo.lat.ravel()])
-    heights = griddata(points, geo.height.ravel(), (lon2, lat2), method="linear")
-    nearest = griddata(points, geo.height.ravel(), (lon2, lat2), method="nearest")
-    heights = np.where(np.isfinite(heights), heights, nearest)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=lon.size,
-        height=lat.size,
-        count=1,
-        dtype="float32",
-        crs="EPSG:4326",
-        transform=from_origin(west, north, step, step),
-    ) as dst:
-        dst.write(heights.astype("float32"), 1)
-    return path
 
 
 def swath_annotation(members: dict[str, bytes], swath: int, polarization: str) -> str:

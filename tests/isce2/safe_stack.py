@@ -15,13 +15,14 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-from .known_deformation import GaussianBowl, PlantedSwath, swath_annotation
+from .known_deformation import FloatArray, GaussianBowl, Geolocation, PlantedSwath, swath_annotation
 
 CYCLE_DAYS = 12
 DAYS_PER_YEAR = 365.25
@@ -211,25 +212,31 @@ def make_safe_stack(
     return SafeStack(slc_dir, orbit_dir, safes, orbits, date_list)
 
 
-def write_geotiff_dem(path: Path, snwe: tuple[float, float, float, float]) -> Path:
-    """A smooth synthetic terrain (ellipsoidal heights, 1 arc-second) over ``snwe`` as GeoTIFF."""
+def write_geotiff_dem(
+    path: Path,
+    snwe: tuple[float, float, float, float],
+    heights_of: Callable[[FloatArray, FloatArray], FloatArray] | None = None,
+    step: float = 1 / 3600,
+) -> Path:
+    """A DEM GeoTIFF (ellipsoidal heights) over ``snwe``: ``heights_of(lat, lon)`` at pixel
+    centres, by default a smooth synthetic terrain at 1 arc-second."""
     import rasterio
     from rasterio.transform import from_origin
 
     south, north, west, east = snwe
-    step = 1 / 3600
-    width = round((east - west) / step)
-    length = round((north - south) / step)
-    lat = north - (np.arange(length) + 0.5) * step
-    lon = west + (np.arange(width) + 0.5) * step
+    lat = north - (np.arange(round((north - south) / step)) + 0.5) * step
+    lon = west + (np.arange(round((east - west) / step)) + 0.5) * step
     lon2, lat2 = np.meshgrid(lon, lat)
-    heights = 800 + 300 * np.sin(lon2 * 40) * np.cos(lat2 * 30)
+    if heights_of is None:
+        heights = 800 + 300 * np.sin(lon2 * 40) * np.cos(lat2 * 30)
+    else:
+        heights = heights_of(lat2, lon2)
     with rasterio.open(
         path,
         "w",
         driver="GTiff",
-        width=width,
-        height=length,
+        width=lon.size,
+        height=lat.size,
         count=1,
         dtype="float32",
         crs="EPSG:4326",
@@ -237,3 +244,18 @@ def write_geotiff_dem(path: Path, snwe: tuple[float, float, float, float]) -> Pa
     ) as dst:
         dst.write(heights.astype("float32"), 1)
     return path
+
+
+def annotation_dem(path: Path, snwe: tuple[float, float, float, float], annotation: str) -> Path:
+    """A DEM GeoTIFF (3 arc-seconds) of the annotation geolocation grid's own heights."""
+    from scipy.interpolate import griddata
+
+    geo = Geolocation.from_annotation(annotation)
+    points = np.column_stack([geo.lon.ravel(), geo.lat.ravel()])
+
+    def heights_of(lat: FloatArray, lon: FloatArray) -> FloatArray:
+        linear = griddata(points, geo.height.ravel(), (lon, lat), method="linear")
+        nearest = griddata(points, geo.height.ravel(), (lon, lat), method="nearest")
+        return np.where(np.isfinite(linear), linear, nearest)
+
+    return write_geotiff_dem(path, snwe, heights_of, step=3 / 3600)

@@ -34,8 +34,8 @@ import yaml
 
 from tests.e2e.metrics import velocity_metrics
 
-from .known_deformation import GaussianBowl, annotation_dem, swath_annotation
-from .safe_stack import make_safe_stack
+from .known_deformation import GaussianBowl, swath_annotation
+from .safe_stack import annotation_dem, make_safe_stack
 
 pytestmark = [
     pytest.mark.isce2,
