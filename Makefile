@@ -24,8 +24,8 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check flows tasks deployments tests benchmarks
-	$(BIN)/ruff format --check flows tasks deployments tests benchmarks
+	$(BIN)/ruff check insarflow flows tasks deployments tests benchmarks
+	$(BIN)/ruff format --check insarflow flows tasks deployments tests benchmarks
 	$(BIN)/mypy
 
 isce2:

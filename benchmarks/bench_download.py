@@ -2,8 +2,8 @@
 
 A local HTTP server on 127.0.0.1 serves files with ``Range`` support and sends at most
 ``--rate-mbs`` MB/s on each connection (like a remote archive's per-stream limit); it counts
-every body byte it writes. ``tasks.download.download_files`` fetches 4 files of ``--file-mb``
-MB (smoke: 0.5 MB) once with ``max_parallel=1`` (a single stream) and once with
+every body byte it writes. ``insarflow.tasks.download.download_files`` fetches 4 files of
+``--file-mb`` MB (smoke: 0.5 MB) once with ``max_parallel=1`` (a single stream) and once with
 ``max_parallel=4``.
 
 Resume after a kill: a child process downloads one file; when its ``.part`` holds half of the
@@ -120,7 +120,7 @@ def payload(size: int, seed: int) -> bytes:
 
 
 def throughput(server: ThrottledServer, root: Path, names: list[str], parallel: int) -> float:
-    from tasks.download import DownloadItem, download_files
+    from insarflow.tasks.download import DownloadItem, download_files
 
     dest = root / f"parallel-{parallel}"
     items = [DownloadItem(server.url(n), dest / n, size=len(server.files[n])) for n in names]
@@ -133,7 +133,7 @@ def throughput(server: ThrottledServer, root: Path, names: list[str], parallel: 
 
 def child_download(url: str, dest: Path, size: int, md5: str) -> int:
     """Run in the child process: download one file (the parent may kill it)."""
-    from tasks.download import DownloadItem, download_files
+    from insarflow.tasks.download import DownloadItem, download_files
 
     download_files([DownloadItem(url, dest, size=size, md5=md5)], max_parallel=1)
     return 0
@@ -148,7 +148,7 @@ def killed_download(server: ThrottledServer, root: Path, name: str) -> dict[str,
         sys.executable, __file__, "--child-download", server.url(name), str(dest),
         str(len(data)), hashlib.md5(data).hexdigest(),
     ]  # fmt: skip
-    # Popen rather than tasks.shell.run_command: the point is to SIGKILL the child mid-file.
+    # Popen rather than run_command: the point is to SIGKILL the child mid-file.
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     at_kill = 0
     try:
@@ -168,7 +168,7 @@ def killed_download(server: ThrottledServer, root: Path, name: str) -> dict[str,
             child.wait(timeout=30)
     sent_before = server.sent.get(name, 0)
     on_disk = part.stat().st_size if part.exists() else 0
-    from tasks.shell import run_command
+    from insarflow.tasks.shell import run_command
 
     run_command(argv, log_path=root / "resume.log")
     if dest.read_bytes() != data:

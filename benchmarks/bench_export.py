@@ -3,8 +3,8 @@
 Input: a geocoded MintPy work directory (``geo/geo_*.h5``, MintPy's own ``layout_hdf5``
 structure and root attributes) with a float32 time series of 100 dates x 2,000 x 2,000
 (1.6 GB; smoke: 10 x 200 x 200), written block by block so that generating it needs
-~100 MB of memory. Each export is ``tasks.export.export_zarr`` (default chunks: all dates x
-256 x 256) in a child process that reports its own peak RSS (``resource.getrusage``) and the
+~100 MB of memory. Each export is ``insarflow.tasks.export.export_zarr`` (default chunks: all
+dates x 256 x 256) in a child process that reports its own peak RSS (``resource.getrusage``) and the
 RSS it had after its imports.
 
 Figures: zarr write throughput in MB/s of time-series data (export of every variable, timed
@@ -119,7 +119,7 @@ def write_mintpy_dir(mintpy_dir: Path, n_dates: int, length: int, width: int) ->
 
 def child_export(mintpy_dir: Path, store: Path) -> int:
     """Run in the child process: export, sync, print seconds and RSS figures as JSON."""
-    from tasks.export import export_zarr
+    from insarflow.tasks.export import export_zarr
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
@@ -132,7 +132,7 @@ def child_export(mintpy_dir: Path, store: Path) -> int:
 
 
 def run_child(mintpy_dir: Path, store: Path, log: Path) -> dict[str, float]:
-    from tasks.shell import run_command
+    from insarflow.tasks.shell import run_command
 
     result = run_command(
         [sys.executable, __file__, "--child-export", str(mintpy_dir), str(store)],

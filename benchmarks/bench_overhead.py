@@ -1,9 +1,9 @@
 """Per-line overhead of the topsStack executor (Prefect task on Dask) for a no-op line.
 
-Executor path, exactly as in production: ``flows.topsstack.topsstack_flow`` parses a run file
-``run_02_unpack_secondary_slc`` of ``n`` independent lines ``SentinelWrapper.py -c
+Executor path, exactly as in production: ``insarflow.flows.topsstack.topsstack_flow`` parses a
+run file ``run_02_unpack_secondary_slc`` of ``n`` independent lines ``SentinelWrapper.py -c
 configs/config_secondary_<date>``, and runs each line as a Prefect task on a local Dask cluster
-(one worker, ``--slots`` threads, default 1) through ``tasks.shell.run_command``, with the
+(one worker, ``--slots`` threads, default 1) through ``insarflow.tasks.shell.run_command``, with the
 completion marker, log file and report the executor writes for every line. The line's program
 is a no-op stand-in (``/bin/sh`` running ``date +%s.%N``, a few ms) that prints when it ran.
 
@@ -158,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bl.header("bench_overhead: per-line cost of the topsStack executor (Prefect + Dask)")
     print(
-        f"   executor: flows.topsstack.topsstack_flow, 1 Dask worker x {args.slots} thread(s), "
+        f"   executor: insarflow.flows.topsstack.topsstack_flow, "
+        f"1 Dask worker x {args.slots} thread(s), "
         "no-op line = /bin/sh exec date, run through run_line/run_command"
     )
     print(

@@ -12,9 +12,9 @@ Ways to execute the same lines:
 (a) sequential: ``bash run_01_...``, ``bash run_02_...`` ... (the tutorial workflow);
 (b) barriers: each run file as ``stackSentinel.py --num_proc N`` writes it (N lines with ``&``,
     then ``wait``), run files one after another;
-(c) insarflow: ``flows.topsstack.topsstack_flow``, every line a Prefect task on a local Dask
-    cluster (one worker, N threads, ``MEMORY_MB = --budget-mb``), submitted as soon as the
-    lines it needs are done;
+(c) insarflow: ``insarflow.flows.topsstack.topsstack_flow``, every line a Prefect task on a
+    local Dask cluster (one worker, N threads, ``MEMORY_MB = --budget-mb``), submitted as soon
+    as the lines it needs are done;
 (d) a diagnostic: (c)'s scheduling policy (``StackScheduler``: same DAG, memory estimates and
     priorities; ``run_line``) on a plain pool of N threads, without Prefect or Dask. (c) - (d)
     is what the orchestration costs per line (see ``bench_overhead``).
@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.budget_mb is None:
         args.budget_mb = n * bl.SLOT_MB
 
-    from tasks.topsstack.dag import build_dag, critical_path
-    from tasks.topsstack.runfiles import parse_run_files
+    from insarflow.tasks.topsstack.dag import build_dag, critical_path
+    from insarflow.tasks.topsstack.runfiles import parse_run_files
 
     bl.header("bench_scheduling: sequential vs run-file barriers vs DAG executor")
     with bl.scratch_dir("scheduling") as root:

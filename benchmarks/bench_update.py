@@ -2,14 +2,14 @@
 
 A 30-date stack (3 connections, 3 swaths x 9 bursts, NESD; smoke: 2 dates, 1 swath x 2
 bursts, geometry coregistration) is processed by the DAG executor
-(``flows.topsstack.topsstack_flow``) with the sleeping stand-ins and cost model of
+(``insarflow.flows.topsstack.topsstack_flow``) with the sleeping stand-ins and cost model of
 ``bench_scheduling`` (``benchlib``; not the simulator's real steps).
 Then one acquisition is added: the old run files are archived
-(``tasks.topsstack.stack_sentinel.prepare_stack_dir``) and the simulator's ``stackSentinel.py``
-runs again; ``coreg_secondarys/`` exists, so it writes update-mode run files (the new date and
-the last 2 x num_overlap_connections coregistered dates), and the executor runs them in the same
-stack directory, skipping lines whose completion markers are still valid. For comparison the
-31-date stack is processed from scratch in a fresh directory.
+(``insarflow.tasks.topsstack.stack_sentinel.prepare_stack_dir``) and the simulator's
+``stackSentinel.py`` runs again; ``coreg_secondarys/`` exists, so it writes update-mode run files
+(the new date and the last 2 x num_overlap_connections coregistered dates), and the executor runs
+them in the same stack directory, skipping lines whose completion markers are still valid. For
+comparison the 31-date stack is processed from scratch in a fresh directory.
 
 Figures: lines in the run files, lines executed, lines skipped, and wall time of the update vs
 the full 31-date run.
@@ -41,7 +41,7 @@ def execute(
     stack: bl.BenchStack, scale: float, slots: int, budget_mb: int, divisor: float
 ) -> tuple[int, Any, float]:
     """Plan the stack's current run files with the cost model and run the executor."""
-    from tasks.topsstack.runfiles import parse_run_files
+    from insarflow.tasks.topsstack.runfiles import parse_run_files
 
     lines = parse_run_files(stack.stack_dir)
     n_bursts = stack.spec.n_bursts
@@ -82,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     grown = dataclasses.replace(spec, n_dates=spec.n_dates + 1)
     run = {"slots": args.slots, "budget_mb": args.budget_mb, "divisor": args.memory_divisor}
 
-    from tasks.topsstack.runfiles import parse_run_files
-    from tasks.topsstack.stack_sentinel import prepare_stack_dir
+    from insarflow.tasks.topsstack.runfiles import parse_run_files
+    from insarflow.tasks.topsstack.stack_sentinel import prepare_stack_dir
 
     bl.header("bench_update: add one date to a processed stack vs a full run")
     with bl.scratch_dir("update") as root, bl.prefect_api(args.prefect_api):

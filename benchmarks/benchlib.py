@@ -34,8 +34,8 @@ filter_coherence                60      8
 unwrap                          120     20
 ==============================  ======  ===========
 
-Memory of a line is the project's own estimate (``tasks.topsstack.resources``), in real MB;
-the stand-in allocates ``estimate / memory_divisor`` MB of it.
+Memory of a line is the project's own estimate (``insarflow.tasks.topsstack.resources``), in
+real MB; the stand-in allocates ``estimate / memory_divisor`` MB of it.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tasks.topsstack.resources import estimate_memory_mb  # noqa: E402
-from tasks.topsstack.runfiles import RunLine  # noqa: E402
+from insarflow.tasks.topsstack.resources import estimate_memory_mb  # noqa: E402
+from insarflow.tasks.topsstack.runfiles import RunLine  # noqa: E402
 
 PLAN_ENV = "INSARFLOW_BENCH_PLAN"
 # Default memory budget per slot of the executor benchmarks: above the largest line estimate
@@ -259,7 +259,7 @@ class BenchStack:
 
 
 def _scene(spec: StackSpec, n_dates: int) -> Any:
-    from tasks.simulator.scene import SceneSpec
+    from insarflow.simulator.scene import SceneSpec
 
     return SceneSpec.regular(
         date(2024, 1, 1),
@@ -275,7 +275,7 @@ def _scene(spec: StackSpec, n_dates: int) -> Any:
 
 def write_acquisitions(root: Path, spec: StackSpec, n_dates: int | None = None) -> None:
     """Synthetic SAFE zips, orbits and DEM for the first ``n_dates`` dates (default: all)."""
-    from tasks.simulator.acquisition import make_synthetic_acquisitions
+    from insarflow.simulator.acquisition import make_synthetic_acquisitions
 
     scene = _scene(spec, n_dates or spec.n_dates)
     make_synthetic_acquisitions(root / "SLC", root / "orbits", root / "dem", scene)
@@ -283,8 +283,8 @@ def write_acquisitions(root: Path, spec: StackSpec, n_dates: int | None = None) 
 
 def run_stack_sentinel(root: Path, spec: StackSpec, *extra: str) -> None:
     """Write run files and configs with the simulator's stackSentinel.py (cwd = stack dir)."""
-    from tasks.simulator.acquisition import dem_name
-    from tasks.simulator.stack_sentinel import main
+    from insarflow.simulator.acquisition import dem_name
+    from insarflow.simulator.stack_sentinel import main
 
     stack = root / "stack"
     stack.mkdir(parents=True, exist_ok=True)
@@ -400,7 +400,7 @@ def standin_env(stack: BenchStack) -> dict[str, str]:
 
 def run_bash_files(stack: BenchStack, scripts: Sequence[Path], tag: str) -> float:
     """``bash <script>`` for each script in order (cwd = stack dir); returns the wall time."""
-    from tasks.shell import run_command
+    from insarflow.tasks.shell import run_command
 
     env = {**os.environ, **standin_env(stack)}
     start = time.perf_counter()
@@ -457,7 +457,7 @@ def run_executor(
     One worker with ``slots`` threads advertises ``MEMORY_MB = budget_mb``. Returns the wall
     time of the flow call and its ExecutionReport.
     """
-    from flows.topsstack import topsstack_flow
+    from insarflow.flows.topsstack import topsstack_flow
 
     start = time.perf_counter()
     report = topsstack_flow(
@@ -494,8 +494,13 @@ def run_plain_dag(
     import heapq
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-    from tasks.topsstack.executor import ENV_MEMORY_MB, LineResult, Submission, plan_scheduler
-    from tasks.topsstack.executor import run_line as run_one
+    from insarflow.tasks.topsstack.executor import (
+        ENV_MEMORY_MB,
+        LineResult,
+        Submission,
+        plan_scheduler,
+    )
+    from insarflow.tasks.topsstack.executor import run_line as run_one
 
     start = time.perf_counter()
     scheduler = plan_scheduler(

@@ -1,7 +1,7 @@
 """Create the work pool and the concurrency limits insarflow's deployments use.
 
 Idempotent: run it any number of times against a Prefect server
-(``python -m deployments.setup --memory-gb 64 --gpus 1``).
+(``python -m insarflow.deployments.setup --memory-gb 64 --gpus 1``).
 
 - work pool ``insarflow-process`` (type process);
 - tag concurrency limits: ``gpu`` (one task per GPU), ``memory-heavy`` (resample,
@@ -10,7 +10,7 @@ Idempotent: run it any number of times against a Prefect server
   that tasks may occupy with their estimate.
 
 The one-slot limits ``insarflow-stack-<name>`` (one run per stack) are created by the
-runs themselves, on first use (``tasks.lock.stack_slot``).
+runs themselves, on first use (``insarflow.tasks.lock.stack_slot``).
 """
 
 from __future__ import annotations

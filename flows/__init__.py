@@ -1,1 +1,1 @@
-"""insarflow flows: compose tasks; the stack configuration model and the CLI live here."""
+"""insarflow flows: Prefect flows that only compose tasks (imported as ``insarflow.flows``)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from flows.config import (
+from insarflow.config import (
     AcquisitionConfig,
     AreaConfig,
     ComputeConfig,
@@ -24,8 +24,8 @@ from flows.config import (
     TopsStackConfig,
     config_template,
 )
-from flows.sbas import SbasResult, sbas
-from flows.stages import simulator_truth
+from insarflow.flows.sbas import SbasResult, sbas
+from insarflow.flows.stages import simulator_truth
 
 
 def demo_config(workdir: Path, *, dates: int = 12, seed: int = 42) -> StackConfig:

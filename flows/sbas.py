@@ -13,9 +13,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.config import StackConfig, Stage, stage_range
-from flows.preflight import preflight
-from flows.stages import (
+from insarflow.config import StackConfig, Stage, stage_range
+from insarflow.flows.stages import (
     AcquireResult,
     ProductsResult,
     SbasStageResult,
@@ -25,8 +24,9 @@ from flows.stages import (
     sbas_stage,
     topsstack_stage,
 )
-from tasks.lock import stack_lock, stack_slot
-from tasks.report import StepSummary
+from insarflow.preflight import preflight
+from insarflow.tasks.lock import stack_lock, stack_slot
+from insarflow.tasks.report import StepSummary
 
 
 @dataclass
@@ -94,7 +94,7 @@ def sbas(
 
 def export_stack(config: StackConfig, formats: list[str]) -> dict[str, Any]:
     """Export a finished stack's MintPy results (``insarflow export``)."""
-    from tasks.export import export_products
+    from insarflow.tasks.export import export_products
 
     edge = config.export.chunk_size
     return dict(

@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 
-from flows.config import StackConfig
+from insarflow.config import StackConfig
 
 # A runtime import: Prefect validates stage parameters (TopsStackResult.steps) with pydantic,
 # which must resolve StepSummary.
-from tasks.inputs import InputsError
-from tasks.report import StepSummary
+from insarflow.tasks.inputs import InputsError
+from insarflow.tasks.report import StepSummary
 
 if TYPE_CHECKING:
-    from tasks.orbits import OrbitChoice
-    from tasks.report import TruthError
-    from tasks.simulator.scene import SceneSpec
-    from tasks.topsstack.executor import ExecutionReport
+    from insarflow.simulator.scene import SceneSpec
+    from insarflow.tasks.orbits import OrbitChoice
+    from insarflow.tasks.report import TruthError
+    from insarflow.tasks.topsstack.executor import ExecutionReport
 
 # ------------------------------------------------------------------------ results
 
@@ -105,7 +105,7 @@ def isce2_record(config: StackConfig) -> Path:
 
 def history_file(config: StackConfig) -> Path:
     """Where every run's topsStack and MintPy step figures accumulate."""
-    from tasks.report import HISTORY_NAME
+    from insarflow.tasks.report import HISTORY_NAME
 
     return config.paths.root / HISTORY_NAME
 
@@ -128,7 +128,7 @@ def _now() -> str:
 
 def scene_spec_for(config: StackConfig) -> SceneSpec:
     """The simulator's scene for a configuration (engine: simulator)."""
-    from tasks.simulator.scene import SceneSpec
+    from insarflow.simulator.scene import SceneSpec
 
     sim = config.simulator
     ts = config.topsstack
@@ -156,7 +156,7 @@ def acquire_stage(config: StackConfig) -> AcquireResult:
     logger = get_run_logger()
     paths = config.paths
     if config.engine == "simulator":
-        from tasks.simulator.acquisition import make_synthetic_acquisitions
+        from insarflow.simulator.acquisition import make_synthetic_acquisitions
 
         spec = scene_spec_for(config)
         safes = make_synthetic_acquisitions(paths.slc, paths.orbits, paths.dem, spec)
@@ -177,8 +177,8 @@ def acquire_stage(config: StackConfig) -> AcquireResult:
 
 def _acquire_real(config: StackConfig) -> AcquireResult:
     """SLCs, orbits and DEM: the user's files where given, downloads for what is missing."""
-    from flows.preflight import scenes_on_disk
-    from tasks.inputs import link_into, user_dem
+    from insarflow.preflight import scenes_on_disk
+    from insarflow.tasks.inputs import link_into, user_dem
 
     logger = get_run_logger()
     paths = config.paths
@@ -206,12 +206,12 @@ def _acquire_real(config: StackConfig) -> AcquireResult:
     if inputs.dem is not None:
         dem = user_dem(inputs.dem, paths.dem, config.area.snwe())
     else:
-        from tasks.dem import prepare_dem_task
+        from insarflow.tasks.dem import prepare_dem_task
 
         creds, env = None, None
         if acq.dem_source == "isce2":  # ISCE2's dem.py, in ISCE2's environment
-            from tasks.credentials import load_earthdata_credentials
-            from tasks.isce2_env import probe_isce2
+            from insarflow.tasks.credentials import load_earthdata_credentials
+            from insarflow.tasks.isce2_env import probe_isce2
 
             creds = load_earthdata_credentials(secret_block=acq.credentials_secret_block)
             env = probe_isce2(config.isce2.env_script, log_path=paths.logs / "isce2-env.log").env
@@ -228,7 +228,7 @@ def _acquire_real(config: StackConfig) -> AcquireResult:
 
 
 def _date_of(safe: Path) -> str:
-    from tasks.orbits import parse_safe_name
+    from insarflow.tasks.orbits import parse_safe_name
 
     return parse_safe_name(safe).date
 
@@ -237,8 +237,8 @@ def _download_missing(
     config: StackConfig, have_dates: set[str]
 ) -> tuple[list[Path], dict[str, str], set[str]]:
     """Search ASF; download the scenes of dates not on disk (credentials only then)."""
-    from tasks.download import download_files_task, items_for_scenes
-    from tasks.search import search_scenes_task
+    from insarflow.tasks.download import download_files_task, items_for_scenes
+    from insarflow.tasks.search import search_scenes_task
 
     paths = config.paths
     acq = config.acquisition
@@ -257,7 +257,7 @@ def _download_missing(
     missing = [s for d, scenes in found.dates.items() if d not in have_dates for s in scenes]
     downloaded: list[Path] = []
     if missing:
-        from tasks.credentials import load_earthdata_credentials
+        from insarflow.tasks.credentials import load_earthdata_credentials
 
         creds = load_earthdata_credentials(secret_block=acq.credentials_secret_block)
         downloaded = download_files_task(
@@ -270,8 +270,8 @@ def _download_missing(
 
 def _orbits(config: StackConfig, safes: list[Path]) -> list[OrbitChoice]:
     """An orbit per SAFE: the user's files first, downloads only when allowed."""
-    from tasks.inputs import covering_orbits, link_into
-    from tasks.orbits import OrbitError, fetch_orbits_task, select_orbits
+    from insarflow.tasks.inputs import covering_orbits, link_into
+    from insarflow.tasks.orbits import OrbitError, fetch_orbits_task, select_orbits
 
     paths = config.paths
     inputs = config.inputs
@@ -292,9 +292,9 @@ def _orbits(config: StackConfig, safes: list[Path]) -> list[OrbitChoice]:
 @flow(name="topsstack-stage")
 def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> TopsStackResult:
     """Write run files with stackSentinel.py (or the simulator) and execute them as a DAG."""
-    from flows.compute import task_runner_kwargs
-    from flows.topsstack import topsstack_flow
-    from tasks.topsstack.stack_sentinel import (
+    from insarflow.compute import task_runner_kwargs
+    from insarflow.flows.topsstack import topsstack_flow
+    from insarflow.tasks.topsstack.stack_sentinel import (
         build_stack_sentinel_args,
         check_safe_files,
         prepare_stack_dir,
@@ -313,11 +313,11 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     extra_path: list[Path] = []
     env: dict[str, str] | None = None
     if config.engine == "simulator":
-        from tasks.simulator.steps import install_simulator_bin
+        from insarflow.simulator.steps import install_simulator_bin
 
         extra_path.append(install_simulator_bin(paths.stack / "simulator" / "bin"))
     else:
-        from tasks.isce2_env import probe_isce2, record_isce2
+        from insarflow.tasks.isce2_env import probe_isce2, record_isce2
 
         isce2 = probe_isce2(config.isce2.env_script, log_path=paths.logs / "isce2-env.log")
         logger.info("%s", isce2.summary())
@@ -354,8 +354,8 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         check_safe_files(acquired.safe_files)
         if config.engine == "isce2" and not (paths.stack / "coreg_secondarys").exists():
             # A fresh stack: its size is predictable, so a too-small disk stops it here.
-            from flows.plan import plan_stack
-            from tasks.diskspace import check_free_space
+            from insarflow.plan import plan_stack
+            from insarflow.tasks.diskspace import check_free_space
 
             needed = plan_stack(config, acquired.dates).processing_bytes
             check_free_space(paths.stack, needed, what="topsStack processing")
@@ -386,7 +386,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         scheduler_address=compute.scheduler_address,
         cluster=task_runner_kwargs(compute) if compute.jobqueue else None,
     )
-    from tasks.report import StageRecord, append_stage_record
+    from insarflow.tasks.report import StageRecord, append_stage_record
 
     steps = step_summaries(report)
     append_stage_record(history_file(config), StageRecord(_run_id(), "topsstack", started, steps))
@@ -402,7 +402,7 @@ def _bursts_per_swath(config: StackConfig) -> int:
     """Bursts per swath for memory estimates: the simulator's, or a full IW slice."""
     if config.engine == "simulator":
         return scene_spec_for(config).bursts_per_swath
-    from flows.plan import BURSTS_PER_SWATH
+    from insarflow.plan import BURSTS_PER_SWATH
 
     return BURSTS_PER_SWATH
 
@@ -441,7 +441,7 @@ def step_summaries(report: ExecutionReport) -> list[StepSummary]:
 @flow(name="sbas-mintpy")
 def sbas_stage(config: StackConfig) -> SbasStageResult:
     """MintPy smallbaselineApp, one task per step, metadata written without ISCE2."""
-    from tasks.sbas import (
+    from insarflow.tasks.sbas import (
         MINTPY_STEP_TASKS,
         mintpy_steps,
         plot_task,
@@ -473,7 +473,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     )
     # MintPy's steps are sequential; each is its own task so the UI shows progress and
     # a rerun resumes through MintPy's own skip logic.
-    from tasks.progress import StageProgress
+    from insarflow.tasks.progress import StageProgress
 
     steps = mintpy_steps()
     progress = StageProgress(
@@ -501,13 +501,18 @@ def products_stage(
     config: StackConfig, acquired: AcquireResult | None, stack: TopsStackResult | None
 ) -> ProductsResult:
     """zarr/GeoTIFF/netCDF, figures and the run report."""
-    from tasks import __version__
-    from tasks.export import export_products_task
-    from tasks.figures import make_figures_task
-    from tasks.isce2_env import recorded_isce2_version
-    from tasks.quality import assess_quality_task
-    from tasks.report import ReportInputs, read_history, velocity_statistics, write_report_task
-    from tasks.sbas import EXCLUDED_DIRNAME
+    from insarflow import __version__
+    from insarflow.tasks.export import export_products_task
+    from insarflow.tasks.figures import make_figures_task
+    from insarflow.tasks.isce2_env import recorded_isce2_version
+    from insarflow.tasks.quality import assess_quality_task
+    from insarflow.tasks.report import (
+        ReportInputs,
+        read_history,
+        velocity_statistics,
+        write_report_task,
+    )
+    from insarflow.tasks.sbas import EXCLUDED_DIRNAME
 
     paths = config.paths
     acquired = acquired or AcquireResult.load(acquisition_record(config))
@@ -573,8 +578,8 @@ def _truth_error(config: StackConfig) -> TruthError | None:
     """Recovered vs true velocity in m year-1 for a simulator run, None otherwise."""
     if config.engine != "simulator" or not simulator_truth(config).is_file():
         return None
-    from flows.demo import velocity_error
-    from tasks.report import TruthError
+    from insarflow.flows.demo import velocity_error
+    from insarflow.tasks.report import TruthError
 
     error = velocity_error(config.paths.mintpy, simulator_truth(config))  # mm/yr
     return TruthError(

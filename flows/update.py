@@ -6,7 +6,7 @@ once in a Completed state named "Nothing new". Otherwise it runs the full ``sbas
 flow, whose stages are idempotent: acquisition fetches only the new SLCs, topsStack
 re-runs stackSentinel in update mode (previous run files archived) and executes only
 lines that are not already done, MintPy loads in update mode, products are replaced
-atomically. It holds the stack's slot throughout (:func:`tasks.lock.stack_slot`).
+atomically. It holds the stack's slot throughout (:func:`insarflow.tasks.lock.stack_slot`).
 What was added (dates, topsStack lines, interferograms) becomes the Completed
 state's message and the markdown artifact ``update-<stack>``.
 """
@@ -18,21 +18,25 @@ from datetime import date, timedelta
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
-from flows.config import StackConfig
-from flows.sbas import sbas
-from flows.stages import AcquireResult, acquisition_record
-from tasks.lock import stack_slot
-from tasks.update_summary import UpdateSummary, added_interferograms, publish_update_summary
+from insarflow.config import StackConfig
+from insarflow.flows.sbas import sbas
+from insarflow.flows.stages import AcquireResult, acquisition_record
+from insarflow.tasks.lock import stack_slot
+from insarflow.tasks.update_summary import (
+    UpdateSummary,
+    added_interferograms,
+    publish_update_summary,
+)
 
 
 def new_dates(config: StackConfig, processed: list[str]) -> list[str]:
     """Acquisition dates available now that the stack has not processed."""
     if config.engine == "simulator":
-        from flows.plan import expected_dates
+        from insarflow.plan import expected_dates
 
         available, _ = expected_dates(config)
     else:
-        from tasks.search import search_scenes
+        from insarflow.tasks.search import search_scenes
 
         last = max(processed) if processed else None
         acq = config.acquisition

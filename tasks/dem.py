@@ -23,9 +23,9 @@ import numpy.typing as npt
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.credentials import Credentials, write_private_netrc
-from tasks.download import PermanentError, retry_condition, run_logger
-from tasks.shell import CommandError, run_command
+from insarflow.tasks.credentials import Credentials, write_private_netrc
+from insarflow.tasks.download import PermanentError, retry_condition, run_logger
+from insarflow.tasks.shell import CommandError, run_command
 
 SNWE = tuple[float, float, float, float]
 DemSource = Literal["copernicus", "isce2"]
@@ -360,7 +360,7 @@ def stitch_isce2_dem(
 ) -> DemInfo:
     """Run ISCE2's ``dem.py -a stitch -b S N W E -r -s 1 -c`` in ``dem_dir``.
 
-    ``env`` is ISCE2's environment (:func:`tasks.isce2_env.probe_isce2`); default: ours.
+    ``env`` is ISCE2's environment (:func:`insarflow.tasks.isce2_env.probe_isce2`); default: ours.
 
     dem.py reads the Earthdata login only from ``~/.netrc``; given ``credentials`` it gets a
     private HOME holding a mode-600 .netrc for this one run (never a command-line argument).

@@ -38,15 +38,19 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from tasks.credentials import Credentials, CredentialsError, EarthdataAuth
-from tasks.diskspace import check_free_space
-from tasks.progress import create_progress_artifact, format_duration, update_progress_artifact
-from tasks.progress import log as progress_log
+from insarflow.tasks.credentials import Credentials, CredentialsError, EarthdataAuth
+from insarflow.tasks.diskspace import check_free_space
+from insarflow.tasks.progress import (
+    create_progress_artifact,
+    format_duration,
+    update_progress_artifact,
+)
+from insarflow.tasks.progress import log as progress_log
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from tasks.search import Scene
+    from insarflow.tasks.search import Scene
 
 log = logging.getLogger("insarflow.download")
 

@@ -49,8 +49,8 @@ import xarray as xr
 from affine import Affine
 from prefect import task
 
-from tasks import __version__
-from tasks.diskspace import disk_full_error, is_disk_full
+from insarflow import __version__
+from insarflow.tasks.diskspace import disk_full_error, is_disk_full
 
 ProductFormat = Literal["zarr", "geotiff", "netcdf"]
 

@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from prefect import task
 
-from tasks.export import GeoGrid, MintpyProducts, locate_products, read_grid
-from tasks.quality import pair_quality, reference_yx, template_value
+from insarflow.tasks.export import GeoGrid, MintpyProducts, locate_products, read_grid
+from insarflow.tasks.quality import pair_quality, reference_yx, template_value
 
 FIGURE_NAMES: Final = {
     "velocity": "velocity_map.png",

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
-from tasks.dem import (
+from insarflow.tasks.dem import (
     SNWE,
     DemError,
     DemInfo,
@@ -23,7 +23,7 @@ from tasks.dem import (
     read_dem_info,
     write_isce_dem,
 )
-from tasks.orbits import parse_orbit_name, parse_safe_name
+from insarflow.tasks.orbits import parse_orbit_name, parse_safe_name
 
 _SAFE = re.compile(
     r"^(?P<platform>S1[A-D])_IW_SLC__1S\w{2}_(?P<start>\d{8})T\d{6}_\d{8}T\d{6}_"

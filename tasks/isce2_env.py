@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.shell import CommandError, run_command
+from insarflow.tasks.shell import CommandError, run_command
 
 STACK_SENTINEL = "stackSentinel.py"
 
@@ -160,7 +160,7 @@ def probe_isce2(
 
 def record_isce2(env: Isce2Environment, path: Path) -> None:
     """Remember which ISCE2 processed the stack (read back for the products' provenance)."""
-    from tasks.sbas_metadata import write_text_atomic
+    from insarflow.tasks.sbas_metadata import write_text_atomic
 
     record = {"isce2_version": env.version, "python": env.python, "numpy": env.numpy}
     write_text_atomic(path, json.dumps(record, indent=1) + "\n")

@@ -8,8 +8,8 @@ API). ``flock`` is released by the kernel when the holder dies, so a killed run 
 leaves a stale lock behind; a killed run's slot is freed when its lease expires.
 
 The lock belongs to the open file, and every external command
-inherits a duplicate of it (:func:`tasks.shell.run_command`): a run killed outright keeps
-its stack locked until the reaper (:mod:`tasks.reaper`) has ended the commands it started,
+inherits a duplicate of it (:func:`insarflow.tasks.shell.run_command`): a run killed outright keeps
+its stack locked until the reaper (:mod:`insarflow.tasks.reaper`) has ended the commands it started,
 so a rerun never runs a line beside a leftover of the same line.
 """
 
@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tasks.reaper import TERM_GRACE_S
+from insarflow.tasks.reaper import TERM_GRACE_S
 
 log = logging.getLogger(__name__)
 

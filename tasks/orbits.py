@@ -20,8 +20,8 @@ from typing import Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.credentials import Credentials, find_credentials
-from tasks.download import PermanentError, retry_condition, run_logger
+from insarflow.tasks.credentials import Credentials, find_credentials
+from insarflow.tasks.download import PermanentError, retry_condition, run_logger
 
 OrbitKind = Literal["precise", "restituted"]
 

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from prefect import task
 
-from tasks.export import GeoGrid, MintpyProducts, locate_products, read_grid
+from insarflow.tasks.export import GeoGrid, MintpyProducts, locate_products, read_grid
 
 # Datasets correct_unwrap_error writes, most corrected first (MintPy's names).
 CORRECTED_DATASETS: Final = (

@@ -1,7 +1,7 @@
 """Ending the process trees of external commands, also when the flow process dies.
 
-Every command of :func:`tasks.shell.run_command` leads a session (and process group) of its
-own, so a signal aimed at the flow's group does not reach it implicitly: ending it is always
+Every command of :func:`insarflow.tasks.shell.run_command` leads a session (and process group)
+of its own, so a signal aimed at the flow's group does not reach it implicitly: ending it is always
 explicit, through :func:`end_trees` (SIGTERM to the group and to every descendant found
 under the command, since a descendant may have made a group of its own; ``TERM_GRACE_S``;
 then SIGKILL).

@@ -20,8 +20,8 @@ import markdown
 import numpy as np
 from prefect import task
 
-from tasks.export import VELOCITY_UNITS, locate_products
-from tasks.quality import Quality
+from insarflow.tasks.export import VELOCITY_UNITS, locate_products
+from insarflow.tasks.quality import Quality
 
 ARTIFACT_KEY: Final = "run-report"
 PAIRS_ARTIFACT_KEY: Final = "interferogram-quality"
@@ -444,7 +444,7 @@ def write_report(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str
     if missing:
         raise FileNotFoundError(
             f"ReportInputs.figures: {', '.join(missing)} not found; make the figures first "
-            "(tasks.figures.make_figures)"
+            "(insarflow.tasks.figures.make_figures)"
         )
     figures = [Path(p) for p in sections.figures]
     relative = {

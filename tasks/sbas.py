@@ -6,7 +6,7 @@ Order of use (each a plain function with a thin Prefect task):
    sidecar; incomplete interferograms fail the stage with a list, or are moved aside
    to ``merged/interferograms.excluded/`` when the caller allows missing pairs.
 2. :func:`prepare_mintpy_metadata` — writes ``reference/data.rsc`` from the ISCE XML
-   (see :mod:`tasks.sbas_metadata`), then runs MintPy's ``prep_isce`` for the per-file
+   (see :mod:`insarflow.tasks.sbas_metadata`), then runs MintPy's ``prep_isce`` for the per-file
    ``.rsc`` sidecars, so no step ever needs the ``isce`` module.
 3. :func:`write_smallbaseline_cfg` — ``smallbaselineApp.cfg`` with absolute paths.
 4. :func:`run_mintpy_step` for each of :func:`mintpy_steps` — one
@@ -36,8 +36,8 @@ from typing import Literal, get_args
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.isce_io import is_complete, read_isce_info
-from tasks.sbas_metadata import (
+from insarflow.tasks.isce_io import is_complete, read_isce_info
+from insarflow.tasks.sbas_metadata import (
     REQUIRED_KEYS,
     MetadataError,
     find_meta_file,
@@ -46,7 +46,7 @@ from tasks.sbas_metadata import (
     write_data_rsc,
     write_text_atomic,
 )
-from tasks.shell import CommandError, CommandResult, run_command
+from insarflow.tasks.shell import CommandError, CommandResult, run_command
 
 __all__ = [
     "GEOMETRY_FILES",
@@ -595,7 +595,7 @@ def prepare_mintpy_metadata(
 ) -> MetadataReport:
     """Write the metadata MintPy's load_data needs, without ISCE2.
 
-    ``reference/data.rsc`` comes from :func:`tasks.sbas_metadata.write_data_rsc`; with it
+    ``reference/data.rsc`` comes from :func:`insarflow.tasks.sbas_metadata.write_data_rsc`; with it
     in place MintPy's ``prep_isce`` skips its ``isce``-based reader and writes the
     ``.rsc`` beside every geometry file and unwrapped interferogram (DATE12,
     P_BASELINE_TOP/BOTTOM_HDR). Run here as its own command, a failure is an error
@@ -788,7 +788,7 @@ def run_mintpy_step(
     """Run ``smallbaselineApp.py <cfg> --dir <work_dir> --dostep <step>``.
 
     With ``history_file`` the step's duration (and failure) is appended there as a
-    ``mintpy`` stage record of run ``run_id`` (see :mod:`tasks.report`).
+    ``mintpy`` stage record of run ``run_id`` (see :mod:`insarflow.tasks.report`).
 
     The log goes to ``<log_dir>/mintpy/<step>.log``. MintPy skips work whose outputs
     are up to date. A marker in ``<work_dir>/.insarflow/`` records the files present
@@ -854,7 +854,7 @@ def _record_step(
 ) -> None:
     if history_file is None:
         return
-    from tasks.report import StageRecord, StepSummary, append_stage_record
+    from insarflow.tasks.report import StageRecord, StepSummary, append_stage_record
 
     summary = StepSummary(
         name=step, run=int(not failed), failed=int(failed), duration_s=round(duration_s, 2)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tasks.isce_io import read_isce_info, read_isce_raster
+from insarflow.tasks.isce_io import read_isce_info, read_isce_raster
 
 # WGS-84 as ISCE2's AstronomicalHandbook defines it.
 WGS84_A = 6378137.0

@@ -21,7 +21,12 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from tasks.download import PermanentError, retry_condition, run_logger, unreachable_service
+from insarflow.tasks.download import (
+    PermanentError,
+    retry_condition,
+    run_logger,
+    unreachable_service,
+)
 
 SNWE = tuple[float, float, float, float]
 

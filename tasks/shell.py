@@ -6,8 +6,8 @@ typed result (return code, duration, peak RSS, log tail) or a typed error.
 
 Each command runs in a session of its own and never outlives its call: on timeout, on an
 exception in the calling thread and, through the reaper, on the death of this process,
-its whole tree is ended (:mod:`tasks.reaper`). It inherits the stack locks this process
-holds (:func:`tasks.lock.inherited_locks`), so a stack stays locked while it runs.
+its whole tree is ended (:mod:`insarflow.tasks.reaper`). It inherits the stack locks this process
+holds (:func:`insarflow.tasks.lock.inherited_locks`), so a stack stays locked while it runs.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from tasks.lock import inherited_locks
-from tasks.reaper import REAPER, end_trees, group_alive
+from insarflow.tasks.lock import inherited_locks
+from insarflow.tasks.reaper import REAPER, end_trees, group_alive
 
 TAIL_LINES = 40
 _REDACTED = "********"

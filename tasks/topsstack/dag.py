@@ -51,7 +51,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from heapq import heapify, heappop, heappush
 
-from tasks.topsstack.runfiles import RunLine
+from insarflow.tasks.topsstack.runfiles import RunLine
 
 Dag = Mapping[str, frozenset[str]]
 

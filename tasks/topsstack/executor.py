@@ -3,7 +3,7 @@
 Every line of a run file (``SentinelWrapper.py -c configs/config_<step>_<key>`` or a direct
 script call) runs through :func:`run_line`: it skips when a completion marker says the same
 command and config already produced valid outputs, otherwise it runs the command through
-:func:`tasks.shell.run_command`, checks the outputs and only then writes the marker.
+:func:`insarflow.tasks.shell.run_command`, checks the outputs and only then writes the marker.
 
 :class:`StackScheduler` holds the pure scheduling policy used by the topsStack flow: which
 lines are ready, how much memory each reserves, whether a failure is retried (OOM: once with
@@ -29,15 +29,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
-from tasks.shell import CommandResult, run_command
-from tasks.topsstack.dag import critical_path, topological_order
-from tasks.topsstack.resources import (
+from insarflow.tasks.shell import CommandResult, run_command
+from insarflow.tasks.topsstack.dag import critical_path, topological_order
+from insarflow.tasks.topsstack.resources import (
     LIMITED_CLASSES,
     ResourceClass,
     estimate_memory_mb,
     resource_class,
 )
-from tasks.topsstack.runfiles import RunLine
+from insarflow.tasks.topsstack.runfiles import RunLine
 
 FailureKind = Literal["oom", "transient", "fatal"]
 LineStatus = Literal["ran", "skipped"]

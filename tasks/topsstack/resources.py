@@ -64,7 +64,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal
 
-from tasks.topsstack.runfiles import KNOWN_STEPS
+from insarflow.tasks.topsstack.runfiles import KNOWN_STEPS
 
 ResourceClass = Literal["gpu", "memory-heavy", "cpu"]
 # The classes operators cap with Prefect tag concurrency limits (deployments/setup.py).

@@ -19,8 +19,8 @@ from typing import Literal
 
 from prefect import task
 
-from tasks.isce2_env import STACK_SENTINEL
-from tasks.shell import CommandResult, run_command
+from insarflow.tasks.isce2_env import STACK_SENTINEL
+from insarflow.tasks.shell import CommandResult, run_command
 
 #: Written (atomically) once stackSentinel.py finished: its run files and configs are complete.
 RUN_FILES_MARKER = Path(".insarflow") / "run_files.done.json"
@@ -228,7 +228,7 @@ def run_stack_sentinel(
 
     Raises ``ValueError`` when ``args`` ask for ``--num_proc`` or when ``run_files/``
     already exists (call :func:`prepare_stack_dir` first); a failing run raises
-    ``tasks.shell.CommandError``.
+    ``insarflow.tasks.shell.CommandError``.
     """
     if any(a.split("=", 1)[0] in ("--num_proc", "--num_process") for a in args):
         raise ValueError(

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tasks.credentials import (
+from insarflow.tasks.credentials import (
     Credentials,
     CredentialsError,
     EarthdataAuth,
@@ -23,7 +23,7 @@ from tasks.credentials import (
     load_credentials,
     load_earthdata_credentials,
 )
-from tasks.download import DownloadItem, HTTPStatusDownloadError, download_files
+from insarflow.tasks.download import DownloadItem, HTTPStatusDownloadError, download_files
 from tests.acquisition.fault_server import FaultServer, Reply, Request
 
 pytestmark = [
@@ -257,10 +257,10 @@ def test_planted_secret_appears_nowhere(
         LogFilterFlowRunId,
     )
 
-    from tasks.dem import prepare_dem_task
-    from tasks.download import download_files_task
-    from tasks.orbits import fetch_orbits_task
-    from tasks.search import search_scenes_task
+    from insarflow.tasks.dem import prepare_dem_task
+    from insarflow.tasks.download import download_files_task
+    from insarflow.tasks.orbits import fetch_orbits_task
+    from insarflow.tasks.search import search_scenes_task
     from tests.acquisition.cmr_server import FakeCMR, load_records
 
     monkeypatch.setenv("EARTHDATA_USERNAME", "earth-user")

@@ -16,8 +16,8 @@ import rasterio
 from affine import Affine
 from shapely.geometry import box
 
-from tasks.credentials import Credentials
-from tasks.dem import (
+from insarflow.tasks.credentials import Credentials
+from insarflow.tasks.dem import (
     DemError,
     dem_bounds,
     dem_filename,
@@ -204,7 +204,7 @@ FAKE_DEM_PY = """\
 import json, os, stat, sys
 from pathlib import Path
 import numpy as np
-from tasks.dem import write_isce_dem
+from insarflow.tasks.dem import write_isce_dem
 
 netrc = Path(os.environ["HOME"]) / ".netrc"
 Path("dem_py_call.json").write_text(json.dumps({{

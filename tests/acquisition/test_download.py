@@ -14,7 +14,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from tasks.download import (
+from insarflow.tasks.download import (
     DownloadError,
     DownloadFailures,
     DownloadItem,
@@ -285,7 +285,7 @@ def test_task_wrapper_runs_in_a_flow(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from tasks.download import download_files_task
+    from insarflow.tasks.download import download_files_task
 
     item = _item(server.add_file("a.zip", data), tmp_path / "a.zip", data)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.config import StackConfig, parse_config
-from flows.preflight import preflight
-from tasks.dem import read_dem_info, write_isce_dem
-from tasks.inputs import InputsError, link_into, local_scenes, relative_orbit, user_dem
+from insarflow.config import StackConfig, parse_config
+from insarflow.preflight import preflight
+from insarflow.tasks.dem import read_dem_info, write_isce_dem
+from insarflow.tasks.inputs import InputsError, link_into, local_scenes, relative_orbit, user_dem
 from tests.isce2.safe_stack import make_safe_stack, write_geotiff_dem
 from tests.support.fake_isce2 import fake_isce2
 

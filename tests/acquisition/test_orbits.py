@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tasks.credentials import Credentials
-from tasks.orbits import (
+from insarflow.tasks.credentials import Credentials
+from insarflow.tasks.orbits import (
     OrbitError,
     OrbitKind,
     SafeScene,

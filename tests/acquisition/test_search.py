@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.download import ServiceUnreachable, retry_condition
-from tasks.search import (
+from insarflow.tasks.download import ServiceUnreachable, retry_condition
+from insarflow.tasks.search import (
     AreaError,
     EmptySearchError,
     Scene,

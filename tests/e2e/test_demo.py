@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from flows.demo import demo_config, run_demo
-from tasks.simulator.scene import (
+from insarflow.flows.demo import demo_config, run_demo
+from insarflow.simulator.scene import (
     SceneSpec,
     SceneTruth,
     make_truth,
@@ -145,7 +145,7 @@ def test_products_and_report(demo_run) -> None:  # type: ignore[no-untyped-def]
 
 def test_rerun_skips_every_topsstack_line(demo_run) -> None:  # type: ignore[no-untyped-def]
     """A second run of a finished stack executes no topsStack line again."""
-    from flows.sbas import sbas
+    from insarflow.flows.sbas import sbas
 
     config, _ = demo_run
     logs = sorted(Path(config.paths.logs).rglob("*.log"))
@@ -160,7 +160,7 @@ def test_rerun_report_shows_both_runs(demo_run) -> None:  # type: ignore[no-unty
     """After the rerun above, the report keeps the first run's figures beside the rerun's."""
     import re
 
-    from flows.stages import products_stage
+    from insarflow.flows.stages import products_stage
 
     config, _ = demo_run
     md = products_stage(config, None, None).report_md.read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.simulator.scene import default_demo_spec, make_truth
+from insarflow.simulator.scene import default_demo_spec, make_truth
 
 from .metrics import island_cycles, velocity_metrics
 

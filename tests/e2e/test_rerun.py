@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import SimulatorConfig
-from flows.demo import demo_config
-from flows.sbas import sbas
+from insarflow.config import SimulatorConfig
+from insarflow.flows.demo import demo_config
+from insarflow.flows.sbas import sbas
 
 pytestmark = [
     pytest.mark.e2e,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.config import (
+from insarflow.config import (
     ConfigError,
     StackConfig,
     config_template,
@@ -230,7 +230,7 @@ def test_yaml_error_is_a_config_error() -> None:
 def test_open_ended_stack_plans_only_what_exists_by_today() -> None:
     from datetime import date, timedelta
 
-    from flows.plan import plan_stack
+    from insarflow.plan import plan_stack
 
     spec = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
     (update,) = [d for d in spec["deployments"] if d["name"] == "sbas-update"]

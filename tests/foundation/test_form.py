@@ -13,9 +13,9 @@ import pytest
 import yaml
 from prefect.utilities.callables import parameter_schema
 
-from flows.config import STAGES, ConfigError, config_template, parse_config
-from flows.sbas import sbas
-from flows.update import sbas_update
+from insarflow.config import STAGES, ConfigError, config_template, parse_config
+from insarflow.flows.sbas import sbas
+from insarflow.flows.update import sbas_update
 
 from .test_config import minimal
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.lock import StackLockedError, stack_lock
+from insarflow.tasks.lock import StackLockedError, stack_lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from tasks.lock import stack_lock
+from insarflow.tasks.lock import stack_lock
 with stack_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(60)
@@ -42,7 +42,7 @@ def test_second_run_is_refused_and_released_when_holder_dies(tmp_path: Path) -> 
 HOLD_SLOT = """
 import sys, time
 from pathlib import Path
-from tasks.lock import stack_lock, stack_slot
+from insarflow.tasks.lock import stack_lock, stack_slot
 with stack_slot("stale", Path(sys.argv[1])), stack_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(600)
@@ -61,7 +61,7 @@ def test_a_killed_runs_slot_does_not_hold_up_the_rerun(
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    from tasks.lock import stack_in_progress, stack_limit_name, stack_slot
+    from insarflow.tasks.lock import stack_in_progress, stack_limit_name, stack_slot
 
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     holder = subprocess.Popen(

@@ -7,7 +7,7 @@ import logging
 import pytest
 from prefect import flow
 
-from tasks.progress import StageProgress, format_duration
+from insarflow.tasks.progress import StageProgress, format_duration
 
 
 def test_format_duration() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tasks import reaper
-from tasks.lock import stack_lock
-from tasks.shell import CommandError, run_command
+from insarflow.tasks import reaper
+from insarflow.tasks.lock import stack_lock
+from insarflow.tasks.shell import CommandError, run_command
 
 # A command that ignores SIGTERM and starts a child in a session of its own (also deaf to
 # SIGTERM); both append their pid to the heartbeat file every 20 ms until killed (or, should
@@ -39,8 +39,8 @@ while time.monotonic() < end:
 FLOW = """
 import sys, threading
 from pathlib import Path
-from tasks.lock import stack_lock
-from tasks.shell import run_command
+from insarflow.tasks.lock import stack_lock
+from insarflow.tasks.shell import run_command
 work, tree, beat = map(Path, sys.argv[1:4])
 with stack_lock(work):
     args = [sys.executable, str(tree), str(beat), "1"]
@@ -56,7 +56,7 @@ INTERRUPTED = """
 import signal, sys, threading, time
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as an interactive start has it
 from pathlib import Path
-from tasks.shell import run_command
+from insarflow.tasks.shell import run_command
 work_dir, tree, beat = map(Path, sys.argv[1:4])
 returned = threading.Event()
 

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from flows.config import (
+from insarflow.config import (
     AcquisitionConfig,
     AreaConfig,
     ComputeConfig,

@@ -14,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-import flows.sbas
-from flows.config import StackConfig, load_config
-from flows.stages import AcquireResult
-from flows.update import sbas_update
+import insarflow.flows.sbas
+from insarflow.config import StackConfig, load_config
+from insarflow.flows.stages import AcquireResult
+from insarflow.flows.update import sbas_update
 
 GATE_TIMEOUT_S = 300
 
 
 def _gated(gate: Path) -> None:
-    acquire = flows.sbas.acquire_stage
+    acquire = insarflow.flows.sbas.acquire_stage
 
     def acquire_when_open(config: StackConfig) -> AcquireResult:
         with (gate / "events").open("a") as events:
@@ -38,14 +38,14 @@ def _gated(gate: Path) -> None:
             events.write(f"leave {config.name}\n")
         return result
 
-    flows.sbas.acquire_stage = acquire_when_open  # type: ignore[assignment]
+    insarflow.flows.sbas.acquire_stage = acquire_when_open  # type: ignore[assignment]
 
 
 def main(kind: str, config_path: str, gate: str) -> None:
     config = load_config(Path(config_path))
     if kind == "sbas":
         _gated(Path(gate))
-        state = flows.sbas.sbas(config, until="acquire", return_state=True)
+        state = insarflow.flows.sbas.sbas(config, until="acquire", return_state=True)
     else:
         state = sbas_update(config, return_state=True)
     print(f"STATE: {state.name}", flush=True)

@@ -11,7 +11,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
-from deployments.setup import MEMORY_LIMIT, WORK_POOL, Limits, setup
+from insarflow.deployments.setup import MEMORY_LIMIT, WORK_POOL, Limits, setup
 from tests.conftest import REPO_ROOT
 
 

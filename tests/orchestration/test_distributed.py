@@ -25,16 +25,16 @@ import pytest
 from dask.utils import parse_bytes
 from distributed import Client
 
-from flows.compute import task_runner_kwargs
-from flows.config import ComputeConfig, JobqueueConfig
-from flows.stages import scene_spec_for
-from flows.topsstack import topsstack_flow
-from tasks.simulator.acquisition import make_synthetic_acquisitions
-from tasks.simulator.steps import install_simulator_bin
-from tasks.topsstack.executor import ExecutionReport, line_memory_mb
-from tasks.topsstack.resources import resource_class
-from tasks.topsstack.runfiles import RunLine, parse_run_files
-from tasks.topsstack.stack_sentinel import build_stack_sentinel_args, run_stack_sentinel
+from insarflow.compute import task_runner_kwargs
+from insarflow.config import ComputeConfig, JobqueueConfig
+from insarflow.flows.stages import scene_spec_for
+from insarflow.flows.topsstack import topsstack_flow
+from insarflow.simulator.acquisition import make_synthetic_acquisitions
+from insarflow.simulator.steps import install_simulator_bin
+from insarflow.tasks.topsstack.executor import ExecutionReport, line_memory_mb
+from insarflow.tasks.topsstack.resources import resource_class
+from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
+from insarflow.tasks.topsstack.stack_sentinel import build_stack_sentinel_args, run_stack_sentinel
 
 from .conftest import MakeConfig, Process, Processes, clean_env, wait_until
 

@@ -28,12 +28,12 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.setup import MEMORY_LIMIT, WORK_POOL
-from flows.config import StackConfig
-from flows.plan import expected_dates
-from tasks.topsstack.dag import build_dag, descendants
-from tasks.topsstack.executor import MARKER_DIR
-from tasks.topsstack.runfiles import RunLine, parse_run_files
+from insarflow.config import StackConfig
+from insarflow.deployments.setup import MEMORY_LIMIT, WORK_POOL
+from insarflow.plan import expected_dates
+from insarflow.tasks.topsstack.dag import build_dag, descendants
+from insarflow.tasks.topsstack.executor import MARKER_DIR
+from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
 from tests.conftest import REPO_ROOT
 
 from .conftest import MakeConfig, Process, Processes, Server, wait_until
@@ -64,7 +64,15 @@ def deployed(server: Server) -> tuple[list[str], list[str]]:
     outputs = []
     for _ in range(2):
         done = subprocess.run(
-            [sys.executable, "-m", "deployments.setup", "--gpus", "1", "--memory-gb", "16"],
+            [
+                sys.executable,
+                "-m",
+                "insarflow.deployments.setup",
+                "--gpus",
+                "1",
+                "--memory-gb",
+                "16",
+            ],
             cwd=REPO_ROOT,
             env=server.env,
             capture_output=True,

@@ -15,8 +15,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.config import StackConfig, dump_config
-from tasks.lock import stack_limit_name
+from insarflow.config import StackConfig, dump_config
+from insarflow.tasks.lock import stack_limit_name
 from tests.conftest import REPO_ROOT
 
 from .conftest import MakeConfig, Process, Processes, Server, wait_until

@@ -15,9 +15,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.states import State
 
-from flows.sbas import sbas
-from flows.stages import AcquireResult, acquire_stage, acquisition_record
-from flows.update import new_dates, sbas_update
+from insarflow.flows.sbas import sbas
+from insarflow.flows.stages import AcquireResult, acquire_stage, acquisition_record
+from insarflow.flows.update import new_dates, sbas_update
 
 from .conftest import MakeConfig
 

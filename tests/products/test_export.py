@@ -13,7 +13,8 @@ import rasterio
 import xarray as xr
 from affine import Affine
 
-from tasks import __version__, export
+from insarflow import __version__
+from insarflow.tasks import export
 
 from .conftest import MintpyFactory
 from .synthetic import X_FIRST, X_STEP, Y_FIRST, Y_STEP, SyntheticMintpy

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from tasks import export, figures
+from insarflow.tasks import export, figures
 
 from .synthetic import SyntheticMintpy
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from flows.config import AcquisitionConfig, AreaConfig, ExportConfig, StackConfig
-from tasks import export, report
+from insarflow.config import AcquisitionConfig, AreaConfig, ExportConfig, StackConfig
+from insarflow.tasks import export, report
 
 from .synthetic import SyntheticMintpy
 
@@ -34,7 +34,7 @@ def _config(work_dir: Path, **export_options: object) -> StackConfig:
 def test_chunk_size_points_and_history_reach_the_products(
     prefect_harness: None, synthetic_mintpy: SyntheticMintpy
 ) -> None:
-    from flows.stages import history_file, products_stage
+    from insarflow.flows.stages import history_file, products_stage
 
     s = synthetic_mintpy
     products = export.locate_products(s.mintpy_dir)
@@ -79,7 +79,7 @@ def test_default_chunk_size_differs(
     prefect_harness: None, synthetic_mintpy: SyntheticMintpy
 ) -> None:
     """The chunks of the first test come from export.chunk_size, not from a default."""
-    from flows.stages import products_stage
+    from insarflow.flows.stages import products_stage
 
     config = _config(synthetic_mintpy.mintpy_dir.parent, figures=False)
     result = products_stage(config, None, None)

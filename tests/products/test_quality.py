@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tasks import quality
-from tasks.export import locate_products
+from insarflow.tasks import quality
+from insarflow.tasks.export import locate_products
 
 from .synthetic import SyntheticMintpy
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import figures, quality, report
+from insarflow.tasks import figures, quality, report
 
 from .synthetic import SyntheticMintpy
 

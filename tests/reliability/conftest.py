@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import StackConfig
+from insarflow.config import StackConfig
 from tests.reliability.helpers import (
     FIGURES,
     FULL_ENV,
@@ -43,9 +43,9 @@ from tests.reliability.helpers import (
 LOCK_PROBE = """
 import sys
 from pathlib import Path
-from flows.config import load_config
-from flows.sbas import sbas
-from tasks.lock import StackLockedError
+from insarflow.config import load_config
+from insarflow.flows.sbas import sbas
+from insarflow.tasks.lock import StackLockedError
 try:
     sbas(load_config(Path(sys.argv[1])))
 except StackLockedError as exc:

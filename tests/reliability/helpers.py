@@ -27,10 +27,10 @@ import h5py
 import numpy as np
 import psutil
 
-from flows.config import SimulatorConfig, StackConfig, TopsStackConfig, dump_config
-from flows.demo import demo_config
-from tasks.topsstack.executor import is_line_done, log_path_for, marker_path
-from tasks.topsstack.runfiles import RunFileError, parse_run_files
+from insarflow.config import SimulatorConfig, StackConfig, TopsStackConfig, dump_config
+from insarflow.flows.demo import demo_config
+from insarflow.tasks.topsstack.executor import is_line_done, log_path_for, marker_path
+from insarflow.tasks.topsstack.runfiles import RunFileError, parse_run_files
 
 INSARFLOW = Path(sys.executable).with_name("insarflow")
 #: Set to 1 for the full sweep (>= 10 kills, more fault schedules, more configs).

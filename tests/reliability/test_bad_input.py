@@ -28,15 +28,19 @@ from hypothesis import strategies as st
 from prefect import flow
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.config import ConfigError, parse_config
-from flows.topsstack import topsstack_flow
-from tasks.dem import DemError, prepare_dem
-from tasks.download import DownloadItem, download_files
-from tasks.orbits import OrbitError, select_orbits
-from tasks.search import EmptySearchError, search_scenes, search_scenes_task
-from tasks.topsstack.runfiles import RunFileError
-from tasks.topsstack.stack_sentinel import SafeFileError, check_bbox_bursts, check_safe_files
+from insarflow.cli import app
+from insarflow.config import ConfigError, parse_config
+from insarflow.flows.topsstack import topsstack_flow
+from insarflow.tasks.dem import DemError, prepare_dem
+from insarflow.tasks.download import DownloadItem, download_files
+from insarflow.tasks.orbits import OrbitError, select_orbits
+from insarflow.tasks.search import EmptySearchError, search_scenes, search_scenes_task
+from insarflow.tasks.topsstack.runfiles import RunFileError
+from insarflow.tasks.topsstack.stack_sentinel import (
+    SafeFileError,
+    check_bbox_bursts,
+    check_safe_files,
+)
 from tests.acquisition.cmr_server import FakeCMR
 from tests.acquisition.fault_server import FaultServer
 from tests.reliability.helpers import FIGURES, FULL_ENV, tiny_config, tree_state
@@ -377,7 +381,7 @@ FAKE_DEM = """\
 import sys
 from pathlib import Path
 import numpy as np
-from tasks.dem import dem_filename, write_isce_dem
+from insarflow.tasks.dem import dem_filename, write_isce_dem
 s, n, w, e = (int(v) for v in sys.argv[sys.argv.index("-b") + 1 :][:4])
 # stitched from the wrong tiles: one degree further east, at 0.1 degree spacing
 write_isce_dem(Path(dem_filename((s, n, w, e))), np.zeros(((n - s) * 10, (e - w) * 10)),

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import StackConfig
-from tasks.sbas import mintpy_steps
+from insarflow.config import StackConfig
+from insarflow.tasks.sbas import mintpy_steps
 from tests.reliability.conftest import ReferenceRun, ReferenceRunner
 from tests.reliability.helpers import (
     FIGURES,

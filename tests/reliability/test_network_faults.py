@@ -25,9 +25,14 @@ import pytest
 from prefect import flow
 from pydantic import SecretStr
 
-from tasks.credentials import Credentials, EarthdataAuth
-from tasks.download import DownloadFailures, DownloadItem, HTTPStatusDownloadError, download_files
-from tasks.search import search_scenes_task
+from insarflow.tasks.credentials import Credentials, EarthdataAuth
+from insarflow.tasks.download import (
+    DownloadFailures,
+    DownloadItem,
+    HTTPStatusDownloadError,
+    download_files,
+)
+from insarflow.tasks.search import search_scenes_task
 from tests.acquisition.cmr_server import GRANULE_PATH, FakeCMR, load_records
 from tests.acquisition.fault_server import (
     Fault,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from tasks.topsstack.executor import is_line_done, marker_path
+from insarflow.tasks.topsstack.executor import is_line_done, marker_path
 from tests.reliability.helpers import FlowProcess, start_process, wait_until
 from tests.topsstack.test_executor import (
     AZIMUTH_LOOKS,
@@ -45,8 +45,8 @@ LONG = "10_fullBurst_resample:20250512"
 FLOW = """
 import json, sys
 from pathlib import Path
-from flows.topsstack import topsstack_flow
-from tasks.lock import stack_lock
+from insarflow.flows.topsstack import topsstack_flow
+from insarflow.tasks.lock import stack_lock
 a = json.loads(sys.argv[1])
 with stack_lock(Path(a["root"])):
     topsstack_flow(

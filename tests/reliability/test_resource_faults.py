@@ -4,7 +4,7 @@
   retried once, through the real executor flow on a simulator stack, with 1.5 x the
   memory reservation, and the stack completes.
 - Disk space: a pre-flight check refuses work that cannot fit, naming the path, the free
-  and the needed bytes (:mod:`tasks.diskspace`). A disk that fills during the run (a tiny
+  and the needed bytes (:mod:`insarflow.tasks.diskspace`). A disk that fills during the run (a tiny
   tmpfs when this runs as root, otherwise a simulated ENOSPC) fails the line or the export
   with a clear error, and leaves finished outputs alone: completion markers stay valid, the
   previous zarr store stays readable and unchanged, and a rerun with space finishes the job
@@ -27,25 +27,25 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from flows.topsstack import topsstack_flow
-from tasks.diskspace import InsufficientDiskSpaceError, check_free_space, free_bytes
-from tasks.download import DownloadItem, bytes_still_needed, download_files
-from tasks.export import export_zarr
-from tasks.topsstack.executor import (
+from insarflow.flows.topsstack import topsstack_flow
+from insarflow.tasks.diskspace import InsufficientDiskSpaceError, check_free_space, free_bytes
+from insarflow.tasks.download import DownloadItem, bytes_still_needed, download_files
+from insarflow.tasks.export import export_zarr
+from insarflow.tasks.topsstack.executor import (
     ExecutionReport,
     StackFailed,
     is_line_done,
     log_path_for,
     marker_path,
 )
-from tasks.topsstack.runfiles import RunLine, parse_run_files
+from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
 from tests.products.synthetic import build_mintpy_dir
 from tests.reliability.helpers import FIGURES, command_headers
 from tests.simulator.helpers import SimStack, prepare, small_spec, stack_sentinel_subprocess
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:affine")
 
-UNWRAP_MB = 2000 + 300 * 2  # the unwrap estimate for 2 bursts (tasks.topsstack.resources)
+UNWRAP_MB = 2000 + 300 * 2  # the unwrap estimate for 2 bursts (insarflow.tasks.topsstack.resources)
 
 WRAPPER = """\
 #!{python}
@@ -185,9 +185,9 @@ def test_fresh_isce2_stack_too_big_for_the_disk_is_refused_before_stacksentinel(
 ) -> None:
     import zipfile
 
-    from flows.config import StackConfig
-    from flows.plan import plan_stack
-    from flows.stages import AcquireResult, topsstack_stage
+    from insarflow.config import StackConfig
+    from insarflow.flows.stages import AcquireResult, topsstack_stage
+    from insarflow.plan import plan_stack
     from tests.support.fake_isce2 import fake_isce2
 
     # ISCE2 cannot exist here: a stand-in whose stackSentinel.py records being started.

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from tasks.credentials import CredentialsError, EarthdataAuth, load_earthdata_credentials
-from tasks.dem import DemError, stitch_isce2_dem
-from tasks.download import DownloadItem, download_files
+from insarflow.tasks.credentials import CredentialsError, EarthdataAuth, load_earthdata_credentials
+from insarflow.tasks.dem import DemError, stitch_isce2_dem
+from insarflow.tasks.download import DownloadItem, download_files
 from tests.acquisition.fault_server import FaultServer, status
 from tests.reliability.conftest import PlantedSecret, ReferenceRun
 from tests.reliability.helpers import FIGURES

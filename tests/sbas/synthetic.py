@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tasks.isce_io import write_isce_raster
+from insarflow.tasks.isce_io import write_isce_raster
 
 FIXTURE_STACK_ROOT = "/data/stack"
 WAVELENGTH = 0.05546576  # reference/IW1.xml radarwavelength

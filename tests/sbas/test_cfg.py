@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.sbas import (
+from insarflow.tasks.sbas import (
     MEMORY_HEAVY_STEPS,
     MINTPY_STEP_TASKS,
     MINTPY_STEPS,

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from scipy.interpolate import CubicHermiteSpline
 
-from tasks.isce_io import read_isce_raster
-from tasks.sbas_metadata import (
+from insarflow.tasks.isce_io import read_isce_raster
+from insarflow.tasks.sbas_metadata import (
     MetadataError,
     find_meta_file,
     format_rsc,

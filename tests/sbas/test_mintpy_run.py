@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prefect import flow
 
-from tasks.sbas import (
+from insarflow.tasks.sbas import (
     MINTPY_STEP_TASKS,
     _snapshot,
     mintpy_steps,
@@ -27,8 +27,8 @@ from tasks.sbas import (
     write_cfg_task,
     write_smallbaseline_cfg,
 )
-from tasks.sbas_metadata import read_rsc
-from tasks.shell import CommandError, CommandResult
+from insarflow.tasks.sbas_metadata import read_rsc
+from insarflow.tasks.shell import CommandError, CommandResult
 
 from .synthetic import SyntheticStack
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.sbas import PreflightError, preflight_check
+from insarflow.tasks.sbas import PreflightError, preflight_check
 
 from .synthetic import SyntheticStack
 

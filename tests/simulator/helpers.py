@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tasks.shell import CommandResult, run_command
-from tasks.simulator.acquisition import dem_name, make_synthetic_acquisitions
-from tasks.simulator.scene import SceneSpec
-from tasks.simulator.steps import install_simulator_bin, run_script
+from insarflow.simulator.acquisition import dem_name, make_synthetic_acquisitions
+from insarflow.simulator.scene import SceneSpec
+from insarflow.simulator.steps import install_simulator_bin, run_script
+from insarflow.tasks.shell import CommandResult, run_command
 
 
 def small_spec(count: int = 4, **overrides: Any) -> SceneSpec:

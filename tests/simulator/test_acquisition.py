@@ -12,15 +12,15 @@ import pytest
 import rasterio
 from shapely.geometry import Point, Polygon
 
-from tasks.isce_io import is_complete, read_isce_info, read_isce_raster
-from tasks.simulator.acquisition import (
+from insarflow.simulator.acquisition import (
     SCENE_FILE,
     absolute_orbit,
     dem_name,
     make_synthetic_acquisitions,
 )
-from tasks.simulator.scene import SceneSpec, default_demo_spec, make_truth
-from tasks.simulator.stack_sentinel import read_kml_quad
+from insarflow.simulator.scene import SceneSpec, default_demo_spec, make_truth
+from insarflow.simulator.stack_sentinel import read_kml_quad
+from insarflow.tasks.isce_io import is_complete, read_isce_info, read_isce_raster
 
 from .helpers import small_spec
 

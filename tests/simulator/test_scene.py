@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tasks.simulator.scene import (
+from insarflow.simulator.scene import (
     SceneSpec,
     default_demo_spec,
     has_unwrapping_error,

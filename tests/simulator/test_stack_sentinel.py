@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.simulator.acquisition import SCENE_FILE, orbit_name
-from tasks.simulator.scene import SceneSpec
-from tasks.simulator.stack_sentinel import main
+from insarflow.simulator.acquisition import SCENE_FILE, orbit_name
+from insarflow.simulator.scene import SceneSpec
+from insarflow.simulator.stack_sentinel import main
 
 from .helpers import (
     prepare,

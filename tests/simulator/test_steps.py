@@ -13,20 +13,20 @@ import numpy.typing as npt
 import pytest
 import rasterio
 
-from tasks.isce_io import is_complete, read_isce_info, read_isce_raster
-from tasks.shell import CommandError, run_command
-from tasks.simulator.scene import (
+from insarflow.simulator.scene import (
     make_truth,
     signal_phase,
     unwrapping_error_cycles,
 )
-from tasks.simulator.steps import (
+from insarflow.simulator.steps import (
     OVERLAP_DOPPLER_DIFFERENCE_HZ,
     SCRIPTS,
     _range_shift,
     estimate_azimuth_misreg,
     run_script,
 )
+from insarflow.tasks.isce_io import is_complete, read_isce_info, read_isce_raster
+from insarflow.tasks.shell import CommandError, run_command
 
 from .helpers import (
     SimStack,
@@ -236,8 +236,8 @@ def test_misregistration_estimators_measure_the_data(tmp_path: Path) -> None:
     spec = small_spec(2)
     misreg = 0.002
     phase = 2 * np.pi * OVERLAP_DOPPLER_DIFFERENCE_HZ * spec.azimuth_time_interval_s * misreg
-    from tasks.isce_io import write_isce_raster
-    from tasks.simulator.steps import Stack
+    from insarflow.simulator.steps import Stack
+    from insarflow.tasks.isce_io import write_isce_raster
 
     overlap = tmp_path / "ESD" / f"{spec.dates[0]}_{spec.dates[1]}"
     dd = np.full((6, 10), np.exp(1j * phase), dtype=np.complex64)

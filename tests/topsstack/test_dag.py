@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.topsstack.dag import (
+from insarflow.tasks.topsstack.dag import (
     DagError,
     ancestors,
     build_dag,
@@ -17,7 +17,7 @@ from tasks.topsstack.dag import (
     topological_order,
     validate_dag,
 )
-from tasks.topsstack.runfiles import RunLine, parse_run_files
+from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
 
 SETS = ("geometry_2dates", "nesd_4dates", "nesd_ion_3swaths_4dates")
 

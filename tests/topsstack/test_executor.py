@@ -36,10 +36,10 @@ from prefect.client.schemas.objects import TaskRun, TaskRunResult
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.exceptions import ObjectNotFound
 
-from flows.topsstack import REPORT_KEY, topsstack_flow
-from tasks.shell import CommandResult
-from tasks.topsstack.dag import build_dag, descendants
-from tasks.topsstack.executor import (
+from insarflow.flows.topsstack import REPORT_KEY, topsstack_flow
+from insarflow.tasks.shell import CommandResult
+from insarflow.tasks.topsstack.dag import build_dag, descendants
+from insarflow.tasks.topsstack.executor import (
     ExecutionReport,
     FailureKind,
     LineFailed,
@@ -57,7 +57,7 @@ from tasks.topsstack.executor import (
     run_line,
     skipped_result,
 )
-from tasks.topsstack.runfiles import RunLine, parse_run_files
+from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
 
 from .instrumented_line import command_key
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.isce2_env import (
+from insarflow.tasks.isce2_env import (
     IsceNotFoundError,
     find_stack_sentinel,
     probe_isce2,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.topsstack.resources import estimate_memory_mb, resource_class
-from tasks.topsstack.runfiles import KNOWN_STEPS
+from insarflow.tasks.topsstack.resources import estimate_memory_mb, resource_class
+from insarflow.tasks.topsstack.runfiles import KNOWN_STEPS
 
 
 @pytest.mark.parametrize("step", ["unpack_topo_reference", "overlap_geo2rdr", "fullBurst_geo2rdr"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.topsstack.runfiles import (
+from insarflow.tasks.topsstack.runfiles import (
     GEOMETRY_LAYERS,
     KNOWN_STEPS,
     RunFileError,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.shell import CommandError
-from tasks.topsstack.stack_sentinel import (
+from insarflow.tasks.shell import CommandError
+from insarflow.tasks.topsstack.stack_sentinel import (
     build_stack_sentinel_args,
     check_bbox_bursts,
     is_update_mode,

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.isce_io import is_complete, write_isce_raster
-from tasks.simulator.scene import (
+from insarflow.simulator.scene import (
     DATE_FORMAT,
     EARTH_RADIUS_M,
     SceneSpec,
@@ -30,6 +29,7 @@ from tasks.simulator.scene import (
     satellite_state,
     topography_at,
 )
+from insarflow.tasks.isce_io import is_complete, write_isce_raster
 
 SCENE_FILE = "simulator_scene.json"
 FRAME_SECONDS = 27.0

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 PROGRESS_LOGGER = "insarflow.progress"
 # Loggers whose warnings are the run's own (Prefect's run loggers carry our tasks' messages).
-_OWN_LOGGERS = ("insarflow", "tasks", "flows", "prefect.flow_runs", "prefect.task_runs")
+_OWN_LOGGERS = ("insarflow", "prefect.flow_runs", "prefect.task_runs")
 
 
 def configured_api_url(env: dict[str, str] | None = None) -> str | None:

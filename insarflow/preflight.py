@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.config import STAGES, ConfigError, ConfigIssue, StackConfig
+from insarflow.config import STAGES, ConfigError, ConfigIssue, StackConfig
 
 IssueSink = Callable[[str, object, str], None]
 #: Two satellites on one track (S1A with S1B until 2021, with S1C since 2025).
@@ -37,7 +37,7 @@ class PreflightReport:
 
 def scenes_on_disk(config: StackConfig) -> dict[str, list[Path]]:
     """The SAFE zips of ``inputs.slc_dir`` that belong to the stack, by date."""
-    from tasks.inputs import local_scenes
+    from insarflow.tasks.inputs import local_scenes
 
     acq = config.acquisition
     assert config.inputs.slc_dir is not None
@@ -54,7 +54,7 @@ def scenes_on_disk(config: StackConfig) -> dict[str, list[Path]]:
 def known_dates(config: StackConfig) -> list[str] | None:
     """The stack's dates when they can be known without a network: simulator or offline inputs."""
     if config.engine == "simulator":
-        from flows.plan import expected_dates
+        from insarflow.plan import expected_dates
 
         return expected_dates(config)[0]
     inputs = config.inputs
@@ -67,8 +67,8 @@ def preflight(
     config: StackConfig, stages: Sequence[str] = STAGES, *, log_dir: Path | None = None
 ) -> PreflightReport:
     """Check inputs, the ISCE2 environment and the network size for ``stages``."""
-    from flows.plan import sequential_pairs
-    from tasks.sbas import MIN_SBAS_DATES, MIN_SBAS_PAIRS
+    from insarflow.plan import sequential_pairs
+    from insarflow.tasks.sbas import MIN_SBAS_DATES, MIN_SBAS_PAIRS
 
     report = PreflightReport()
     issues = report.issues
@@ -156,7 +156,7 @@ def _needs_isce2_dem(config: StackConfig, stages: Sequence[str]) -> bool:
 
 def _check_dem(config: StackConfig, issue: IssueSink) -> None:
     """The user's DEM exists, reads and covers the area (nothing is converted here)."""
-    from tasks.dem import DemError, read_dem_info
+    from insarflow.tasks.dem import DemError, read_dem_info
 
     dem = config.inputs.dem
     assert dem is not None
@@ -194,7 +194,7 @@ def _check_orbits(config: StackConfig, issue: IssueSink) -> None:
     """Offline: every date has a local orbit file (precise or restituted) covering it."""
     from datetime import timedelta
 
-    from tasks.orbits import parse_orbit_name, parse_safe_name
+    from insarflow.tasks.orbits import parse_orbit_name, parse_safe_name
 
     inputs = config.inputs
     assert inputs.slc_dir is not None and inputs.orbit_dir is not None
@@ -219,8 +219,8 @@ def _check_orbits(config: StackConfig, issue: IssueSink) -> None:
 def isce2_issues(
     env_script: Path | None, log_dir: Path | None = None
 ) -> tuple[str | None, list[ConfigIssue]]:
-    """ISCE2's version, or the problem with its environment (see tasks.isce2_env)."""
-    from tasks.isce2_env import IsceNotFoundError, probe_isce2
+    """ISCE2's version, or the problem with its environment (see insarflow.tasks.isce2_env)."""
+    from insarflow.tasks.isce2_env import IsceNotFoundError, probe_isce2
 
     with tempfile.TemporaryDirectory(prefix="insarflow-preflight-") as tmp:
         # validate/plan write nothing into the work directory; a run keeps the log.
@@ -237,7 +237,11 @@ def isce2_issues(
 def credential_issues(block: str | None, *, required: bool) -> list[ConfigIssue]:
     """Earthdata credentials: a source that is configured but broken (a ~/.netrc others can
     read, a Secret block that does not exist) and, when ``required``, none at all."""
-    from tasks.credentials import CredentialsError, find_credentials, load_earthdata_credentials
+    from insarflow.tasks.credentials import (
+        CredentialsError,
+        find_credentials,
+        load_earthdata_credentials,
+    )
 
     field_name = "acquisition.credentials_secret_block" if block else "Earthdata credentials"
     try:

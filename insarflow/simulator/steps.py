@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tasks.isce_io import is_complete, read_isce_info, read_isce_raster, write_isce_raster
-from tasks.simulator.acquisition import write_text_atomic
-from tasks.simulator.products import (
+from insarflow.simulator.acquisition import write_text_atomic
+from insarflow.simulator.products import (
     BurstFile,
     Tile,
     burst_slices,
@@ -40,15 +39,16 @@ from tasks.simulator.products import (
     write_tops_product,
     write_virtual_full,
 )
-from tasks.simulator.scene import (
+from insarflow.simulator.scene import (
     SceneSpec,
     SceneTruth,
     make_truth,
     pair_noise,
     unwrapping_error_cycles,
 )
-from tasks.simulator.stack_sentinel import Safe, find_orbit, safe_fields
-from tasks.simulator.stack_sentinel import main as stack_sentinel_main
+from insarflow.simulator.stack_sentinel import Safe, find_orbit, safe_fields
+from insarflow.simulator.stack_sentinel import main as stack_sentinel_main
+from insarflow.tasks.isce_io import is_complete, read_isce_info, read_isce_raster, write_isce_raster
 
 Array = npt.NDArray[np.generic]
 Params = Mapping[str, str]
@@ -1112,7 +1112,7 @@ def install_simulator_bin(dest: Path) -> Path:
             f"#!{sys.executable}\n"
             f'"""insarflow simulator stand-in for ISCE2\'s {name}."""\n'
             "import sys\n\n"
-            "from tasks.simulator.steps import run_script\n\n"
+            "from insarflow.simulator.steps import run_script\n\n"
             f"sys.exit(run_script({name!r}, sys.argv[1:]))\n"
         )
         path = dest / name

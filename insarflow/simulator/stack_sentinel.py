@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tasks.simulator.acquisition import SCENE_FILE, write_text_atomic
-from tasks.simulator.scene import SceneSpec, make_truth, write_truth
+from insarflow.simulator.acquisition import SCENE_FILE, write_text_atomic
+from insarflow.simulator.scene import SceneSpec, make_truth, write_truth
 
 NO_MCF = "False"
 DEFO_MAX = "2"
@@ -1183,7 +1183,7 @@ def _store_scene(inps: argparse.Namespace, reference: str) -> None:
     except FileNotFoundError:
         raise StackSentinelError(
             f"{scene_file} not found: the simulator needs the synthetic SLC directory written by "
-            "tasks.simulator.acquisition.make_synthetic_acquisitions (or use real ISCE2)"
+            "insarflow.simulator.acquisition.make_synthetic_acquisitions (or use real ISCE2)"
         ) from None
     try:
         spec = spec.replace(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from flows.config import StackConfig
+from insarflow.config import StackConfig
 
 GEOMETRY_LAYERS = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
 BURSTS_PER_SWATH = 9  # a Sentinel-1 IW slice; used when real bursts are not known yet
@@ -123,14 +123,14 @@ def expected_dates(config: StackConfig) -> tuple[list[str], bool]:
 
 
 def _simulator_bursts(config: StackConfig) -> int:
-    from flows.stages import scene_spec_for
+    from insarflow.flows.stages import scene_spec_for
 
     return scene_spec_for(config).bursts_per_swath * len(config.topsstack.swaths)
 
 
 def plan_stack(config: StackConfig, dates: list[str] | None = None) -> StackPlan:
     """Plan the stack for ``dates`` (default: :func:`expected_dates`)."""
-    from tasks.topsstack.resources import estimate_memory_mb
+    from insarflow.tasks.topsstack.resources import estimate_memory_mb
 
     estimated = False
     if dates is None:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.simulator.acquisition import (
+from insarflow.simulator.acquisition import (
     absolute_orbit,
     orbit_name,
     orbit_state_vectors,
     write_text_atomic,
 )
-from tasks.simulator.scene import SceneSpec
+from insarflow.simulator.scene import SceneSpec
 
 ISCE_DATA_TYPE = {
     np.dtype("uint8"): ("BYTE", "Byte"),

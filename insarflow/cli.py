@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flows.config import (
+from insarflow.config import (
     STAGES,
     ConfigError,
     ConfigIssue,
@@ -29,10 +29,10 @@ from flows.config import (
 )
 
 if TYPE_CHECKING:
-    from flows.preflight import PreflightReport
-    from flows.sbas import SbasResult
+    from insarflow.flows.sbas import SbasResult
+    from insarflow.preflight import PreflightReport
 
-from flows.console import isolate_prefect, quiet_prefect_console, route_logs, unroute_logs
+from insarflow.console import isolate_prefect, quiet_prefect_console, route_logs, unroute_logs
 
 app = typer.Typer(
     name="insarflow",
@@ -61,7 +61,7 @@ VerboseOption = Annotated[
 
 def _version_callback(value: bool) -> None:
     if value:
-        from tasks import __version__
+        from insarflow import __version__
 
         console.print(f"insarflow {__version__}")
         raise typer.Exit()
@@ -112,7 +112,7 @@ def _load(source: str, stages: Collection[str]) -> tuple[StackConfig, PreflightR
     except ConfigError as exc:
         issues = list(exc.issues)
     if stages:
-        from flows.preflight import environment_issues, preflight
+        from insarflow.preflight import environment_issues, preflight
 
         if cfg is not None and not cfg.acquisition.credentials_secret_block:
             isolate_prefect(cfg.paths.root)  # a Secret block lives in the configured database
@@ -192,7 +192,7 @@ def plan_cmd(
     config: Annotated[str, typer.Argument(help="YAML configuration file, or - for stdin.")],
 ) -> None:
     """Show what would run: dates, pairs, run-file steps and line counts, disk and memory."""
-    from flows.plan import plan_stack
+    from insarflow.plan import plan_stack
 
     cfg, report = _checked_config(config, STAGES)
     plan = plan_stack(cfg, report.dates)
@@ -248,7 +248,7 @@ def run_cmd(
     with _run_console(
         cfg.paths, isolate=not cfg.acquisition.credentials_secret_block, verbose=verbose
     ):
-        from flows.sbas import sbas
+        from insarflow.flows.sbas import sbas
 
         try:
             result = sbas(cfg, from_stage=from_stage, until=until)
@@ -267,7 +267,7 @@ def _run_console(paths: WorkPaths, *, isolate: bool, verbose: bool) -> Iterator[
         isolate_prefect(paths.root)
     from prefect.logging.configuration import ensure_logging_setup
 
-    import flows.sbas  # noqa: F401 - Prefect and Dask set up their logging on import
+    import insarflow.flows.sbas  # noqa: F401 - Prefect and Dask set up their logging on import
 
     ensure_logging_setup()
     log_file = paths.logs / "run.log"
@@ -281,9 +281,9 @@ def _run_console(paths: WorkPaths, *, isolate: bool, verbose: bool) -> Iterator[
 
 def _fail(exc: BaseException, cfg: StackConfig) -> NoReturn:
     """End a failed run with its message; the traceback is in the run's log file."""
-    from tasks.credentials import CredentialsError
-    from tasks.download import PermanentError, unreachable_service
-    from tasks.search import AreaError, EmptySearchError
+    from insarflow.tasks.credentials import CredentialsError
+    from insarflow.tasks.download import PermanentError, unreachable_service
+    from insarflow.tasks.search import AreaError, EmptySearchError
 
     code = EXIT_FAILED
     what = "run failed"
@@ -322,7 +322,7 @@ def demo_cmd(
 ) -> None:
     """Run the whole pipeline on the built-in simulator: no credentials, no network."""
     with _run_console(WorkPaths.from_work_dir(workdir), isolate=True, verbose=verbose):
-        from flows.demo import demo_config, run_demo
+        from insarflow.flows.demo import demo_config, run_demo
 
         cfg = demo_config(workdir, dates=dates, seed=seed)
         try:
@@ -340,7 +340,7 @@ def export_cmd(
     ] = ["zarr"],  # noqa: B006 - typer reads the default, never mutates it
 ) -> None:
     """Export a finished stack's MintPy results."""
-    from flows.sbas import export_stack
+    from insarflow.flows.sbas import export_stack
 
     cfg = _read_config(config)
     bad = [f for f in fmt if f not in ("zarr", "geotiff", "netcdf")]
@@ -357,7 +357,7 @@ def plot_cmd(
     config: Annotated[str, typer.Argument(help="YAML configuration file, or - for stdin.")],
 ) -> None:
     """Make the figures of a finished stack."""
-    from tasks.figures import make_figures
+    from insarflow.tasks.figures import make_figures
 
     cfg = _read_config(config)
     paths = make_figures(cfg.paths.mintpy, cfg.paths.products / "figures")
