@@ -41,10 +41,16 @@ def isolate_prefect(work_dir: Path) -> Path | None:
     """Keep this run's Prefect database and results under ``work_dir/prefect``.
 
     Call before Prefect is imported. Nothing changes when a server is configured
-    (PREFECT_API_URL in the environment or the profile) or PREFECT_HOME is set. Returns the
-    Prefect home used, or None.
+    (PREFECT_API_URL in the environment or the profile); when PREFECT_HOME is set it is kept
+    (only the temporary server's startup allowance is raised). Returns the Prefect home used,
+    or None.
     """
-    if configured_api_url() or os.environ.get("PREFECT_HOME"):
+    if configured_api_url():
+        return None
+    # Without a server, every run starts a temporary one, migrating a new database on its first
+    # start: allow for that on a busy machine (Prefect's default is 20 s).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if os.environ.get("PREFECT_HOME"):
         return None
     home = work_dir.expanduser().absolute() / "prefect"
     home.mkdir(parents=True, exist_ok=True)
@@ -52,9 +58,6 @@ def isolate_prefect(work_dir: Path) -> Path | None:
     if profiles.is_file():  # the user's profile keeps applying
         os.environ.setdefault("PREFECT_PROFILES_PATH", str(profiles))
     os.environ["PREFECT_HOME"] = str(home)
-    # A new database is created (migrated) when its temporary server first starts: allow for
-    # that on a busy machine (Prefect's default is 20 s).
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return home
 
 

@@ -114,3 +114,23 @@ def test_plan_counts_lines_like_stacksentinel(tmp_path: Path, coreg: str, lines:
     text = " ".join(out.stdout.split())
     assert f"total │ {lines}" in text
     assert "4 dates 20250406..20250512" in text
+
+
+def test_a_run_without_a_server_allows_its_temporary_server_time_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PREFECT_HOME set (as CI does) and no server configured, a run still starts its own
+    temporary server, and on a busy machine that takes longer than Prefect's 20 s default."""
+    from insarflow.console import isolate_prefect
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(tmp_path / "no-profiles.toml"))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    assert isolate_prefect(tmp_path / "work") is None  # the given home is kept
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "120"
+
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert isolate_prefect(tmp_path / "work") is None
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ
