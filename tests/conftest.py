@@ -43,3 +43,21 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# Test folders whose session fixtures are expensive and shared by several files (a reference
+# run of the whole flow): under pytest-xdist they run on one worker as a whole.
+_SHARED_SESSION_FOLDERS = {"reliability"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group tests for pytest-xdist's ``--dist loadgroup`` (``make test`` runs 2 workers): a
+    file stays on one worker, so its module fixtures (a server, a deployed stack, a demo run)
+    are built once; a folder in ``_SHARED_SESSION_FOLDERS`` stays on one worker as a whole."""
+    tests_dir = REPO_ROOT / "tests"
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        parts = item.path.relative_to(tests_dir).parts
+        group = parts[0] if parts[0] in _SHARED_SESSION_FOLDERS else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))
