@@ -294,6 +294,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     """Write run files with stackSentinel.py (or the simulator) and execute them as a DAG."""
     from insarflow.compute import task_runner_kwargs
     from insarflow.flows.topsstack import topsstack_flow
+    from insarflow.tasks.bursts import check_area_bursts, reference_scenes
     from insarflow.tasks.topsstack.stack_sentinel import (
         build_stack_sentinel_args,
         check_safe_files,
@@ -325,6 +326,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         env = isce2.env
 
     ts = config.topsstack
+    reference = ts.reference_date.strftime("%Y%m%d") if ts.reference_date else None
     args = build_stack_sentinel_args(
         slc_dir=paths.slc,
         work_dir=paths.stack,
@@ -340,7 +342,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         coregistration=ts.coregistration,
         polarization=config.acquisition.polarization,
         use_gpu=ts.use_gpu,
-        reference_date=ts.reference_date.strftime("%Y%m%d") if ts.reference_date else None,
+        reference_date=reference,
         num_overlap_connections=ts.num_overlap_connections,
         esd_coherence_threshold=ts.esd_coherence_threshold,
         ion_param_file=ts.ion_param_file,
@@ -357,6 +359,13 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             from insarflow.plan import plan_stack
             from insarflow.tasks.diskspace import check_free_space
 
+            check_area_bursts(
+                reference_scenes(acquired.safe_files, reference),
+                ts.swaths,
+                config.acquisition.polarization,
+                config.area.snwe(),
+                field=config.area.field_name(),
+            )
             needed = plan_stack(config, acquired.dates).processing_bytes
             check_free_space(paths.stack, needed, what="topsStack processing")
         archived = prepare_stack_dir(paths.stack)

@@ -147,6 +147,10 @@ class AreaConfig(Model):
             raise ValueError("give exactly one of area.bbox (S N W E) or area.wkt (POLYGON)")
         return self
 
+    def field_name(self) -> str:
+        """The field the area was given in, for messages."""
+        return "area.bbox" if self.bbox is not None else "area.wkt"
+
     def snwe(self) -> tuple[float, float, float, float]:
         """The area as S N W E (the polygon's bounds when a WKT is given)."""
         if self.bbox is not None:

@@ -143,7 +143,33 @@ def preflight(
             )
     if real and dates and inputs.orbit_dir is not None and not inputs.download_missing:
         _check_orbits(config, issue)
+    if real and dates and "topsstack" in stages:
+        _check_bursts(config, issue)
     return report
+
+
+def _check_bursts(config: StackConfig, issue: IssueSink) -> None:
+    """The area covers at least 2 bursts of every swath of the reference date's SAFE zips."""
+    import zipfile
+
+    from insarflow.tasks.bursts import SingleBurstError, check_area_bursts, reference_scenes
+
+    ts = config.topsstack
+    scenes = [f for files in scenes_on_disk(config).values() for f in files]
+    reference = ts.reference_date.strftime("%Y%m%d") if ts.reference_date else None
+    area, field_name = config.area.snwe(), config.area.field_name()
+    try:
+        check_area_bursts(
+            reference_scenes(scenes, reference),
+            ts.swaths,
+            config.acquisition.polarization,
+            area,
+            field=field_name,
+        )
+    except SingleBurstError as exc:
+        issue(field_name, list(area), str(exc))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass  # an unreadable SAFE zip is named by the topsStack stage's own check
 
 
 def _needs_isce2_dem(config: StackConfig, stages: Sequence[str]) -> bool:

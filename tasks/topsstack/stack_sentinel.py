@@ -204,18 +204,6 @@ def update_mode_required_dates(
     return dates[-2 * num_overlap_connections :]
 
 
-def check_bbox_bursts(bursts_per_swath: Mapping[int, int]) -> None:
-    """Reject a bbox that covers exactly one burst of a swath (ISCE2's merge crashes)."""
-    single = sorted(swath for swath, count in bursts_per_swath.items() if count == 1)
-    if single:
-        names = ", ".join(f"IW{s}" for s in single)
-        raise ValueError(
-            f"bbox covers a single burst of swath {names}: a bbox covering a single burst "
-            "of a swath crashes ISCE2's merge step; enlarge bbox or drop the swath "
-            f"(remove {', '.join(map(str, single))} from swaths)"
-        )
-
-
 def run_stack_sentinel(
     args: Sequence[str],
     *,

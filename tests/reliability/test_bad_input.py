@@ -5,7 +5,8 @@
   south above north, values out of range, wrong types, unknown keys, reversed dates, a
   reference date outside the range, missing fields. ``parse_config`` names every broken
   field; ``insarflow run`` exits 2 and leaves a populated work directory as it was.
-- A bbox covering a single burst of a swath (``check_bbox_bursts``).
+- A bbox covering a single burst of a swath (``check_bbox_bursts``; the counts read from real
+  SAFE annotation are in tests/acquisition/test_bursts.py).
 - An empty search fails at once, naming the criteria to widen, before anything is fetched.
 - Corrupt inputs: a truncated SAFE zip, an orbit file that does not cover the scene, a
   malformed run file, a DEM that does not cover the area: each a clear error naming the file.
@@ -31,16 +32,13 @@ from typer.testing import CliRunner
 from insarflow.cli import app
 from insarflow.config import ConfigError, parse_config
 from insarflow.flows.topsstack import topsstack_flow
+from insarflow.tasks.bursts import check_bbox_bursts
 from insarflow.tasks.dem import DemError, prepare_dem
 from insarflow.tasks.download import DownloadItem, download_files
 from insarflow.tasks.orbits import OrbitError, select_orbits
 from insarflow.tasks.search import EmptySearchError, search_scenes, search_scenes_task
 from insarflow.tasks.topsstack.runfiles import RunFileError
-from insarflow.tasks.topsstack.stack_sentinel import (
-    SafeFileError,
-    check_bbox_bursts,
-    check_safe_files,
-)
+from insarflow.tasks.topsstack.stack_sentinel import SafeFileError, check_safe_files
 from tests.acquisition.cmr_server import FakeCMR
 from tests.acquisition.fault_server import FaultServer
 from tests.reliability.helpers import FIGURES, FULL_ENV, tiny_config, tree_state
@@ -268,8 +266,8 @@ def test_a_bbox_covering_one_burst_of_a_swath_is_refused(bursts: dict[int, int])
         check_bbox_bursts(bursts)
     message = str(info.value)
     assert all(f"IW{s}" in message for s in single)
-    assert f"remove {', '.join(map(str, single))} from swaths" in message
-    assert "enlarge bbox" in message
+    assert f"remove {', '.join(map(str, single))} from topsstack.swaths" in message
+    assert "enlarge area.bbox" in message
     FIGURES["burst maps with a single-burst swath refused"] += 1
 
 

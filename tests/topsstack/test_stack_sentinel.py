@@ -13,7 +13,6 @@ import pytest
 from insarflow.tasks.shell import CommandError
 from insarflow.tasks.topsstack.stack_sentinel import (
     build_stack_sentinel_args,
-    check_bbox_bursts,
     is_update_mode,
     prepare_stack_dir,
     run_stack_sentinel,
@@ -210,17 +209,6 @@ def test_update_mode(tmp_path: Path) -> None:
     assert update_mode_required_dates(dates[:2], 3) == ["20250418", "20250512"]
     with pytest.raises(ValueError, match="existing_dates='2025-5-1'"):
         update_mode_required_dates(["2025-5-1"], 1)
-
-
-def test_single_burst_swath_is_rejected() -> None:
-    check_bbox_bursts({1: 2, 2: 5, 3: 3})
-    with pytest.raises(ValueError) as info:
-        check_bbox_bursts({1: 3, 2: 1, 3: 1})
-    assert str(info.value) == (
-        "bbox covers a single burst of swath IW2, IW3: a bbox covering a single burst of a "
-        "swath crashes ISCE2's merge step; enlarge bbox or drop the swath (remove 2, 3 from "
-        "swaths)"
-    )
 
 
 FAKE_STACK_SENTINEL = """
