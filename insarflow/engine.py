@@ -15,16 +15,19 @@ kill needs a bigger reservation, and a line already bound to a failed attempt co
 
 from __future__ import annotations
 
+import math
 import queue
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distributed import Client
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -33,6 +36,7 @@ from insarflow.tasks.progress import StageProgress
 from insarflow.tasks.progress import log as progress_log
 from insarflow.tasks.topsstack.executor import (
     ENV_MEMORY_MB,
+    MEMORY_LIMIT,
     ExecutionReport,
     LineFailed,
     LineResult,
@@ -43,6 +47,7 @@ from insarflow.tasks.topsstack.executor import (
     line_memory_mb,
     line_task_options,
     log_path_for,
+    memory_limit_in_force,
     plan_scheduler,
     run_line,
 )
@@ -63,6 +68,7 @@ class Grant:
     sub: Submission
     gpu_id: int | None  # CUDA device handed to the line (None: no GPU, or ids not known)
     holds_gpu: bool
+    memory_gb: int  # slots of the server's memory limit it occupies (0: no such limit)
 
 
 @dataclass
@@ -71,7 +77,8 @@ class Admission:
 
     ``gpu_ids``: the GPU ids to hand out (a local cluster: 0..n-1), or None when Dask places
     GPU lines on remote workers (``gpu_slots`` of them at once, no id chosen here).
-    ``class_limits``: slots per resource class from the Prefect API's tag limits.
+    ``class_limits``: slots per resource class from the Prefect API's tag limits;
+    ``server_memory_gb``: slots of its ``insarflow-memory-gb`` limit (None: no such limit).
     """
 
     memory_mb: int
@@ -80,8 +87,10 @@ class Admission:
     gpu_slots: int = 0
     class_limits: Mapping[ResourceClass, int] = field(default_factory=dict)
     use_gpu: bool = False
+    server_memory_gb: int | None = None
 
     def __post_init__(self) -> None:
+        self._server_gb_in_use = 0
         self._free_gpus = list(self.gpu_ids or ())
         self._gpus_in_use = 0
         self._memory_in_use = 0
@@ -103,6 +112,11 @@ class Admission:
                 f"the tag concurrency limit tag:{sub.resource_class} has {limit} slots; raise "
                 "it (python -m insarflow.deployments.setup) or delete it"
             )
+        if self.server_memory_gb is not None and self.server_memory_gb < 1:
+            return (
+                f"the global concurrency limit {MEMORY_LIMIT} has {self.server_memory_gb} "
+                "slots; raise it (python -m insarflow.deployments.setup --memory-gb) or delete it"
+            )
         if self._needs_gpu(sub) and self._gpu_capacity() < 1:
             return "it needs a GPU and none is available: set compute.gpus"
         return None
@@ -119,6 +133,9 @@ class Admission:
         limit = self.class_limits.get(sub.resource_class)
         if limit is not None and self._running[sub.resource_class] >= limit:
             return None
+        memory_gb = self._server_gb(sub)
+        if self._count and self._server_gb_in_use + memory_gb > (self.server_memory_gb or 0):
+            return None
         gpu_id: int | None = None
         holds_gpu = self._needs_gpu(sub)
         if holds_gpu:
@@ -130,12 +147,20 @@ class Admission:
         self._count += 1
         self._memory_in_use += sub.memory_mb
         self._running[sub.resource_class] += 1
-        return Grant(sub, gpu_id, holds_gpu)
+        self._server_gb_in_use += memory_gb
+        return Grant(sub, gpu_id, holds_gpu, memory_gb)
+
+    def _server_gb(self, sub: Submission) -> int:
+        if self.server_memory_gb is None:
+            return 0
+        # a line bigger than the whole limit takes all of it (more could never be granted)
+        return min(math.ceil(sub.memory_mb / 1024), self.server_memory_gb)
 
     def release(self, grant: Grant) -> None:
         self._count -= 1
         self._memory_in_use -= grant.sub.memory_mb
         self._running[grant.sub.resource_class] -= 1
+        self._server_gb_in_use -= grant.memory_gb
         if grant.holds_gpu:
             self._gpus_in_use -= 1
         if grant.gpu_id is not None:
@@ -255,9 +280,13 @@ def execute_stack(
         _run_file(line), skipped=result.status == "skipped"
     )
     limits = class_limits_in_force()
+    server_memory_gb = memory_limit_in_force()
     logger.info(
-        "tag concurrency limits in force: %s",
-        ", ".join(f"{k}={v}" for k, v in sorted(limits.items()))
+        "concurrency limits in force: %s",
+        ", ".join(
+            [f"tag:{k}={v}" for k, v in sorted(limits.items())]
+            + ([f"{MEMORY_LIMIT}={server_memory_gb}"] if server_memory_gb is not None else [])
+        )
         or "none (gpu and memory-heavy lines go untagged)",
     )
     slots = sum(w.nthreads for w in workers)
@@ -268,6 +297,7 @@ def execute_stack(
         gpu_slots=int(sum(w.resources.get("GPU", 0.0) for w in workers)),
         class_limits=limits,
         use_gpu=use_gpu,
+        server_memory_gb=server_memory_gb,
     )
     base_env = dict(env or {})
     # An explicit OMP_NUM_THREADS in env wins; otherwise a line uses its share of the cores.
@@ -284,6 +314,15 @@ def execute_stack(
         resources = sub.dask_resources(gpu=grant.holds_gpu and grant.gpu_id is None)
 
         def dispatch() -> LineResult:
+            # Admission counted this line's GB: the slots are free unless other runs hold them.
+            with (
+                concurrency(MEMORY_LIMIT, occupy=grant.memory_gb)
+                if grant.memory_gb
+                else nullcontext()
+            ):
+                return wait_on_dask()
+
+        def wait_on_dask() -> LineResult:
             future = client.submit(
                 run_line,
                 sub.line,

@@ -415,6 +415,22 @@ def class_limits_in_force() -> dict[ResourceClass, int]:
     return in_force
 
 
+#: Global concurrency limit whose slots are GB of memory: each running line occupies its
+#: reservation, rounded up to whole GB, so the concurrent runs of all stacks that one Prefect
+#: server serves stay under it (``deployments/setup.py --memory-gb`` sizes it).
+MEMORY_LIMIT = "insarflow-memory-gb"
+
+
+def memory_limit_in_force() -> int | None:
+    """Slots (GB) of the active :data:`MEMORY_LIMIT`, or None when there is none."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(MEMORY_LIMIT)
+        except ObjectNotFound:
+            return None
+    return limit.limit if limit.active else None
+
+
 def limited_classes_in_force() -> frozenset[ResourceClass]:
     """The classes :func:`class_limits_in_force` finds a limit for."""
     return frozenset(class_limits_in_force())
