@@ -195,15 +195,15 @@ def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
 def _warn_undersized_workers(
     lines: Sequence[RunLine],
     workers: Sequence[Worker],
-    worker_mb: int,
     *,
     n_bursts: int,
     range_looks: int,
     azimuth_looks: int,
 ) -> None:
-    """Name each line that needs more MEMORY_MB than one worker advertises (it runs with what
-    the largest worker has, alone on that worker)."""
+    """Name each line that needs more MEMORY_MB than any worker advertises (it runs with what
+    the largest worker has, so it may run out of memory)."""
     largest = max(workers, key=lambda w: w.resources.get("MEMORY_MB", 0.0))
+    largest_mb = int(largest.resources.get("MEMORY_MB", 0.0))
     over = [
         (line, need)
         for line in lines
@@ -212,17 +212,18 @@ def _warn_undersized_workers(
                 line, n_bursts=n_bursts, range_looks=range_looks, azimuth_looks=azimuth_looks
             )
         )
-        > worker_mb
+        > largest_mb
     ]
     for line, need in over[:10]:
         get_run_logger().warning(
-            "line %s needs %d MB but Dask worker %s advertises MEMORY_MB=%d (the largest): it "
-            "runs with %d MB reserved; start a worker with --resources MEMORY_MB=%d or more",
+            "line %s needs %d MB but the largest Dask worker, %s, advertises MEMORY_MB=%d: it "
+            "runs with %d MB reserved; give a worker MEMORY_MB=%d or more (remote: `dask worker "
+            "--resources MEMORY_MB=...`; local: raise compute.memory_gb or lower compute.workers)",
             line.line_id,
             need,
             largest.name,
-            int(largest.resources.get("MEMORY_MB", 0)),
-            worker_mb,
+            largest_mb,
+            largest_mb,
             need,
         )
     if len(over) > 10:
@@ -259,7 +260,6 @@ def execute_stack(
     _warn_undersized_workers(
         lines,
         workers,
-        worker_mb,
         n_bursts=n_bursts,
         range_looks=range_looks,
         azimuth_looks=azimuth_looks,
