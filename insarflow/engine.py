@@ -1,8 +1,9 @@
 """The topsStack engine: admission in the flow process, then each line's command on Dask.
 
 One place decides when a line may start, :class:`Admission`: the memory budget, the line
-slots (Dask worker threads), the GPUs (each GPU line gets a GPU id of its own) and the tag
-concurrency limits the Prefect API holds for ``gpu`` and ``memory-heavy``. Ready lines wait
+slots (Dask worker threads), the GPUs (each GPU line gets a GPU id of its own), the tag
+concurrency limits the Prefect API holds for ``gpu`` and ``memory-heavy`` and its global
+limit ``insarflow-memory-gb`` (each line occupies its reservation in whole GB). Ready lines wait
 for admission here, highest priority first; an admitted line becomes a Prefect task run in a
 thread of the flow process (public API: a task submitted to a ``ThreadPoolTaskRunner``), which
 sends the plain function :func:`~insarflow.tasks.topsstack.executor.run_line` to Dask and
