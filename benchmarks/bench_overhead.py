@@ -1,11 +1,12 @@
-"""Per-line overhead of the topsStack executor (Prefect task on Dask) for a no-op line.
+"""Per-line overhead of the topsStack executor (Prefect task, command on Dask) for a no-op line.
 
 Executor path, exactly as in production: ``insarflow.flows.topsstack.topsstack_flow`` parses a
 run file ``run_02_unpack_secondary_slc`` of ``n`` independent lines ``SentinelWrapper.py -c
-configs/config_secondary_<date>``, and runs each line as a Prefect task on a local Dask cluster
-(one worker, ``--slots`` threads, default 1) through ``insarflow.tasks.shell.run_command``, with the
-completion marker, log file and report the executor writes for every line. The line's program
-is a no-op stand-in (``/bin/sh`` running ``date +%s.%N``, a few ms) that prints when it ran.
+configs/config_secondary_<date>``, and runs each line as a Prefect task in the flow process
+whose command runs on a local Dask cluster (one worker, ``--slots`` threads, default 1)
+through ``insarflow.tasks.shell.run_command``, with the completion marker, log file and
+report the executor writes for every line. The line's program is a no-op stand-in
+(``/bin/sh`` running ``date +%s.%N``, a few ms) that prints when it ran.
 
 Figures for n = 100, 1,000 and 5,000 lines (smoke: 20, 50): amortised ms per line (span from
 the first to the last line's timestamp / (n - 1) x slots), the median and p95 of the gap between

@@ -6,8 +6,9 @@ Idempotent: run it any number of times against a Prefect server
 - work pool ``insarflow-process`` (type process);
 - tag concurrency limits: ``gpu`` (one task per GPU), ``memory-heavy`` (resample,
   merge, unwrap: how many may run at once);
-- global concurrency limit ``insarflow-memory-gb`` (slots = GB of the memory budget)
-  that tasks may occupy with their estimate.
+- global concurrency limit ``insarflow-memory-gb`` (slots = GB of memory for the
+  topsStack lines of all runs together): each running line occupies its reservation,
+  rounded up to whole GB.
 
 The one-slot limits ``insarflow-stack-<name>`` (one run per stack) are created by the
 runs themselves, on first use (``insarflow.tasks.lock.stack_slot``).
@@ -23,8 +24,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from insarflow.tasks.topsstack.executor import MEMORY_LIMIT
+
 WORK_POOL = "insarflow-process"
-MEMORY_LIMIT = "insarflow-memory-gb"
+__all__ = ["MEMORY_LIMIT", "WORK_POOL", "Limits", "setup"]
 
 
 @dataclass(frozen=True)

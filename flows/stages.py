@@ -390,6 +390,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         n_workers=compute.workers,
         threads_per_worker=compute.threads_per_worker,
         use_gpu=ts.use_gpu,
+        gpus=compute.gpus,
         extra_path=extra_path,
         env=env,
         scheduler_address=compute.scheduler_address,

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from insarflow.compute import make_task_runner
+from insarflow.compute import local_cluster_spec, open_client
 from insarflow.engine import execute_stack
 from insarflow.tasks.topsstack.dag import build_dag
 from insarflow.tasks.topsstack.executor import (
@@ -46,28 +46,35 @@ def topsstack_flow(
     n_workers: int = 2,
     threads_per_worker: int = 2,
     use_gpu: bool = False,
+    gpus: int = 0,
     extra_path: list[Path] | None = None,
     env: dict[str, str] | None = None,
     scheduler_address: str | None = None,
     cluster: dict[str, Any] | None = None,
 ) -> ExecutionReport:
-    """Execute the run files of ``stack_dir`` as a dependency graph on a Dask cluster."""
+    """Execute the run files of ``stack_dir`` as a dependency graph on a Dask cluster: an
+    existing scheduler, a ``cluster`` spec (``compute.task_runner_kwargs``), or a local one of
+    ``n_workers`` x ``threads_per_worker`` sharing the budget and this machine's ``gpus``."""
     lines = parse_run_files(stack_dir)
     dag = build_dag(lines)
-    runner = make_task_runner(
-        memory_budget_mb=memory_budget_mb,
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        use_gpu=use_gpu,
-        scheduler_address=scheduler_address,
-        cluster=cluster,
-        scratch_dir=stack_dir / "dask-scratch",
+    local = not (scheduler_address or cluster)
+    spec = (
+        {"address": scheduler_address}
+        if scheduler_address
+        else cluster
+        or local_cluster_spec(
+            memory_mb=memory_budget_mb,
+            workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            gpus=gpus,
+        )
     )
-    with runner:
+    with open_client(spec, scratch_dir=stack_dir / "dask-scratch") as client:
         try:
             report = execute_stack(
                 lines,
                 dag,
+                client=client,
                 stack_dir=stack_dir,
                 log_dir=log_dir,
                 memory_budget_mb=memory_budget_mb,
@@ -75,9 +82,9 @@ def topsstack_flow(
                 range_looks=range_looks,
                 azimuth_looks=azimuth_looks,
                 use_gpu=use_gpu,
+                gpu_ids=range(gpus) if local else None,
                 extra_path=extra_path or (),
                 env=env,
-                task_runner=runner,
             )
         except StackFailed as exc:
             publish_report(exc.report, lines)

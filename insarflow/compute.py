@@ -1,17 +1,21 @@
 """The Dask cluster a run uses, from ``compute`` in the configuration.
 
-Workers advertise resources that tasks reserve: ``MEMORY_MB`` (each topsStack line
-reserves its estimate, so the running sum stays under the budget) and ``GPU``.
+Dask only runs plain functions here (a topsStack line's command); what may start when is
+decided in the flow process (:mod:`insarflow.engine`). Workers advertise ``MEMORY_MB`` (a
+line is placed on a worker with room for its estimate) and, where lines need one, ``GPU``.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger
-from prefect.task_runners import TaskRunner
-from prefect_dask import DaskTaskRunner
+from distributed import Client
 
 from insarflow.config import ComputeConfig
 
@@ -28,8 +32,30 @@ def _resources_arg(resources: dict[str, float]) -> str:
     return ",".join(f"{k}={int(v)}" for k, v in resources.items())
 
 
+def local_cluster_spec(
+    *, memory_mb: int, workers: int, threads_per_worker: int, gpus: int = 0
+) -> dict[str, Any]:
+    """The local cluster: ``workers`` thread workers sharing ``memory_mb`` in one process.
+
+    Threads, not processes: each line is an external program, so a worker thread only waits
+    on a subprocess, and one process starts fast and pickles nothing. Every worker advertises
+    the machine's ``gpus``; the flow hands each GPU id to one line at a time.
+    """
+    return {
+        "cluster_class": "distributed.LocalCluster",
+        "cluster_kwargs": {
+            "n_workers": workers,
+            "threads_per_worker": threads_per_worker,
+            "processes": False,
+            "resources": worker_resources(memory_mb // workers, gpus),
+            "dashboard_address": "127.0.0.1:0",  # any free port, this machine only
+        },
+    }
+
+
 def task_runner_kwargs(compute: ComputeConfig) -> dict[str, Any]:
-    """Keyword arguments for ``prefect_dask.DaskTaskRunner`` (also usable for inspection/tests)."""
+    """The cluster of ``compute``: ``{"address": ...}`` of an existing scheduler, or
+    ``{"cluster_class": ..., "cluster_kwargs": ...}`` to start one (see :func:`open_client`)."""
     if compute.scheduler_address:
         return {"address": compute.scheduler_address}
     if compute.jobqueue is not None:
@@ -54,91 +80,87 @@ def task_runner_kwargs(compute: ComputeConfig) -> dict[str, Any]:
         if jq.gpus_per_job and jq.kind == "slurm":
             kwargs["job_extra_directives"] = [f"--gres=gpu:{jq.gpus_per_job}"]
         return {"cluster_class": cluster_class, "cluster_kwargs": kwargs}
-    per_worker_mb = int(compute.memory_gb * 1024 / compute.workers)
-    return {
-        "cluster_class": "distributed.LocalCluster",
-        "cluster_kwargs": {
-            "n_workers": compute.workers,
-            "threads_per_worker": compute.threads_per_worker,
-            "processes": True,
-            "resources": worker_resources(per_worker_mb, compute.gpus),
-            "host": "127.0.0.1",  # scheduler and workers: this machine only
-            "dashboard_address": "127.0.0.1:0",  # any free port
-        },
-    }
-
-
-def make_task_runner(
-    *,
-    memory_budget_mb: int,
-    n_workers: int,
-    threads_per_worker: int,
-    use_gpu: bool = False,
-    scheduler_address: str | None = None,
-    cluster: dict[str, Any] | None = None,
-    scratch_dir: Path | None = None,
-) -> DaskTaskRunner:
-    """A runner on an existing scheduler, or on a local cluster sharing the memory budget
-    (its scratch space in ``scratch_dir``, default Dask's temporary directory).
-
-    Local workers are threads of one process: each line is an external program, so worker
-    threads only wait on subprocesses, and one process starts fast and pickles nothing.
-    """
-    if cluster:  # e.g. a dask-jobqueue cluster spec (task_runner_kwargs)
-        return DaskTaskRunner(**cluster)
-    if scheduler_address:
-        return DaskTaskRunner(address=scheduler_address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": n_workers,
-            "threads_per_worker": threads_per_worker,
-            "processes": False,
-            "resources": worker_resources(memory_budget_mb // n_workers, 1 if use_gpu else 0),
-            "dashboard_address": "127.0.0.1:0",  # any free port, this machine only
-            **({"local_directory": str(scratch_dir)} if scratch_dir else {}),
-        },
+    return local_cluster_spec(
+        memory_mb=int(compute.memory_gb * 1024),
+        workers=compute.workers,
+        threads_per_worker=compute.threads_per_worker,
+        gpus=compute.gpus,
     )
 
 
-def worker_capacity(runner: TaskRunner[Any]) -> dict[str, float] | None:
-    """The largest amount of each resource one Dask worker advertises (None: not Dask/unknown)."""
-    if not isinstance(runner, DaskTaskRunner):
-        return None
-    workers = runner.client.scheduler_info(n_workers=-1).get("workers", {})
+@contextmanager
+def open_client(spec: dict[str, Any], *, scratch_dir: Path | None = None) -> Iterator[Client]:
+    """A Dask client on the cluster of ``spec`` (:func:`task_runner_kwargs`); a cluster it
+    starts (scratch space in ``scratch_dir`` when local) is closed again on exit."""
+    if "address" in spec:
+        with Client(spec["address"]) as client:
+            yield client
+        return
+    module, _, name = spec["cluster_class"].rpartition(".")
+    kwargs = dict(spec["cluster_kwargs"])
+    if scratch_dir is not None and spec["cluster_class"] == "distributed.LocalCluster":
+        kwargs["local_directory"] = str(scratch_dir)
+    with (
+        getattr(importlib.import_module(module), name)(**kwargs) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One Dask worker as the scheduler sees it."""
+
+    name: str
+    host: str
+    nthreads: int
+    resources: dict[str, float]
+
+
+def workers_of(client: Client) -> list[Worker]:
+    """The workers that joined the scheduler of ``client``."""
+    info = client.scheduler_info(n_workers=-1).get("workers", {})
+    return [
+        Worker(
+            name=str(w.get("name", address)),
+            host=str(w.get("host", address)),
+            nthreads=int(w.get("nthreads", 1)),
+            resources={k: float(v) for k, v in (w.get("resources") or {}).items()},
+        )
+        for address, w in info.items()
+    ]
+
+
+def cores_per_line(client: Client) -> int:
+    """Cores one line may use: each worker thread runs one line at a time, so a host's cores
+    are shared by the threads of all its workers (the smallest share over hosts)."""
+    cpus = client.run(os.cpu_count)  # by worker address
+    threads: dict[str, int] = {}
+    host_cpus: dict[str, int] = {}
+    for address, info in client.scheduler_info(n_workers=-1).get("workers", {}).items():
+        host = str(info.get("host", address))
+        threads[host] = threads.get(host, 0) + int(info.get("nthreads", 1))
+        host_cpus[host] = int(cpus.get(address) or 1)
+    return max(1, min((host_cpus[h] // threads[h] for h in threads), default=1))
+
+
+def check_capacity(workers: list[Worker], use_gpu: bool) -> None:
+    """Raise when the workers cannot run what is asked (naming the worker option to set)."""
     if not workers:
-        return None
-    capacity: dict[str, float] = {}
-    for info in workers.values():
-        for name, amount in (info.get("resources") or {}).items():
-            capacity[name] = max(capacity.get(name, 0.0), float(amount))
-    return capacity
-
-
-def check_capacity(
-    capacity: dict[str, float] | None, runner: TaskRunner[Any], use_gpu: bool
-) -> bool:
-    """Whether to annotate Dask resources; raises when workers cannot run what is asked."""
-    if capacity is None and isinstance(runner, DaskTaskRunner):
-        get_run_logger().warning(
-            "no Dask worker has joined yet: lines reserve MEMORY_MB (and GPU) assuming the "
-            "workers that join advertise them"
-        )
-        return True
-    if capacity is None:
-        get_run_logger().warning(
-            "task runner %s is not Dask: the memory budget is not enforced",
-            type(runner).__name__,
-        )
-        return False
-    if "MEMORY_MB" not in capacity:
         raise ValueError(
-            "the Dask workers advertise no MEMORY_MB resource, so the memory budget cannot be "
-            "enforced; start them with `--resources MEMORY_MB=<megabytes>`"
+            "no Dask worker has joined the scheduler: start workers with "
+            "`dask worker <scheduler address> --resources MEMORY_MB=<megabytes>`"
         )
-    if use_gpu and "GPU" not in capacity:
+    missing = [w.name for w in workers if "MEMORY_MB" not in w.resources]
+    if missing:
         raise ValueError(
-            "use_gpu is set but no Dask worker advertises a GPU resource; start GPU workers "
-            "with `--resources GPU=1` or set use_gpu to false"
+            f"Dask worker(s) {', '.join(missing)} advertise no MEMORY_MB resource, so the "
+            "memory budget cannot be enforced; start them with "
+            "`--resources MEMORY_MB=<megabytes>`"
         )
-    return True
+    if use_gpu and not any(w.resources.get("GPU") for w in workers):
+        raise ValueError(
+            "topsstack.use_gpu is set but no Dask worker advertises a GPU resource; start GPU "
+            "workers with `--resources MEMORY_MB=<megabytes>,GPU=<gpus>` or set "
+            "topsstack.use_gpu to false"
+        )

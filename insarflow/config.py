@@ -440,7 +440,12 @@ class ComputeConfig(Model):
         description="Memory budget (GB) for concurrently running topsStack lines; each line "
         "reserves its estimate so the sum stays below this.",
     )
-    gpus: int = Field(default=0, ge=0, description="GPUs available to local workers.")
+    gpus: int = Field(
+        default=0,
+        ge=0,
+        description="GPUs of this machine for the local cluster: at most this many GPU lines "
+        "run at once, each with CUDA_VISIBLE_DEVICES of its own GPU (0..gpus-1).",
+    )
     scheduler_address: str | None = Field(
         default=None, description="Address of an existing Dask scheduler (tcp://host:8786)."
     )

@@ -1,52 +1,58 @@
-"""The topsStack engine: run-file lines as Prefect tasks on Dask, submitted as they become ready.
+"""The topsStack engine: admission in the flow process, then each line's command on Dask.
 
-A line is submitted as soon as all its upstream lines succeeded (so pair P unwraps while
-other dates still resample), inside ``dask.annotate(resources={"MEMORY_MB": estimate})`` so
-Dask keeps the sum of the reservations of running lines under what each worker advertises.
-Lines are submitted when ready rather than all at once because a retry after an out-of-memory
-kill is a new submission with a bigger reservation, and a line already bound (``wait_for``) to
-a failed attempt could never run.
+One place decides when a line may start, :class:`Admission`: the memory budget, the line
+slots (Dask worker threads), the GPUs (each GPU line gets a GPU id of its own), the tag
+concurrency limits the Prefect API holds for ``gpu`` and ``memory-heavy`` and its global
+limit ``insarflow-memory-gb`` (each line occupies its reservation in whole GB). Ready lines wait
+for admission here, highest priority first; an admitted line becomes a Prefect task run in a
+thread of the flow process (public API: a task submitted to a ``ThreadPoolTaskRunner``), which
+sends the plain function :func:`~insarflow.tasks.topsstack.executor.run_line` to Dask and
+waits for it. So no Dask worker thread ever waits on a slot, and workers never talk to a
+Prefect API.
+
+Lines are admitted when ready rather than all at once because a retry after an out-of-memory
+kill needs a bigger reservation, and a line already bound to a failed attempt could never run.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import dask
-from prefect import get_run_logger
-from prefect.client.schemas.objects import TaskRunResult
-from prefect.context import EngineContext, FlowRunContext, SettingsContext, serialize_context
+from distributed import Client
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.futures import PrefectFuture
-from prefect.states import State
-from prefect.task_engine import run_task_sync
-from prefect.task_runners import TaskRunner
-from prefect_dask import DaskTaskRunner
-from prefect_dask.task_runners import PrefectDaskFuture
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from insarflow.compute import check_capacity, worker_capacity
+from insarflow.compute import Worker, check_capacity, cores_per_line, workers_of
 from insarflow.tasks.progress import StageProgress
 from insarflow.tasks.progress import log as progress_log
 from insarflow.tasks.topsstack.executor import (
     ENV_MEMORY_MB,
+    MEMORY_LIMIT,
     ExecutionReport,
     LineFailed,
     LineResult,
     StackFailed,
-    StackScheduler,
     Submission,
+    class_limits_in_force,
     is_line_done,
-    limited_classes_in_force,
+    line_memory_mb,
     line_task_options,
     log_path_for,
+    memory_limit_in_force,
     plan_scheduler,
-    run_line_task,
+    run_line,
 )
+from insarflow.tasks.topsstack.resources import ResourceClass
 from insarflow.tasks.topsstack.runfiles import RunLine
 
 PROGRESS_KEY = "topsstack-progress"
@@ -56,133 +62,123 @@ def _run_file(line: RunLine) -> str:
     return f"run_{line.step_number:02d}_{line.step}"
 
 
-class _SharedSettingsContext(SettingsContext):
-    """The flow's settings, handed by reference to Dask worker threads of this same process.
+@dataclass(frozen=True)
+class Grant:
+    """What an admitted attempt holds until it finishes."""
 
-    A Prefect task submitted to a DaskTaskRunner carries the whole settings model serialized,
-    and the worker validates it back into a new model: ~80 ms of CPU per task here, most of
-    the per-line cost (benchmarks/README.md). Workers that are threads of the flow's own
-    process (``inproc://`` addresses) can share the flow's settings object instead.
+    sub: Submission
+    gpu_id: int | None  # CUDA device handed to the line (None: no GPU, or ids not known)
+    holds_gpu: bool
+    memory_gb: int  # slots of the server's memory limit it occupies (0: no such limit)
+
+
+@dataclass
+class Admission:
+    """Decides which waiting attempts start now; pure bookkeeping, called from one thread.
+
+    ``gpu_ids``: the GPU ids to hand out (a local cluster: 0..n-1), or None when Dask places
+    GPU lines on remote workers (``gpu_slots`` of them at once, no id chosen here).
+    ``class_limits``: slots per resource class from the Prefect API's tag limits;
+    ``server_memory_gb``: slots of its ``insarflow-memory-gb`` limit (None: no such limit).
     """
 
-    def serialize(self, include_secrets: bool = True) -> dict[str, Any]:
-        return {"profile": self.profile, "settings": self.settings}
+    memory_mb: int
+    slots: int
+    gpu_ids: Sequence[int] | None = None
+    gpu_slots: int = 0
+    class_limits: Mapping[ResourceClass, int] = field(default_factory=dict)
+    use_gpu: bool = False
+    server_memory_gb: int | None = None
+
+    def __post_init__(self) -> None:
+        self._server_gb_in_use = 0
+        self._free_gpus = list(self.gpu_ids or ())
+        self._gpus_in_use = 0
+        self._memory_in_use = 0
+        self._running: Counter[ResourceClass] = Counter()
+        self._count = 0
+
+    @property
+    def running(self) -> int:
+        return self._count
+
+    def _gpu_capacity(self) -> int:
+        return len(self.gpu_ids) if self.gpu_ids is not None else self.gpu_slots
+
+    def blocker(self, sub: Submission) -> str | None:
+        """Why ``sub`` can never start, even with nothing else running (None: it can)."""
+        limit = self.class_limits.get(sub.resource_class)
+        if limit is not None and limit < 1:
+            return (
+                f"the tag concurrency limit tag:{sub.resource_class} has {limit} slots; raise "
+                "it (python -m insarflow.deployments.setup) or delete it"
+            )
+        if self.server_memory_gb is not None and self.server_memory_gb < 1:
+            return (
+                f"the global concurrency limit {MEMORY_LIMIT} has {self.server_memory_gb} "
+                "slots; raise it (python -m insarflow.deployments.setup --memory-gb) or delete it"
+            )
+        if self._needs_gpu(sub) and self._gpu_capacity() < 1:
+            return "it needs a GPU and none is available: set compute.gpus"
+        return None
+
+    def _needs_gpu(self, sub: Submission) -> bool:
+        return self.use_gpu and sub.resource_class == "gpu"
+
+    def try_admit(self, sub: Submission) -> Grant | None:
+        """Admit ``sub`` if memory, a slot, a GPU and its class limit allow; else None."""
+        if self._count >= self.slots:
+            return None
+        if self._count and self._memory_in_use + sub.memory_mb > self.memory_mb:
+            return None  # a line bigger than the budget may still run alone
+        limit = self.class_limits.get(sub.resource_class)
+        if limit is not None and self._running[sub.resource_class] >= limit:
+            return None
+        memory_gb = self._server_gb(sub)
+        if self._count and self._server_gb_in_use + memory_gb > (self.server_memory_gb or 0):
+            return None
+        gpu_id: int | None = None
+        holds_gpu = self._needs_gpu(sub)
+        if holds_gpu:
+            if self._gpus_in_use >= self._gpu_capacity():
+                return None
+            if self.gpu_ids is not None:
+                gpu_id = self._free_gpus.pop(0)
+            self._gpus_in_use += 1
+        self._count += 1
+        self._memory_in_use += sub.memory_mb
+        self._running[sub.resource_class] += 1
+        self._server_gb_in_use += memory_gb
+        return Grant(sub, gpu_id, holds_gpu, memory_gb)
+
+    def _server_gb(self, sub: Submission) -> int:
+        if self.server_memory_gb is None:
+            return 0
+        # a line bigger than the whole limit takes all of it (more could never be granted)
+        return min(math.ceil(sub.memory_mb / 1024), self.server_memory_gb)
+
+    def release(self, grant: Grant) -> None:
+        self._count -= 1
+        self._memory_in_use -= grant.sub.memory_mb
+        self._running[grant.sub.resource_class] -= 1
+        self._server_gb_in_use -= grant.memory_gb
+        if grant.holds_gpu:
+            self._gpus_in_use -= 1
+        if grant.gpu_id is not None:
+            self._free_gpus.append(grant.gpu_id)
+            self._free_gpus.sort()
 
 
-# What EngineContext.serialize sends to a worker (the rest stays with the flow's engine).
-_ENGINE_CONTEXT_SENT = frozenset(
-    {"flow_run", "flow", "parameters", "log_prints", "start_time", "input_keyset"}
-    | {"persist_result", "result_store"}
-)
+# Retries are the engine's business (an OOM retry needs a bigger reservation), and the
+# completion markers replace Prefect's result cache.
+@task(name="topsstack-line", cache_policy=NO_CACHE, persist_result=False)
+def line_task(line: RunLine, dispatch: Callable[[], LineResult]) -> LineResult:
+    """One line as a Prefect task run: its body sends the line's command to Dask and waits.
 
-
-class _SharedEngineContext(EngineContext):
-    """The flow run's context by reference, for the same reason (its result store's block
-    is dumped with its JSON schema for every task otherwise)."""
-
-    def serialize(self, include_secrets: bool = True) -> dict[str, Any]:
-        fields = (self.model_fields_set & _ENGINE_CONTEXT_SENT) | {"result_store"}
-        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
-
-
-def _workers_in_this_process(runner: TaskRunner[Any]) -> bool:
-    if not isinstance(runner, DaskTaskRunner):
-        return False
-    workers = runner.client.scheduler_info(n_workers=-1).get("workers", {})
-    return bool(workers) and all(str(addr).startswith("inproc://") for addr in workers)
-
-
-@contextmanager
-def _contexts_by_reference(in_process: bool) -> Iterator[None]:
-    """While lines are submitted: share the flow's contexts with in-process workers."""
-    settings, flow_run = SettingsContext.get(), FlowRunContext.get()
-    if settings is None or flow_run is None or not in_process:
-        yield
-        return
-    # A shallow copy: the same run, parameters and bookkeeping objects as the engine's.
-    shared_run = _SharedEngineContext.model_construct(
-        _fields_set=set(flow_run.model_fields_set), **dict(flow_run)
-    )
-    with (
-        _SharedSettingsContext(profile=settings.profile, settings=settings.settings),
-        shared_run,
-    ):
-        yield
-
-
-# Task runs submitted to in-process workers, by Dask key: Dask pickles every submitted call
-# (the client) and unpickles it (the scheduler) even when both live in this process, and a
-# Prefect task with its parameters and run context is a large object graph. Only the key
-# travels; the worker thread looks the call up here.
-_IN_PROCESS_CALLS: dict[str, dict[str, Any]] = {}
-
-
-def _run_in_process(key: str) -> State[Any] | None:
-    return run_task_sync(**_IN_PROCESS_CALLS[key])
-
-
-@contextmanager
-def _annotations(sub: Submission, *, enabled: bool, use_gpu: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    with dask.annotate(resources=sub.dask_resources(gpu=use_gpu), priority=sub.priority):
-        yield
-
-
-def _submit_task(
-    runner: TaskRunner[Any],
-    task: Any,
-    parameters: dict[str, Any],
-    *,
-    upstream: Sequence[PrefectFuture[LineResult]],
-    in_process: bool,
-) -> PrefectFuture[LineResult]:
-    """Submit ``task`` once its ``upstream`` futures are all done (the flow only submits ready
-    lines); on Dask under a fresh key rather than a hash of the task.
-
-    ``DaskTaskRunner.submit`` names the Dask task by pickling and hashing the task object and
-    its parameters, several ms per line; every line attempt is distinct anyway. For workers in
-    this process the call itself stays here too (``_IN_PROCESS_CALLS``).
+    Name and tag it with :func:`~insarflow.tasks.topsstack.executor.line_task_options`; a
+    tagged run holds a slot of its class's limit on the Prefect API while it runs.
     """
-    if not isinstance(runner, DaskTaskRunner):
-        return runner.submit(task, parameters=parameters, wait_for=list(upstream))
-    key = f"{task.name}-{uuid.uuid4().hex}"
-    if not in_process:
-        future = runner.client.submit(
-            task,
-            key=key,
-            parameters=parameters,
-            wait_for=[f.wrapped_future for f in upstream if isinstance(f, PrefectDaskFuture)],
-            return_type="state",
-        )
-        return PrefectDaskFuture[LineResult](wrapped_future=future, task_run_id=future.task_run_id)
-    task_run_id = uuid.uuid4()
-    no_inputs: dict[str, set[Any]] = {name: set() for name in parameters}  # no futures inside
-    # Upstream lines are known complete; as plain task-run references Prefect records them as
-    # the run's ``wait_for`` inputs without resolving each one's result again (a hop through
-    # Prefect's event-loop thread per upstream line). They only need to be a non-empty
-    # ``wait_for`` for the engine to add the ``dependencies`` entry of that name.
-    waited = [TaskRunResult(id=f.task_run_id) for f in upstream]
-    _IN_PROCESS_CALLS[key] = {
-        "task": task,
-        "task_run_id": task_run_id,
-        "parameters": parameters,
-        "wait_for": waited or None,
-        "return_type": "state",
-        "dependencies": {**no_inputs, "wait_for": set(waited)} if waited else no_inputs,
-        "context": serialize_context(
-            asset_ctx_kwargs={
-                "task": task,
-                "task_run_id": task_run_id,
-                "task_inputs": no_inputs,
-                "copy_to_child_ctx": True,
-            }
-        ),
-    }
-    future = runner.client.submit(_run_in_process, key, key=key, pure=False)
-    future.add_done_callback(lambda _: _IN_PROCESS_CALLS.pop(key, None))
-    return PrefectDaskFuture[LineResult](wrapped_future=future, task_run_id=task_run_id)
+    return dispatch()
 
 
 def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
@@ -197,10 +193,49 @@ def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
     )
 
 
+def _warn_undersized_workers(
+    lines: Sequence[RunLine],
+    workers: Sequence[Worker],
+    *,
+    n_bursts: int,
+    range_looks: int,
+    azimuth_looks: int,
+) -> None:
+    """Name each line that needs more MEMORY_MB than any worker advertises (it runs with what
+    the largest worker has, so it may run out of memory)."""
+    largest = max(workers, key=lambda w: w.resources.get("MEMORY_MB", 0.0))
+    largest_mb = int(largest.resources.get("MEMORY_MB", 0.0))
+    over = [
+        (line, need)
+        for line in lines
+        if (
+            need := line_memory_mb(
+                line, n_bursts=n_bursts, range_looks=range_looks, azimuth_looks=azimuth_looks
+            )
+        )
+        > largest_mb
+    ]
+    for line, need in over[:10]:
+        get_run_logger().warning(
+            "line %s needs %d MB but the largest Dask worker, %s, advertises MEMORY_MB=%d: it "
+            "runs with %d MB reserved; give a worker MEMORY_MB=%d or more (remote: `dask worker "
+            "--resources MEMORY_MB=...`; local: raise compute.memory_gb or lower compute.workers)",
+            line.line_id,
+            need,
+            largest.name,
+            largest_mb,
+            largest_mb,
+            need,
+        )
+    if len(over) > 10:
+        get_run_logger().warning("... and %d more lines like these", len(over) - 10)
+
+
 def execute_stack(
     lines: Sequence[RunLine],
     dag: Mapping[str, frozenset[str]],
     *,
+    client: Client,
     stack_dir: Path,
     log_dir: Path,
     memory_budget_mb: int,
@@ -208,30 +243,36 @@ def execute_stack(
     range_looks: int,
     azimuth_looks: int,
     use_gpu: bool = False,
+    gpu_ids: Sequence[int] | None = None,
     extra_path: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
-    task_runner: TaskRunner[Any] | None = None,
 ) -> ExecutionReport:
-    """Run every line as a task once its upstream lines succeeded; call inside a flow.
+    """Run every line on the Dask cluster of ``client`` once its upstream lines succeeded and
+    :class:`Admission` lets it start; call inside a flow.
 
-    ``task_runner`` defaults to the current flow's. Raises :class:`StackFailed` after the lines
+    ``gpu_ids``: GPU ids of this machine to hand to GPU lines (a local cluster); None leaves
+    GPU placement to the workers' ``GPU`` resources. Raises :class:`StackFailed` after the lines
     already running finish when a line fails for good (retries: see ``StackScheduler``).
     """
-    context = FlowRunContext.get()
-    runner = task_runner or (context.task_runner if context else None)
-    if runner is None:
-        raise RuntimeError("execute_stack submits tasks: call it inside a flow")
-    capacity = worker_capacity(runner)
-    annotate = check_capacity(capacity, runner, use_gpu)
-    worker_mb = capacity.get("MEMORY_MB") if capacity else None
-    scheduler: StackScheduler = plan_scheduler(
+    logger = get_run_logger()
+    workers = workers_of(client)
+    check_capacity(workers, use_gpu)
+    worker_mb = int(min(max(w.resources["MEMORY_MB"] for w in workers), memory_budget_mb))
+    _warn_undersized_workers(
+        lines,
+        workers,
+        n_bursts=n_bursts,
+        range_looks=range_looks,
+        azimuth_looks=azimuth_looks,
+    )
+    scheduler = plan_scheduler(
         lines,
         dag,
         n_bursts=n_bursts,
         range_looks=range_looks,
         azimuth_looks=azimuth_looks,
         use_gpu=use_gpu,
-        worker_memory_mb=int(min(worker_mb or memory_budget_mb, memory_budget_mb)),
+        worker_memory_mb=worker_mb,
     )
     progress = StageProgress(
         "topsstack", Counter(_run_file(line) for line in lines), artifact_key=PROGRESS_KEY
@@ -239,50 +280,107 @@ def execute_stack(
     scheduler.on_finished = lambda line, result: progress.advance(
         _run_file(line), skipped=result.status == "skipped"
     )
-    tagged = limited_classes_in_force()
-    get_run_logger().info(
-        "tag concurrency limits in force for: %s",
-        ", ".join(sorted(tagged)) or "no class (gpu and memory-heavy lines go untagged)",
-    )
-    futures: dict[str, PrefectFuture[LineResult]] = {}
-    done: queue.Queue[tuple[Submission, PrefectFuture[LineResult]]] = queue.Queue()
-
-    def submit(sub: Submission) -> None:
-        line_env = {**(env or {}), ENV_MEMORY_MB: str(sub.memory_mb)}
-        task = run_line_task.with_options(
-            **line_task_options(sub.line, sub.resource_class, sub.attempt, tagged=tagged)
+    limits = class_limits_in_force()
+    server_memory_gb = memory_limit_in_force()
+    logger.info(
+        "concurrency limits in force: %s",
+        ", ".join(
+            [f"tag:{k}={v}" for k, v in sorted(limits.items())]
+            + ([f"{MEMORY_LIMIT}={server_memory_gb}"] if server_memory_gb is not None else [])
         )
-        with _annotations(sub, enabled=annotate, use_gpu=use_gpu):
-            future = _submit_task(
-                runner,
-                task,
-                parameters={
-                    "line": sub.line,
-                    "stack_dir": stack_dir,
-                    "log_dir": log_dir,
-                    "extra_path": list(extra_path),
-                    "env": line_env,
-                    "force": sub.force,
-                },
-                # upstream lines skipped as done have no future
-                upstream=[futures[up] for up in sorted(dag[sub.line.line_id]) if up in futures],
-                in_process=in_process,
+        or "none (gpu and memory-heavy lines go untagged)",
+    )
+    slots = sum(w.nthreads for w in workers)
+    admission = Admission(
+        memory_mb=memory_budget_mb,
+        slots=slots,
+        gpu_ids=gpu_ids,
+        gpu_slots=int(sum(w.resources.get("GPU", 0.0) for w in workers)),
+        class_limits=limits,
+        use_gpu=use_gpu,
+        server_memory_gb=server_memory_gb,
+    )
+    base_env = dict(env or {})
+    # An explicit OMP_NUM_THREADS in env wins; otherwise a line uses its share of the cores.
+    base_env.setdefault("OMP_NUM_THREADS", str(cores_per_line(client)))
+    futures: dict[str, PrefectFuture[LineResult]] = {}
+    done: queue.Queue[tuple[Grant, PrefectFuture[LineResult]]] = queue.Queue()
+    waiting: list[Submission] = []
+
+    def dispatcher(grant: Grant) -> Callable[[], LineResult]:
+        sub = grant.sub
+        line_env = {**base_env, ENV_MEMORY_MB: str(sub.memory_mb)}
+        if grant.gpu_id is not None:
+            line_env["CUDA_VISIBLE_DEVICES"] = str(grant.gpu_id)
+        resources = sub.dask_resources(gpu=grant.holds_gpu and grant.gpu_id is None)
+
+        def dispatch() -> LineResult:
+            # Admission counted this line's GB: the slots are free unless other runs hold them.
+            with (
+                concurrency(MEMORY_LIMIT, occupy=grant.memory_gb)
+                if grant.memory_gb
+                else nullcontext()
+            ):
+                return wait_on_dask()
+
+        def wait_on_dask() -> LineResult:
+            future = client.submit(
+                run_line,
+                sub.line,
+                stack_dir=stack_dir,
+                log_dir=log_dir,
+                extra_path=list(extra_path),
+                env=line_env,
+                force=sub.force,
+                key=f"{sub.line.label}-{uuid.uuid4().hex}",
+                pure=False,
+                resources=resources,
+                priority=sub.priority,
             )
+            result: LineResult = future.result()
+            return result
+
+        return dispatch
+
+    def start(runner: ThreadPoolTaskRunner[LineResult], grant: Grant) -> None:
+        sub = grant.sub
+        task_ = line_task.with_options(
+            **line_task_options(sub.line, sub.resource_class, sub.attempt, tagged=limits)
+        )
+        future = runner.submit(
+            task_,
+            parameters={"line": sub.line, "dispatch": dispatcher(grant)},
+            # upstream lines skipped as done have no future
+            wait_for=[futures[up] for up in sorted(dag[sub.line.line_id]) if up in futures],
+        )
         futures[sub.line.line_id] = future
 
-        def notify(f: PrefectFuture[LineResult], s: Submission = sub) -> None:
-            done.put((s, f))
+        def notify(f: PrefectFuture[LineResult], g: Grant = grant) -> None:
+            done.put((g, f))
 
         future.add_done_callback(notify)
 
-    in_process = _workers_in_this_process(runner)
-    with _contexts_by_reference(in_process):
+    def admit(runner: ThreadPoolTaskRunner[LineResult]) -> None:
+        waiting.sort(key=lambda s: -s.priority)  # stable: topological order within a priority
+        for sub in list(waiting):
+            grant = admission.try_admit(sub)
+            if grant is not None:
+                waiting.remove(sub)
+                start(runner, grant)
+        if waiting and not admission.running:
+            why = admission.blocker(waiting[0])
+            raise RuntimeError(f"line {waiting[0].line.line_id} cannot start: {why}")
+
+    runner: ThreadPoolTaskRunner[LineResult] = ThreadPoolTaskRunner(max_workers=slots)
+    with runner:
         while True:
-            for sub in scheduler.next_submissions(is_done=lambda ln: is_line_done(ln, stack_dir)):
-                submit(sub)
+            waiting += scheduler.next_submissions(is_done=lambda ln: is_line_done(ln, stack_dir))
+            admit(runner)
             if scheduler.finished:
                 break
-            sub, future = done.get()
+            grant, future = done.get()
+            admission.release(grant)
+            sub = grant.sub
             try:
                 outcome: object = future.result(raise_on_failure=False)
             except Exception as exc:  # the Dask side failed (worker lost, cancelled)
@@ -293,13 +391,13 @@ def execute_stack(
             failure = _as_failure(sub, outcome, log_dir)
             retry = scheduler.failed(sub.line.line_id, failure)
             if retry is not None:
-                get_run_logger().warning(
+                logger.warning(
                     "%s failed (%s); retrying with %d MB",
                     sub.line.label,
                     failure.kind,
                     retry.memory_mb,
                 )
-                submit(retry)
+                waiting.append(retry)
     report = scheduler.report()
     if report.skipped:
         progress_log.info(

@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
@@ -43,7 +41,8 @@ FailureKind = Literal["oom", "transient", "fatal"]
 LineStatus = Literal["ran", "skipped"]
 
 MARKER_DIR = Path(".insarflow") / "done"
-#: Environment variable telling a line how many MB of memory it was granted.
+#: Environment variable telling a line how many MB of memory it was granted; its log warns
+#: when the line's peak RSS exceeds it.
 ENV_MEMORY_MB = "INSARFLOW_LINE_MEMORY_MB"
 #: Environment variables worth recording in every line log.
 LOGGED_ENV = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", ENV_MEMORY_MB)
@@ -290,6 +289,21 @@ def _write_log_header(
             log.write(f"### PATH additions: {os.pathsep.join(map(str, extra_path))}\n")
 
 
+def _note_memory_overrun(
+    log_path: Path, line: RunLine, reserved_mb: str | None, peak_rss_mb: float
+) -> None:
+    """Say in the line's log when it used more memory than it reserved (the estimate of its
+    step is too low: concurrent lines may then exceed the budget)."""
+    if reserved_mb is None or not reserved_mb.isdigit() or peak_rss_mb <= int(reserved_mb):
+        return
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(
+            f"### warning: peak RSS {peak_rss_mb:.0f} MB exceeded the {reserved_mb} MB reserved "
+            f"for {line.line_id} ({ENV_MEMORY_MB}); raise compute.memory_gb headroom or take "
+            "more looks\n"
+        )
+
+
 def run_line(
     line: RunLine,
     *,
@@ -328,6 +342,7 @@ def run_line(
             "",
             detail=f"{exc}; put the ISCE2 topsStack scripts on PATH (extra_path)",
         ) from exc
+    _note_memory_overrun(log_path, line, full_env.get(ENV_MEMORY_MB), result.peak_rss_mb)
     if result.returncode != 0:
         raise LineFailed(
             line.line_id,
@@ -367,23 +382,6 @@ def run_line(
     )
 
 
-# Retries are the flow's business (an OOM retry needs a bigger Dask reservation), and the
-# completion markers replace Prefect's result cache.
-@task(name="topsstack-line", cache_policy=NO_CACHE, persist_result=False)
-def run_line_task(
-    line: RunLine,
-    stack_dir: Path,
-    log_dir: Path,
-    extra_path: Sequence[Path] = (),
-    env: Mapping[str, str] | None = None,
-    force: bool = False,
-) -> LineResult:
-    """Prefect task around :func:`run_line`; name and tag it with :func:`line_task_options`."""
-    return run_line(
-        line, stack_dir=stack_dir, log_dir=log_dir, extra_path=extra_path, env=env, force=force
-    )
-
-
 def line_task_options(
     line: RunLine,
     klass: ResourceClass,
@@ -397,15 +395,15 @@ def line_task_options(
     return {"task_run_name": name, "tags": {klass} if klass in tagged else set()}
 
 
-def limited_classes_in_force() -> frozenset[ResourceClass]:
-    """The classes (``gpu``, ``memory-heavy``) the Prefect API holds an active tag concurrency
-    limit for (deployments/setup.py creates them).
+def class_limits_in_force() -> dict[ResourceClass, int]:
+    """Slots of each class (``gpu``, ``memory-heavy``) the Prefect API holds an active tag
+    concurrency limit for (deployments/setup.py creates them).
 
     Only lines of those classes are tagged: Prefect asks the API for a slot of every tag of
     every task run, and releases it afterwards, even when no limit exists; on a busy server
     that costs tenths of a second per line, which an unlimited tag buys nothing for.
     """
-    in_force: set[ResourceClass] = set()
+    in_force: dict[ResourceClass, int] = {}
     with get_client(sync_client=True) as client:
         for klass in sorted(LIMITED_CLASSES):
             try:
@@ -413,8 +411,29 @@ def limited_classes_in_force() -> frozenset[ResourceClass]:
             except ObjectNotFound:
                 continue
             if limit.active:
-                in_force.add(klass)
-    return frozenset(in_force)
+                in_force[klass] = limit.limit
+    return in_force
+
+
+#: Global concurrency limit whose slots are GB of memory: each running line occupies its
+#: reservation, rounded up to whole GB, so the concurrent runs of all stacks that one Prefect
+#: server serves stay under it (``deployments/setup.py --memory-gb`` sizes it).
+MEMORY_LIMIT = "insarflow-memory-gb"
+
+
+def memory_limit_in_force() -> int | None:
+    """Slots (GB) of the active :data:`MEMORY_LIMIT`, or None when there is none."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(MEMORY_LIMIT)
+        except ObjectNotFound:
+            return None
+    return limit.limit if limit.active else None
+
+
+def limited_classes_in_force() -> frozenset[ResourceClass]:
+    """The classes :func:`class_limits_in_force` finds a limit for."""
+    return frozenset(class_limits_in_force())
 
 
 # --------------------------------------------------------------------------- graph helpers

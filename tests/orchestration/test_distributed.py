@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from dask.utils import parse_bytes
 from distributed import Client
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from insarflow.compute import task_runner_kwargs
 from insarflow.config import ComputeConfig, JobqueueConfig
@@ -135,6 +138,7 @@ class Run:
     lines: list[RunLine]
     report: ExecutionReport
     records: list[dict[str, Any]]
+    flow_run_id: UUID | None
 
 
 def write_run_files(config_root: Path, make_config: MakeConfig) -> list[RunLine]:
@@ -201,7 +205,7 @@ def run(
     }
     plan_file = root / "plan.json"
     plan_file.write_text(json.dumps(plan))
-    report = topsstack_flow(
+    state = topsstack_flow(
         stack_dir=stack_dir,
         log_dir=root / "logs",
         memory_budget_mb=2 * WORKER_MB,
@@ -212,9 +216,10 @@ def run(
         extra_path=[bin_dir],
         env={"INSARFLOW_TEST_PLAN": str(plan_file)},
         scheduler_address=cluster.address,
+        return_state=True,
     )
     records = [json.loads(x) for x in record_file.read_text().splitlines()]
-    return Run(lines, report, records)
+    return Run(lines, state.result(), records, state.state_details.flow_run_id)
 
 
 def test_every_line_ran_once_on_a_worker_process(run: Run, cluster: Cluster) -> None:
@@ -227,6 +232,17 @@ def test_every_line_ran_once_on_a_worker_process(run: Run, cluster: Cluster) -> 
     assert workers == set(WORKERS), "both workers (and only they) ran lines"
     for process in cluster.workers.values():
         process.check_alive()
+
+
+def test_task_runs_of_the_lines_land_in_the_flows_api(run: Run) -> None:
+    """Workers run only the plain line function; the task runs are the flow process's."""
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.flow_run_id])),
+            limit=200,
+        )
+    assert sorted(t.name for t in task_runs) == sorted(line.label for line in run.lines)
+    assert {t.state_name for t in task_runs} == {"Completed"}
 
 
 def test_gpu_lines_ran_only_on_the_gpu_worker(run: Run) -> None:
