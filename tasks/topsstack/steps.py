@@ -16,6 +16,8 @@ Per step:
   :mod:`insarflow.tasks.topsstack.resources` for the anchors).
 * ``resource_class``: ``gpu`` (topo/geo2rdr: on the GPU with ``--useGPU``, else ``cpu``),
   ``memory-heavy`` or ``cpu``.
+* ``output_check``: what makes outputs that exist unusable downstream (the baseline
+  file of ``average_baseline``).
 * ``workflow`` and ``lines``: when stackSentinel writes the step (always, NESD
   coregistration only, ``--param_ion`` only) and how many lines it has.
 
@@ -26,6 +28,7 @@ line's from its arguments (:attr:`Script.outputs`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -90,6 +93,8 @@ class Step:
     memory_by_kind: Mapping[str, Memory] = field(default_factory=dict)
     workflow: Workflow = "always"
     aliases: tuple[str, ...] = ()  # run-file names of stackSentinel versions that said master/slave
+    # What is wrong with a finished line's outputs (absolute paths) that exist, or None.
+    output_check: Callable[[Sequence[Path]], str | None] | None = None
 
     def memory_for(self, key_kind: str) -> Memory:
         return self.memory_by_kind.get(key_kind, self.memory)
@@ -204,6 +209,34 @@ def config_outputs(functions: Sequence[ConfigFunction]) -> list[Path]:
         if fn.name == "unwrap" and p.get("unw") and p.get("method", "snaphu") == "snaphu":
             out.append(Path(p["unw"] + ".conncomp"))
     return out
+
+
+_BPERP = re.compile(r"^Bperp \(average\):\s*(\S+)", re.MULTILINE)
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _baseline_problem(outputs: Sequence[Path]) -> str | None:
+    """A baseline file saying ``Bperp (average): nan`` (identical or broken orbits) makes
+    MintPy fail much later; the run stops at this line instead, naming the file."""
+    for path in outputs:
+        if path.suffix != ".txt" or not path.is_file():
+            continue
+        values = _BPERP.findall(path.read_text(errors="replace"))
+        bad = [v for v in values if not math.isfinite(_float_or_nan(v))]
+        if bad:  # a file without the line is the MintPy pre-flight's to report
+            return (
+                f"{path} gives a perpendicular baseline of {bad[0]}: "
+                "the orbits of the two dates are identical or do not cover the scene; "
+                "check the orbit files of this date and of the reference (inputs.orbit_dir), "
+                "or exclude the date (acquisition.exclude_dates)"
+            )
+    return None
 
 
 def option(command: Sequence[str], *flags: str) -> str | None:
@@ -442,6 +475,7 @@ for _step in (
         _secondaries,
         ("baseline",),
         ("date",),
+        output_check=_baseline_problem,
     ),
     Step(
         "extract_burst_overlaps",
