@@ -3,7 +3,9 @@
 One :class:`Step` per run-file step, in the order stackSentinel.py writes them
 (interferogram workflow, NESD, ionosphere). The run-file parser, the dependency graph,
 the resource estimates, the plan and the simulator's stackSentinel all read
-:data:`STEPS`; a new step is one :func:`register` call (or one entry below).
+:data:`STEPS`; a new step is one :func:`register` call (or one entry below). Only the
+simulator then needs code of its own to stand in for it: a writer in
+``insarflow.simulator.stack_sentinel.WRITERS`` (a test checks that every step has one).
 
 Per step:
 
@@ -22,8 +24,9 @@ Per step:
   coregistration only, ``--param_ion`` only) and how many lines it has.
 
 What a ``SentinelWrapper.py`` line must have produced comes from its config's functions
-(:data:`FUNCTION_OUTPUTS`, shared by steps that call the same ISCE2 function); a script
-line's from its arguments (:attr:`Script.outputs`).
+(:data:`FUNCTION_OUTPUTS`, shared by steps that call the same ISCE2 function: a step
+calling a function not listed there adds it); a script line's from its arguments
+(:attr:`Script.outputs`).
 """
 
 from __future__ import annotations
