@@ -1,7 +1,9 @@
 """What a stack configuration would run: dates, pairs, run-file steps and line counts.
 
-The line counts follow what stackSentinel.py writes (checked against the real run
-files in the fixtures: 59 lines for 4 dates, NESD, 2 connections).
+The run-file steps and their line counts come from the step registry
+(:mod:`insarflow.tasks.topsstack.steps`) and follow what stackSentinel.py writes
+(checked against the real run files in the fixtures: 59 lines for 4 dates, NESD,
+2 connections).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from insarflow.config import StackConfig
+from insarflow.tasks.topsstack import steps
+from insarflow.tasks.topsstack.steps import StackCounts
 
-GEOMETRY_LAYERS = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
 BURSTS_PER_SWATH = 9  # a Sentinel-1 IW slice; used when real bursts are not known yet
 SAFE_ZIP_GB = 4.5  # a dual-pol IW SLC zip
 FULL_RES_BURST_MB = 1500 * 21000 * 8 / 2**20  # ~1,500 lines x 21,000 samples complex64
@@ -62,42 +65,8 @@ def run_file_steps(
     n_dates: int, n_pairs: int, n_misreg_pairs: int, coregistration: str, ion: bool
 ) -> list[tuple[str, int]]:
     """(run file name, number of lines) in stackSentinel's order and numbering."""
-    secondaries = n_dates - 1
-    names: list[tuple[str, int]] = [
-        ("unpack_topo_reference", 1),
-        ("unpack_secondary_slc", secondaries),
-        ("average_baseline", secondaries),
-    ]
-    if coregistration == "NESD":
-        names += [
-            ("extract_burst_overlaps", 1),
-            ("overlap_geo2rdr", secondaries),
-            ("overlap_resample", secondaries),
-            ("pairs_misreg", n_misreg_pairs),
-            ("timeseries_misreg", 2),
-        ]
-    names += [
-        ("fullBurst_geo2rdr", secondaries),
-        ("fullBurst_resample", secondaries),
-        ("extract_stack_valid_region", 1),
-        ("merge_reference_secondary_slc", n_dates + len(GEOMETRY_LAYERS)),
-        ("generate_burst_igram", n_pairs),
-        ("merge_burst_igram", n_pairs),
-        ("filter_coherence", n_pairs),
-        ("unwrap", n_pairs),
-    ]
-    if ion:
-        names += [
-            ("subband_and_resamp", n_dates),
-            ("generateIgram_ion", n_misreg_pairs),
-            ("mergeBurstsIon", n_misreg_pairs),
-            ("unwrap_ion", n_misreg_pairs),
-            ("look_ion", n_misreg_pairs),
-            ("computeIon", n_misreg_pairs),
-            ("filtIon", n_misreg_pairs),
-            ("invertIon", 1),
-        ]
-    return [(f"run_{i:02d}_{name}", n) for i, (name, n) in enumerate(names, start=1)]
+    counts = StackCounts(dates=n_dates, pairs=n_pairs, misreg_pairs=n_misreg_pairs)
+    return steps.run_file_steps(counts, coregistration, ion)
 
 
 def expected_dates(config: StackConfig) -> tuple[list[str], bool]:

@@ -23,12 +23,13 @@ from pathlib import Path
 
 from insarflow.simulator.acquisition import SCENE_FILE, write_text_atomic
 from insarflow.simulator.scene import SceneSpec, make_truth, write_truth
+from insarflow.tasks.topsstack import steps
+from insarflow.tasks.topsstack.steps import GEOMETRY_LAYERS
 
 NO_MCF = "False"
 DEFO_MAX = "2"
 HASH26 = "#" * 26
 HASH35 = "#" * 35
-GEOMETRY_LAYERS = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
 _MULTILOOK_TOOL = {
     "lat": "gdal",
     "lon": "gdal",
@@ -1091,50 +1092,85 @@ class Writer:
         )
 
 
-def _run(writer: Writer, name: str, fn: Callable[..., None], *args: object) -> None:
-    writer.start_run(name)
-    fn(*args)
-    writer.finish_run()
+@dataclass
+class StackShape:
+    """What the run files of one stackSentinel call are written for."""
+
+    reference: str
+    dates: list[str]
+    secondaries: list[str]
+    pairs: list[tuple[str, str]]
+    update: bool
+    ion: IonParams | None = None
+    ion_dates: list[str] = field(default_factory=list)
+    ion_pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ion_params(self) -> IonParams:
+        if self.ion is None:
+            raise StackSentinelError("an ionosphere step without --param_ion")
+        return self.ion
 
 
-def interferogram_stack(
-    writer: Writer,
-    dates: list[str],
-    reference: str,
-    secondaries: list[str],
-    pairs: list[tuple[str, str]],
-    update: bool,
-) -> None:
+def _merge(w: Writer, s: StackShape) -> None:
+    virtual = w.inps.virtualMerge or "True"
+    w.merge_reference(s.reference, virtual)
+    w.merge_secondaries(s.secondaries, virtual)
+
+
+# What each registered step writes into its run file (tasks.topsstack.steps gives the order).
+WRITERS: dict[str, Callable[[Writer, StackShape], None]] = {
+    "unpack_topo_reference": lambda w, s: w.unpack_reference(s.reference),
+    "unpack_secondary_slc": lambda w, s: w.unpack_secondaries(s.secondaries),
+    "average_baseline": lambda w, s: w.average_baseline(s.reference, s.secondaries),
+    "extract_burst_overlaps": lambda w, s: w.extract_overlaps(),
+    "overlap_geo2rdr": lambda w, s: w.geo2rdr_offset(s.secondaries, False),
+    "overlap_resample": lambda w, s: w.resample_with_carrier(s.secondaries, False),
+    "pairs_misreg": lambda w, s: w.pairs_misregistration(
+        s.secondaries if s.update else s.dates, s.reference
+    ),
+    "timeseries_misreg": lambda w, s: w.timeseries_misregistration(),
+    "fullBurst_geo2rdr": lambda w, s: w.geo2rdr_offset(s.secondaries, True),
+    "fullBurst_resample": lambda w, s: w.resample_with_carrier(s.secondaries, True),
+    "extract_stack_valid_region": lambda w, s: w.extract_stack_valid_region(),
+    "merge_reference_secondary_slc": _merge,
+    "generate_burst_igram": lambda w, s: w.generate_burst_igram(s.pairs, s.reference),
+    "merge_burst_igram": lambda w, s: w.igram_merge_burst(s.pairs),
+    "filter_coherence": lambda w, s: w.filter_coherence(s.pairs),
+    "unwrap": lambda w, s: w.unwrap(s.pairs),
+    "subband_and_resamp": lambda w, s: w.subband_and_resamp(s.ion_dates, s.reference),
+    "generateIgram_ion": lambda w, s: w.generate_igram_ion(s.ion_pairs, s.reference),
+    "mergeBurstsIon": lambda w, s: w.merge_bursts_ion(s.ion_pairs, s.ion_params),
+    "unwrap_ion": lambda w, s: w.unwrap_ion(s.ion_pairs, s.ion_params),
+    "look_ion": lambda w, s: w.look_ion(s.ion_pairs, s.ion_params),
+    "computeIon": lambda w, s: w.compute_ion(s.ion_pairs, s.ion_params),
+    "filtIon": lambda w, s: w.filt_ion(s.ion_pairs, s.ion_params),
+    "invertIon": lambda w, s: w.invert_ion(s.ion_params),
+}
+# Steps whose outputs an update (existing coreg_secondarys/) reuses, so it writes no run file.
+_NEW_STACK_ONLY = frozenset({"unpack_topo_reference", "extract_burst_overlaps"})
+
+
+def write_steps(writer: Writer, shape: StackShape, workflows: set[str]) -> None:
+    """One run file per registered step of ``workflows``, in the registry's order."""
+    for step in steps.STEPS.values():
+        if step.workflow not in workflows or (shape.update and step.name in _NEW_STACK_ONLY):
+            continue
+        write = WRITERS.get(step.name)
+        if write is None:
+            raise StackSentinelError(f"step {step.name!r} is not supported by the simulator")
+        writer.start_run(step.name)
+        write(writer, shape)
+        writer.finish_run()
+
+
+def interferogram_stack(writer: Writer, shape: StackShape) -> None:
     """The ``-W interferogram`` workflow (run files in ISCE2's order and numbering)."""
-    inps, w = writer.inps, writer
-    if not update:
-        _run(w, "unpack_topo_reference", w.unpack_reference, reference)
-    _run(w, "unpack_secondary_slc", w.unpack_secondaries, secondaries)
-    _run(w, "average_baseline", w.average_baseline, reference, secondaries)
-    if inps.coregistration in ("NESD", "nesd"):
-        if not update:
-            _run(w, "extract_burst_overlaps", w.extract_overlaps)
-        _run(w, "overlap_geo2rdr", w.geo2rdr_offset, secondaries, False)
-        _run(w, "overlap_resample", w.resample_with_carrier, secondaries, False)
-        _run(
-            w, "pairs_misreg", w.pairs_misregistration, secondaries if update else dates, reference
-        )
-        _run(w, "timeseries_misreg", w.timeseries_misregistration)
-    _run(w, "fullBurst_geo2rdr", w.geo2rdr_offset, secondaries, True)
-    _run(w, "fullBurst_resample", w.resample_with_carrier, secondaries, True)
-    _run(w, "extract_stack_valid_region", w.extract_stack_valid_region)
-    virtual = inps.virtualMerge or "True"
-    w.start_run("merge_reference_secondary_slc")
-    w.merge_reference(reference, virtual)
-    w.merge_secondaries(secondaries, virtual)
-    w.finish_run()
-    _run(w, "generate_burst_igram", w.generate_burst_igram, pairs, reference)
-    _run(w, "merge_burst_igram", w.igram_merge_burst, pairs)
-    _run(w, "filter_coherence", w.filter_coherence, pairs)
-    _run(w, "unwrap", w.unwrap, pairs)
+    nesd = writer.inps.coregistration in ("NESD", "nesd")
+    write_steps(writer, shape, {"always", "NESD"} if nesd else {"always"})
 
 
-def ionosphere_stack(writer: Writer, inps: argparse.Namespace, reference: str) -> None:
+def ionosphere_stack(writer: Writer, inps: argparse.Namespace, shape: StackShape) -> None:
     """run_17..run_24 (``--param_ion``)."""
     ion = IonParams.read(inps.param_ion)
     if ion.consider_burst_properties:
@@ -1159,15 +1195,8 @@ def ionosphere_stack(writer: Writer, inps: argparse.Namespace, reference: str) -
         if safe_dict[a].platform != safe_dict[b].platform:
             report += f"{a}_{b}\n"
     Path("pairs_diff_starting_ranges.txt").write_text(report)
-    w = writer
-    _run(w, "subband_and_resamp", w.subband_and_resamp, ion_dates, reference)
-    _run(w, "generateIgram_ion", w.generate_igram_ion, pairs, reference)
-    _run(w, "mergeBurstsIon", w.merge_bursts_ion, pairs, ion)
-    _run(w, "unwrap_ion", w.unwrap_ion, pairs, ion)
-    _run(w, "look_ion", w.look_ion, pairs, ion)
-    _run(w, "computeIon", w.compute_ion, pairs, ion)
-    _run(w, "filtIon", w.filt_ion, pairs, ion)
-    _run(w, "invertIon", w.invert_ion, ion)
+    shape.ion, shape.ion_dates, shape.ion_pairs = ion, ion_dates, pairs
+    write_steps(writer, shape, {"ion"})
 
 
 def _store_scene(inps: argparse.Namespace, reference: str) -> None:
@@ -1237,9 +1266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Workflow: ", inps.workflow)
         print("*****************************************")
         writer = Writer(inps, safe_dict)
-        interferogram_stack(writer, dates, reference, secondaries, pairs, update)
+        shape = StackShape(reference, dates, secondaries, pairs, update)
+        interferogram_stack(writer, shape)
         if inps.param_ion is not None:
-            ionosphere_stack(writer, inps, reference)
+            ionosphere_stack(writer, inps, shape)
         else:
             print("Ion parameter file is not specified. Ionospheric estimation will not be done.")
     except StackSentinelError as exc:

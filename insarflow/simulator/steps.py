@@ -52,15 +52,6 @@ from insarflow.tasks.isce_io import is_complete, read_isce_info, read_isce_raste
 
 Array = npt.NDArray[np.generic]
 Params = Mapping[str, str]
-SCRIPTS = (
-    "stackSentinel.py",
-    "SentinelWrapper.py",
-    "subsetReference.py",
-    "invertMisreg.py",
-    "extractCommonValidRegion.py",
-    "computeIon.py",
-    "invertIon.py",
-)
 _PAIR = re.compile(r"^(\d{8})[_-](\d{8})$")
 # Doppler centroid difference between the two looks of a Sentinel-1 IW burst overlap (Hz):
 # it turns the ESD double-difference phase into azimuth misregistration.
@@ -1090,6 +1081,7 @@ SCRIPT_MAIN: dict[str, Callable[[Sequence[str]], int]] = {
     "computeIon.py": compute_ion,
     "invertIon.py": invert_ion,
 }
+SCRIPTS = tuple(SCRIPT_MAIN)
 
 
 def run_script(name: str, argv: Sequence[str]) -> int:

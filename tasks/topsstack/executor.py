@@ -28,6 +28,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from insarflow.tasks.shell import CommandResult, run_command
+from insarflow.tasks.topsstack import steps
 from insarflow.tasks.topsstack.dag import critical_path, topological_order
 from insarflow.tasks.topsstack.resources import (
     LIMITED_CLASSES,
@@ -193,38 +194,15 @@ def missing_outputs(line: RunLine, stack_dir: Path) -> list[Path]:
     return missing
 
 
-_BPERP = re.compile(r"^Bperp \(average\):\s*(\S+)", re.MULTILINE)
-
-
 def output_problem(line: RunLine, stack_dir: Path) -> str | None:
     """What is wrong with outputs that exist but cannot be used downstream, or None.
 
-    A baseline file saying ``Bperp (average): nan`` (identical or broken orbits) makes
-    MintPy fail much later; the run stops here, naming the file.
+    Asks the step's registry entry (:attr:`insarflow.tasks.topsstack.steps.Step.output_check`).
     """
-    if line.step != "average_baseline":
+    check = steps.get(line.step).output_check
+    if check is None:
         return None
-    for output in line.outputs:
-        path = output if output.is_absolute() else stack_dir / output
-        if path.suffix != ".txt" or not path.is_file():
-            continue
-        values = _BPERP.findall(path.read_text(errors="replace"))
-        bad = [v for v in values if not math.isfinite(_float_or_nan(v))]
-        if bad:  # a file without the line is the MintPy pre-flight's to report
-            return (
-                f"{path} gives a perpendicular baseline of {bad[0]}: "
-                "the orbits of the two dates are identical or do not cover the scene; "
-                "check the orbit files of this date and of the reference (inputs.orbit_dir), "
-                "or exclude the date (acquisition.exclude_dates)"
-            )
-    return None
-
-
-def _float_or_nan(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
+    return check([p if p.is_absolute() else stack_dir / p for p in line.outputs])
 
 
 def is_line_done(line: RunLine, stack_dir: Path) -> bool:

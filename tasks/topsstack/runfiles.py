@@ -25,110 +25,20 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Literal
 
-KeyKind = Literal["reference", "date", "pair", "layer", "all"]
-
-GEOMETRY_LAYERS: tuple[str, ...] = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
-
-#: Steps in the order stackSentinel writes them (interferogram workflow, NESD, ionosphere).
-KNOWN_STEPS: tuple[str, ...] = (
-    "unpack_topo_reference",
-    "unpack_secondary_slc",
-    "average_baseline",
-    "extract_burst_overlaps",
-    "overlap_geo2rdr",
-    "overlap_resample",
-    "pairs_misreg",
-    "timeseries_misreg",
-    "fullBurst_geo2rdr",
-    "fullBurst_resample",
-    "extract_stack_valid_region",
-    "merge_reference_secondary_slc",
-    "generate_burst_igram",
-    "merge_burst_igram",
-    "filter_coherence",
-    "unwrap",
-    "subband_and_resamp",
-    "generateIgram_ion",
-    "mergeBurstsIon",
-    "unwrap_ion",
-    "look_ion",
-    "computeIon",
-    "filtIon",
-    "invertIon",
+from insarflow.tasks.topsstack import steps
+from insarflow.tasks.topsstack.steps import (
+    GEOMETRY_LAYERS,
+    WRAPPER,
+    KeyKind,
+    StepError,
+    config_outputs,
+    option,
 )
 
-# Run-file names written by stackSentinel versions that still said master/slave.
-_STEP_ALIASES = {
-    "unpack_topo_master": "unpack_topo_reference",
-    "unpack_slave_slc": "unpack_secondary_slc",
-    "merge_master_slave_slc": "merge_reference_secondary_slc",
-}
-
-# Steps ISCE2 can write that this project does not schedule, with what to change.
-_UNSUPPORTED_STEPS = {
-    "filtIonShift": "set 'consider burst properties in ionosphere computation : False' "
-    "in the ionosphere parameter file",
-    "invertIonShift": "set 'consider burst properties in ionosphere computation : False' "
-    "in the ionosphere parameter file",
-    "burstRampIon": "set 'consider burst properties in ionosphere computation : False' "
-    "in the ionosphere parameter file",
-    "mergeBurstRampIon": "set 'consider burst properties in ionosphere computation : False' "
-    "in the ionosphere parameter file",
-    "grid_baseline": "use the interferogram workflow (-W interferogram)",
-    "dense_offsets": "use the interferogram workflow (-W interferogram)",
-}
-
-_WRAPPER = "SentinelWrapper.py"
-
-
-@dataclass(frozen=True)
-class _StepSpec:
-    """What a run file of one step may contain."""
-
-    config_prefixes: tuple[str, ...] = ()  # config_<prefix>_<key> for SentinelWrapper lines
-    key_kinds: tuple[KeyKind, ...] = ()
-    scripts: tuple[str, ...] = ()  # direct script calls allowed in this step
-
-
-_SPECS: Mapping[str, _StepSpec] = MappingProxyType(
-    {
-        "unpack_topo_reference": _StepSpec(("reference", "master"), ("reference",)),
-        "unpack_secondary_slc": _StepSpec(("secondary", "slave"), ("date",)),
-        "average_baseline": _StepSpec(("baseline",), ("date",)),
-        "extract_burst_overlaps": _StepSpec(scripts=("subsetReference.py", "subsetMaster.py")),
-        "overlap_geo2rdr": _StepSpec(("overlap_geo2rdr",), ("date",)),
-        "overlap_resample": _StepSpec(("overlap_resample",), ("date",)),
-        "pairs_misreg": _StepSpec(("misreg",), ("pair",)),
-        "timeseries_misreg": _StepSpec(scripts=("invertMisreg.py",)),
-        "fullBurst_geo2rdr": _StepSpec(("fullBurst_geo2rdr",), ("date",)),
-        "fullBurst_resample": _StepSpec(("fullBurst_resample",), ("date",)),
-        "extract_stack_valid_region": _StepSpec(scripts=("extractCommonValidRegion.py",)),
-        "merge_reference_secondary_slc": _StepSpec(("merge",), ("date", "layer")),
-        "generate_burst_igram": _StepSpec(("generate_igram",), ("pair",)),
-        "merge_burst_igram": _StepSpec(("merge_igram",), ("pair",)),
-        "filter_coherence": _StepSpec(("igram_filt_coh",), ("pair",)),
-        "unwrap": _StepSpec(("igram_unw",), ("pair",)),
-        "subband_and_resamp": _StepSpec(("subband_and_resamp",), ("date",)),
-        "generateIgram_ion": _StepSpec(("generateIgram_ion",), ("pair",)),
-        "mergeBurstsIon": _StepSpec(("mergeBurstsIon",), ("pair",)),
-        "unwrap_ion": _StepSpec(("unwrap_ion",), ("pair",)),
-        "look_ion": _StepSpec(("look_ion",), ("pair",)),
-        "computeIon": _StepSpec(scripts=("computeIon.py", "mergeSwathIon.py")),
-        "filtIon": _StepSpec(("filtIon",), ("pair",)),
-        "invertIon": _StepSpec(scripts=("invertIon.py",)),
-    }
-)
-
-_ALL_SCRIPTS = frozenset(
-    [_WRAPPER, *(script for spec in _SPECS.values() for script in spec.scripts)]
-)
 _RUN_FILE_RE = re.compile(r"^run_(\d+)_([A-Za-z][A-Za-z0-9_]*)$")
 _PAIR_END_RE = re.compile(r"^(?P<prefix>.+)_(?P<d1>\d{8})[-_](?P<d2>\d{8})$")
 _DATE_END_RE = re.compile(r"^(?P<prefix>.+)_(?P<d>\d{8})$")
-_ION_PAIR_DIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
 _OPERATOR_RE = re.compile(r"^[();<>|&]+$")
 
 
@@ -243,9 +153,10 @@ def _command_tokens(text: str, where: str) -> tuple[str, ...] | None:
             segments.append([])
         else:
             segments[-1].append(token)
+    known = {WRAPPER, *steps.scripts()}
     commands = []
     for segment in segments:
-        starts = [i for i, tok in enumerate(segment) if Path(tok).name in _ALL_SCRIPTS]
+        starts = [i for i, tok in enumerate(segment) if Path(tok).name in known]
         if starts:
             commands.append(tuple(segment[starts[0] :]))
     if not commands:
@@ -253,7 +164,7 @@ def _command_tokens(text: str, where: str) -> tuple[str, ...] | None:
             return None
         raise RunFileError(
             f"{where}: no ISCE2 topsStack command in {text!r} (expected one of "
-            f"{', '.join(sorted(_ALL_SCRIPTS))}); regenerate the run files with stackSentinel.py"
+            f"{', '.join(sorted(known))}); regenerate the run files with stackSentinel.py"
         )
     if len(commands) > 1:
         raise RunFileError(
@@ -261,14 +172,6 @@ def _command_tokens(text: str, where: str) -> tuple[str, ...] | None:
             "regenerate the run files with stackSentinel.py"
         )
     return commands[0]
-
-
-def _option(command: Sequence[str], *names: str) -> str | None:
-    """The value following the first of ``names`` in ``command``."""
-    for i, tok in enumerate(command[:-1]):
-        if tok in names:
-            return command[i + 1]
-    return None
 
 
 def _resolve_config(raw: str, stack_dir: Path) -> Path:
@@ -283,7 +186,7 @@ def _resolve_config(raw: str, stack_dir: Path) -> Path:
 
 def _key_from_config(name: str, step: str, where: str) -> tuple[str, KeyKind]:
     """Key and kind from a config basename, checked against what ``step`` writes."""
-    spec = _SPECS[step]
+    spec = steps.get(step)
     if not name.startswith("config_"):
         raise RunFileError(
             f"{where}: config file {name!r} does not start with 'config_'; "
@@ -316,126 +219,26 @@ def _key_from_config(name: str, step: str, where: str) -> tuple[str, KeyKind]:
     return key, kind
 
 
-def _ion_pair_key(path_text: str, where: str) -> tuple[str, str | None]:
-    """(pair, swath) from an ``.../ion/D1_D2/ion_cal[_IWn]/...`` path."""
-    parts = Path(path_text).parts
-    for i, part in enumerate(parts[:-1]):
-        match = _ION_PAIR_DIR_RE.match(part)
-        if match and i > 0 and parts[i - 1] == "ion":
-            cal = parts[i + 1]
-            swath = cal[len("ion_cal_") :] if cal.startswith("ion_cal_IW") else None
-            return f"{match[1]}_{match[2]}", swath
-    raise RunFileError(
-        f"{where}: no .../ion/<date1>_<date2>/ directory in {path_text!r}; "
-        "regenerate the run files with stackSentinel.py"
-    )
-
-
 def _key_from_script(command: Sequence[str], step: str, where: str) -> tuple[str, KeyKind]:
     """Key and kind of a direct script call (no config file)."""
-    script = Path(command[0]).name
-    if script not in _SPECS[step].scripts:
+    name = Path(command[0]).name
+    script = next((s for s in steps.get(step).scripts if s.name == name), None)
+    if script is None:
+        expected = " or ".join(s.name for s in steps.get(step).scripts) or WRAPPER
         raise RunFileError(
-            f"{where}: {script} is not a command of step {step!r} (expected "
-            f"{' or '.join(_SPECS[step].scripts) or _WRAPPER}); regenerate the run files "
-            "with stackSentinel.py"
+            f"{where}: {name} is not a command of step {step!r} (expected "
+            f"{expected}); regenerate the run files with stackSentinel.py"
         )
-    if script == "invertMisreg.py":
-        source = _option(command, "-i", "--input")
-        parts = Path(source).parts if source else ()
-        if len(parts) >= 2 and parts[-1] == "pairs" and parts[-2] in ("azimuth", "range"):
-            return parts[-2], "all"
-        raise RunFileError(
-            f"{where}: invertMisreg.py -i must be .../misreg/azimuth/pairs/ or "
-            f".../misreg/range/pairs/, got {source!r}; regenerate the run files"
-        )
-    if script == "computeIon.py":
-        ion = _option(command, "--ionosphere")
-        if ion is None:
-            raise RunFileError(f"{where}: computeIon.py without --ionosphere; regenerate it")
-        pair, swath = _ion_pair_key(ion, where)
-        return (f"{pair}_{swath}" if swath else pair), "pair"
-    if script == "mergeSwathIon.py":
-        source = _option(command, "--input")
-        if source is None:
-            raise RunFileError(f"{where}: mergeSwathIon.py without --input; regenerate it")
-        return _ion_pair_key(str(Path(source) / "ion_cal" / "x"), where)[0], "pair"
-    return "all", "all"
-
-
-def _config_outputs(functions: Sequence[ConfigFunction]) -> list[Path]:
-    """Paths the config's functions write, from their parameters."""
-    out: list[Path] = []
-    for fn in functions:
-        p = fn.params
-        keys: tuple[str, ...] = ()
-        match fn.name:
-            case "Sentinel1_TOPS":
-                keys = ("outdir",)
-            case "topo":
-                keys = ("geom_referenceDir", "geom_masterDir")
-            case "computeBaseline":
-                keys = ("baseline_file",)
-            case "geo2rdr":
-                keys = ("coregSLCdir",)
-            case "resamp_withCarrier":
-                keys = ("coregdir",)
-            case "generateIgram":
-                keys = ("interferogram",)
-            case "overlap_withDEM":
-                keys = ("overlap_dir",)
-            case "estimateAzimuthMisreg":
-                keys = ("out_azimuth",)
-            case "estimateRangeMisreg":
-                keys = ("out_range",)
-            case "mergeBursts" | "mergeBurstsIon":
-                keys = ("outfile",)
-            case "FilterAndCoherence":
-                keys = ("filt", "coh")
-            case "unwrap":
-                keys = ("unw",)
-            case "coherenceIon":
-                keys = ("coherence",)
-            case "lookUnwIon" | "filtIon":
-                keys = ("output",)
-        if fn.name == "mergeBursts" and p.get("outfile") and p.get("multilook") == "False":
-            # Without multilooking ISCE2 writes only a virtual mosaic: <outfile>.full.vrt,
-            # or <outfile>.vrt at 1 x 1 looks.
-            looks = int(p.get("range_looks", "1")) * int(p.get("azimuth_looks", "1"))
-            out.append(Path(p["outfile"] + (".full.vrt" if looks > 1 else ".vrt")))
-            keys = ()
-        for key in keys:
-            if p.get(key):
-                out.append(Path(p[key]))
-        if fn.name == "unwrap" and p.get("unw") and p.get("method", "snaphu") == "snaphu":
-            out.append(Path(p["unw"] + ".conncomp"))
-    return out
+    try:
+        return script.key(command, where)
+    except StepError as exc:
+        raise RunFileError(str(exc)) from exc
 
 
 def _script_outputs(command: Sequence[str]) -> list[Path]:
     """Paths a direct script call writes, from its arguments."""
-    script = Path(command[0]).name
-    out: list[str | Path] = []
-    if script in ("subsetReference.py", "subsetMaster.py"):
-        out = [Path(v) / "overlap" for v in (_option(command, "-m"), _option(command, "-g")) if v]
-    elif script == "invertMisreg.py":
-        out = [v for v in (_option(command, "-o", "--output"),) if v]
-    elif script == "extractCommonValidRegion.py":
-        reference = _option(command, "-m")
-        out = [Path(reference).parent / "stack"] if reference else []
-    elif script == "computeIon.py":
-        out = [
-            v
-            for v in (_option(command, "--ionosphere"), _option(command, "--coherence_output"))
-            if v
-        ]
-    elif script == "mergeSwathIon.py":
-        target = _option(command, "--output")
-        if target:
-            out = [Path(target) / "raw_no_projection.ion", Path(target) / "raw_no_projection.cor"]
-    elif script == "invertIon.py":
-        out = [v for v in (_option(command, "--odir"),) if v]
-    return [Path(v) for v in out]
+    _, script = steps.scripts()[Path(command[0]).name]
+    return script.outputs(command)
 
 
 def _step_of(run_file: Path) -> tuple[int, str]:
@@ -446,16 +249,16 @@ def _step_of(run_file: Path) -> tuple[int, str]:
             "regenerate the run files with stackSentinel.py"
         )
     number, step = int(match[1]), match[2]
-    step = _STEP_ALIASES.get(step, step)
-    if step in _UNSUPPORTED_STEPS:
+    step = steps.canonical_name(step)
+    if step in steps.UNSUPPORTED_STEPS:
         raise RunFileError(
             f"{run_file}: step {step!r} is not supported by insarflow; "
-            f"{_UNSUPPORTED_STEPS[step]} and regenerate the run files"
+            f"{steps.UNSUPPORTED_STEPS[step]} and regenerate the run files"
         )
-    if step not in _SPECS:
+    if step not in steps.names():
         raise RunFileError(
             f"{run_file}: unknown topsStack step {step!r} (known steps: "
-            f"{', '.join(KNOWN_STEPS)}); regenerate the run files with stackSentinel.py "
+            f"{', '.join(steps.names())}); regenerate the run files with stackSentinel.py "
             "-W interferogram"
         )
     return number, step
@@ -473,8 +276,8 @@ def parse_run_file(run_file: Path, stack_dir: Path) -> list[RunLine]:
             continue
         config_path: Path | None = None
         functions: tuple[ConfigFunction, ...] = ()
-        if Path(command[0]).name == _WRAPPER:
-            raw_config = _option(command, "-c", "--config")
+        if Path(command[0]).name == WRAPPER:
+            raw_config = option(command, "-c", "--config")
             if raw_config is None:
                 raise RunFileError(
                     f"{where}: SentinelWrapper.py line without -c <config>: {raw!r}; "
@@ -484,7 +287,7 @@ def parse_run_file(run_file: Path, stack_dir: Path) -> list[RunLine]:
             config_path = _resolve_config(raw_config, stack_dir)
             if config_path.is_file():
                 functions = parse_config(config_path)
-            outputs = _config_outputs(functions)
+            outputs = config_outputs(functions)
         else:
             key, kind = _key_from_script(command, step, where)
             outputs = _script_outputs(command)

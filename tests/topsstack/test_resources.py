@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from insarflow.tasks.topsstack import steps
 from insarflow.tasks.topsstack.resources import estimate_memory_mb, resource_class
-from insarflow.tasks.topsstack.runfiles import KNOWN_STEPS
 
 
 @pytest.mark.parametrize("step", ["unpack_topo_reference", "overlap_geo2rdr", "fullBurst_geo2rdr"])
@@ -67,14 +67,14 @@ def test_geometry_layer_merges_are_small() -> None:
     assert layer < estimate_memory_mb("unwrap", "pair", 27, 9, 3) / 4
 
 
-@pytest.mark.parametrize("step", KNOWN_STEPS)
+@pytest.mark.parametrize("step", steps.names())
 def test_every_step_has_a_class_and_a_positive_estimate(step: str) -> None:
     assert resource_class(step, use_gpu=False) in ("cpu", "memory-heavy")
     assert estimate_memory_mb(step, "date", 1, 9, 3) > 0
 
 
 @given(
-    step=st.sampled_from(KNOWN_STEPS),
+    step=st.sampled_from(steps.names()),
     kind=st.sampled_from(["reference", "date", "pair", "layer", "all"]),
     n=st.integers(1, 200),
     rl=st.integers(1, 40),

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from insarflow.tasks.topsstack import steps as registry
 from insarflow.tasks.topsstack.runfiles import (
-    GEOMETRY_LAYERS,
-    KNOWN_STEPS,
     RunFileError,
     RunLine,
     parse_config,
@@ -62,7 +61,7 @@ def test_every_real_set_parses_completely(
     ]
     assert len(on_disk) == n_lines
     assert len({ln.line_id for ln in lines}) == n_lines
-    assert {ln.step for ln in lines} <= set(KNOWN_STEPS)
+    assert {ln.step for ln in lines} <= set(registry.names())
     for line in lines:
         assert line.run_file.name == f"run_{line.step_number:02d}_{line.step}"
         if line.command[0] == "SentinelWrapper.py":
@@ -109,7 +108,9 @@ def test_merge_keys_are_dates_including_reference_and_geometry_layers(fixtures_d
         "20250430",
         "20250512",
     ]
-    assert sorted(ln.key for ln in merges if ln.key_kind == "layer") == sorted(GEOMETRY_LAYERS)
+    assert sorted(ln.key for ln in merges if ln.key_kind == "layer") == sorted(
+        registry.GEOMETRY_LAYERS
+    )
     hgt = next(ln for ln in merges if ln.key == "hgt")
     assert hgt.outputs == (Path("/data/stack/merged/geom_reference/hgt.rdr"),)
 
@@ -347,7 +348,7 @@ def test_every_step_of_the_real_sets_is_known(fixtures_dir: Path) -> None:
     steps: Counter[str] = Counter()
     for name in SETS:
         steps.update(ln.step for ln in parse_run_files(_stack(fixtures_dir, name)))
-    assert set(steps) == set(KNOWN_STEPS)
+    assert set(steps) == set(registry.names())
 
 
 def test_lines_pickle_and_hash_for_dask_workers(fixtures_dir: Path) -> None:
