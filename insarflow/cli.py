@@ -375,13 +375,15 @@ def export_cmd(
 def plot_cmd(
     config: Annotated[str, typer.Argument(help="YAML configuration file, or - for stdin.")],
 ) -> None:
-    """Make the figures of a finished stack."""
-    from insarflow.tasks.figures import make_figures
+    """Make the figures of a finished stack (time series at export.points, if given)."""
+    from insarflow.tasks.figures import draw_figures
 
     cfg = _read_config(config)
-    paths = make_figures(cfg.paths.mintpy, cfg.paths.products / "figures")
-    for path in paths:
+    drawn = draw_figures(cfg.paths.mintpy, cfg.paths.products / "figures", points=cfg.export.points)
+    for path in drawn.paths:
         console.print(str(path))
+    for warning in drawn.warnings:
+        err_console.print(f"[yellow]warning[/yellow]: {escape(warning)}", soft_wrap=True)
 
 
 def main() -> None:
