@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,15 +85,30 @@ def _read_config(source: str) -> StackConfig:
     return _load(source, ())[0]
 
 
-def _checked_config(source: str, stages: Collection[str]) -> tuple[StackConfig, PreflightReport]:
+def _checked_config(
+    source: str, stages: Collection[str], *, prefect_root: Path | None = None
+) -> tuple[StackConfig, PreflightReport]:
     """:func:`_read_config` plus the pre-flight of ``stages`` (inputs, credentials, ISCE2, the
-    network's size), all problems printed at once; exit 2 when there are any."""
-    cfg, report = _load(source, stages)
+    network's size), all problems printed at once; exit 2 when there are any.
+
+    Prefect, which the checks import, keeps its home under ``prefect_root`` (default: the work
+    directory, where the run that follows keeps it)."""
+    cfg, report = _load(source, stages, prefect_root=prefect_root)
     assert report is not None
     return cfg, report
 
 
-def _load(source: str, stages: Collection[str]) -> tuple[StackConfig, PreflightReport | None]:
+@contextmanager
+def _checks_only() -> Iterator[Path]:
+    """A Prefect home for commands that only check (validate, plan): Prefect creates its home
+    when imported, and these commands leave nothing in the work directory."""
+    with tempfile.TemporaryDirectory(prefix="insarflow-check-") as tmp:
+        yield Path(tmp)
+
+
+def _load(
+    source: str, stages: Collection[str], *, prefect_root: Path | None = None
+) -> tuple[StackConfig, PreflightReport | None]:
     if source == "-":
         text, name = sys.stdin.read(), "<stdin>"
     else:
@@ -114,8 +130,9 @@ def _load(source: str, stages: Collection[str]) -> tuple[StackConfig, PreflightR
     if stages:
         from insarflow.preflight import environment_issues, preflight
 
+        # A Secret block lives in the configured Prefect database: keep that one then.
         if cfg is not None and not cfg.acquisition.credentials_secret_block:
-            isolate_prefect(cfg.paths.root)  # a Secret block lives in the configured database
+            isolate_prefect(prefect_root or cfg.paths.root)
         if cfg is not None:
             report = preflight(cfg, list(stages))
             issues += report.issues
@@ -170,7 +187,8 @@ def validate_cmd(
 ) -> None:
     """Check a configuration and what a run needs (credentials, ISCE2); print every problem
     with its fix (exit code 2 when invalid)."""
-    cfg, report = _checked_config(config, STAGES)
+    with _checks_only() as prefect_root:
+        cfg, report = _checked_config(config, STAGES, prefect_root=prefect_root)
     south, north, west, east = cfg.area.snwe()
     isce2 = f", ISCE2 {report.isce2_version}" if report.isce2_version else ""
     console.print(
@@ -194,7 +212,8 @@ def plan_cmd(
     """Show what would run: dates, pairs, run-file steps and line counts, disk and memory."""
     from insarflow.plan import plan_stack
 
-    cfg, report = _checked_config(config, STAGES)
+    with _checks_only() as prefect_root:
+        cfg, report = _checked_config(config, STAGES, prefect_root=prefect_root)
     plan = plan_stack(cfg, report.dates)
     note = " (estimated: 12-day revisit; exact after search)" if plan.dates_are_estimated else ""
     console.print(
@@ -356,13 +375,15 @@ def export_cmd(
 def plot_cmd(
     config: Annotated[str, typer.Argument(help="YAML configuration file, or - for stdin.")],
 ) -> None:
-    """Make the figures of a finished stack."""
-    from insarflow.tasks.figures import make_figures
+    """Make the figures of a finished stack (time series at export.points, if given)."""
+    from insarflow.tasks.figures import draw_figures
 
     cfg = _read_config(config)
-    paths = make_figures(cfg.paths.mintpy, cfg.paths.products / "figures")
-    for path in paths:
+    drawn = draw_figures(cfg.paths.mintpy, cfg.paths.products / "figures", points=cfg.export.points)
+    for path in drawn.paths:
         console.print(str(path))
+    for warning in drawn.warnings:
+        err_console.print(f"[yellow]warning[/yellow]: {escape(warning)}", soft_wrap=True)
 
 
 def main() -> None:

@@ -110,6 +110,17 @@ def preflight(
         report.isce2_version = version
         issues.extend(found)
 
+    if "sbas" in stages and config.mintpy.troposphere == "pyaps":
+        cdsapirc = Path.home() / ".cdsapirc"
+        if not cdsapirc.is_file():
+            issue(
+                "mintpy.troposphere",
+                "pyaps",
+                f"pyaps downloads ERA5 through the Copernicus CDS API, and {cdsapirc} (its key) "
+                "does not exist: create it, or set mintpy.troposphere to 'no' or "
+                "'height_correlation'",
+            )
+
     try:
         report.dates = known_dates(config)
     except ValueError as exc:

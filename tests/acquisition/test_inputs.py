@@ -243,3 +243,26 @@ def test_a_window_too_short_for_three_dates_is_refused_before_the_search(tmp_pat
     assert "spans 11 day(s)" in short["acquisition.end"]
     assert "at least 12 days" in short["acquisition.end"]
     assert "acquisition.end" not in issues("2021-04-06")  # 12 days: 3 dates possible
+
+
+def test_pyaps_without_cds_key_is_refused_before_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sbas stage could not write its cfg without ~/.cdsapirc: say so before any work."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = StackConfig.model_validate(
+        {
+            "name": "t",
+            "work_dir": str(tmp_path / "work"),
+            "engine": "simulator",
+            "area": {"bbox": BBOX},
+            "acquisition": {"track": 168, "start": "2021-04-01", "end": "2021-06-01"},
+            "mintpy": {"troposphere": "pyaps"},
+        }
+    )
+    issues = preflight(config).issues
+    assert [(i.field, i.value) for i in issues] == [("mintpy.troposphere", "pyaps")]
+    assert f"{tmp_path / '.cdsapirc'} (its key) does not exist" in issues[0].message
+    (tmp_path / ".cdsapirc").write_text("url: https://cds.climate.copernicus.eu/api\nkey: k\n")
+    assert preflight(config).issues == []
+    assert preflight(config, ["acquire", "topsstack"]).issues == []

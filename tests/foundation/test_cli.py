@@ -92,6 +92,22 @@ def test_validate_prints_all_four_errors_and_exits_2(tmp_path: Path) -> None:
     assert "remove [4]" in err
 
 
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_checks_leave_no_trace_in_the_work_dir(tmp_path: Path, command: str) -> None:
+    """Prefect creates its home when the checks import it: not in the work directory (no
+    Prefect server configured, so a run would keep its database there)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"name: s\nwork_dir: {tmp_path / 'work'}\nengine: simulator\n"
+        "area: {bbox: [34.0, 34.6, 116.5, 117.95]}\n"
+        "acquisition: {track: 142, start: 2025-04-06, end: 2025-05-12}\n"
+        "simulator: {dates: 4}\n"
+    )
+    out = run(command, str(cfg), env={"PREFECT_PROFILES_PATH": str(tmp_path / "none.toml")})
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "work").exists()
+
+
 def test_validate_missing_file(tmp_path: Path) -> None:
     out = run("validate", str(tmp_path / "nope.yaml"))
     assert out.returncode == 2

@@ -158,3 +158,25 @@ def test_reference_point_and_threshold_come_from_mintpy(
     assert figures.reference_yx(products, grid) == synthetic_mintpy.ref_yx
     # smallbaselineApp.cfg says "auto", which MintPy resolves to 0.7
     assert figures.min_temporal_coherence(synthetic_mintpy.mintpy_dir) == pytest.approx(0.7)
+
+
+def test_plot_command_draws_export_points(
+    synthetic_mintpy: SyntheticMintpy, tmp_path: Path
+) -> None:
+    """`insarflow plot` uses export.points like the products stage: a point outside the
+    geocoded scene is named."""
+    from typer.testing import CliRunner
+
+    from insarflow.cli import app
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"name: s\nwork_dir: {synthetic_mintpy.mintpy_dir.parent}\nengine: simulator\n"
+        "area: {bbox: [34.0, 34.6, 116.5, 117.95]}\n"
+        "acquisition: {track: 142, start: 2025-04-06, end: 2025-05-12}\n"
+        "export: {points: [[34.01, 117.9]]}\n"
+    )
+    result = CliRunner().invoke(app, ["plot", str(config)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "timeseries_points.png" in result.output
+    assert "export.points: P1 (34.01, 117.9) lies outside the geocoded scene" in result.output
