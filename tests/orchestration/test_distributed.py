@@ -12,6 +12,7 @@ reservation it was given.
 from __future__ import annotations
 
 import json
+import logging
 import stat
 import sys
 from collections import defaultdict
@@ -25,11 +26,13 @@ from uuid import UUID
 import pytest
 from dask.utils import parse_bytes
 from distributed import Client
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from insarflow.compute import task_runner_kwargs
+from insarflow.compute import task_runner_kwargs, workers_of
 from insarflow.config import ComputeConfig, JobqueueConfig
+from insarflow.engine import _warn_undersized_workers
 from insarflow.flows.stages import scene_spec_for
 from insarflow.flows.topsstack import topsstack_flow
 from insarflow.simulator.acquisition import make_synthetic_acquisitions
@@ -278,6 +281,42 @@ def test_memory_reservations_are_respected_per_worker(run: Run) -> None:
     assert max(count for _, count in peaks.values()) >= 2, peaks
     heavy = [r for r in run.records if r["memory_mb"] > WORKER_MB / 2]
     assert len(heavy) > 10
+
+
+def test_a_line_bigger_than_every_worker_is_named_with_its_need_and_the_worker(
+    run: Run, cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same two worker processes, asked for a stack of 60 bursts per swath: lines whose
+    estimate exceeds the largest worker's MEMORY_MB are named in the run log."""
+    many_bursts = 60
+
+    @flow
+    def check() -> None:
+        with Client(cluster.address, timeout=60) as client:
+            _warn_undersized_workers(
+                run.lines, workers_of(client), n_bursts=many_bursts, range_looks=9, azimuth_looks=3
+            )
+
+    caplog.set_level(logging.WARNING)
+    check()
+    over = [
+        line
+        for line in run.lines
+        if line_memory_mb(line, n_bursts=many_bursts, range_looks=9, azimuth_looks=3) > WORKER_MB
+    ]
+    assert over, "the check needs lines bigger than a worker"
+    warnings = [r.getMessage() for r in caplog.records if "advertises MEMORY_MB" in r.getMessage()]
+    assert len(warnings) == min(len(over), 10)
+    need = line_memory_mb(over[0], n_bursts=many_bursts, range_looks=9, azimuth_looks=3)
+    assert any(
+        w.startswith(f"line {over[0].line_id} needs {need} MB but the largest Dask worker, ")
+        and f"advertises MEMORY_MB={WORKER_MB}" in w
+        and ("gpu-worker" in w or "cpu-worker" in w)
+        for w in warnings
+    ), warnings
+    # lines within a worker's memory are not named
+    fitting = [line for line in run.lines if line not in over]
+    assert not any(f"line {line.line_id} needs" in w for line in fitting for w in warnings)
 
 
 def test_slurm_spec_advertises_memory_and_gpu_resources() -> None:
