@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,7 +101,10 @@ class Readme:
         process = self.processes.start(
             name, ["bash", "-e", "-x", script], self.env, cwd=REPO_ROOT, own_session=True
         )
-        code = process.popen.wait(SCRIPT_TIMEOUT_S)
+        try:
+            code = process.popen.wait(SCRIPT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name} still running after {SCRIPT_TIMEOUT_S} s:\n{process.tail(120)}")
         assert code == 0, f"{name} exited with {code}; log {process.log}:\n{process.tail(120)}"
         return process
 
