@@ -48,11 +48,14 @@ from .conftest import MakeConfig, Process, Processes, clean_env, free_port
 
 pytestmark = [
     pytest.mark.slow,
+    # The block runs two whole stacks' worth of flows in one fixture: 7-9 min on 2 cores
+    # that other jobs also load, over the suite's 10-minute default for a hung test.
+    pytest.mark.timeout(1200),
     # rioxarray's transform() goes through affine's deprecated matmul path.
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:affine"),
 ]
 
-SCRIPT_TIMEOUT_S = 540
+SCRIPT_TIMEOUT_S = 900
 STAGE_FLOWS = ["sbas", "acquire", "topsstack-stage", "sbas-mintpy", "products"]
 README_PORT, README_VENV, README_CONFIG = "4200", ".venv/bin/", "mystack.yaml"
 
