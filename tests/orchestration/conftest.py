@@ -106,8 +106,16 @@ class Processes:
     started: list[Process] = field(default_factory=list)
 
     def start(
-        self, name: str, args: Sequence[str | os.PathLike[str]], env: Mapping[str, str]
+        self,
+        name: str,
+        args: Sequence[str | os.PathLike[str]],
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        own_session: bool = False,
     ) -> Process:
+        """Start ``args`` (output to ``<name>.log``); in a session of its own when
+        ``own_session``, so that :meth:`stop` also finds what a shell script left running in
+        the background after it ended."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as out:
@@ -117,39 +125,55 @@ class Processes:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=dict(env),
-                cwd=self.log_dir,
+                cwd=cwd or self.log_dir,
+                start_new_session=own_session,
             )
         process = Process(name, popen, log)
         self.started.append(process)
         return process
 
     def stop(self, process: Process, timeout_s: float = 20.0) -> None:
-        """SIGTERM the process, then any child it left behind; SIGKILL what outlives that."""
+        """SIGTERM the process, then what it left behind (its children, and processes of
+        its session it started in the background); SIGKILL what outlives that."""
+        session = [p for p in psutil.process_iter() if _session_of(p) == process.popen.pid]
+        children = [c for p in session for c in _children(p)]
         if process.popen.poll() is None:
-            try:
-                children = psutil.Process(process.popen.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                children = []
+            children += _children(psutil.Process(process.popen.pid))
             process.popen.terminate()
             try:
                 process.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 process.popen.kill()
                 process.popen.wait(timeout_s)
-            for child in children:
-                try:
-                    child.terminate()
-                except psutil.NoSuchProcess:
-                    continue
-            _, alive = psutil.wait_procs(children, timeout=timeout_s)
-            for child in alive:
-                child.kill()
+        leftovers = {p.pid: p for p in [*session, *children] if p.pid != process.popen.pid}
+        for child in leftovers.values():
+            try:
+                child.terminate()
+            except psutil.NoSuchProcess:
+                continue
+        _, alive = psutil.wait_procs(list(leftovers.values()), timeout=timeout_s)
+        for child in alive:
+            child.kill()
         if process in self.started:
             self.started.remove(process)
 
     def stop_all(self) -> None:
         for process in reversed(list(self.started)):
             self.stop(process)
+
+
+def _session_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getsid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 @pytest.fixture(scope="module")
