@@ -588,7 +588,7 @@ def _truth_error(config: StackConfig) -> TruthError | None:
     """Recovered vs true velocity in m year-1 for a simulator run, None otherwise."""
     if config.engine != "simulator" or not simulator_truth(config).is_file():
         return None
-    from insarflow.flows.demo import velocity_error
+    from insarflow.simulator.truth import velocity_error
     from insarflow.tasks.report import TruthError
 
     error = velocity_error(config.paths.mintpy, simulator_truth(config))  # mm/yr
