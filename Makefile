@@ -20,8 +20,11 @@ install: $(BIN)/insarflow
 demo: install
 	$(BIN)/insarflow demo --workdir ./insarflow-demo
 
+# Two workers (pytest-xdist); a test file stays on one worker (tests/conftest.py).
+PYTEST_ARGS ?= -n 2 --dist loadgroup
+
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check insarflow flows tasks deployments tests benchmarks
