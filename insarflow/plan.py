@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from insarflow.config import StackConfig
+from insarflow.constants import GEOMETRY_LAYERS
 
-GEOMETRY_LAYERS = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
 BURSTS_PER_SWATH = 9  # a Sentinel-1 IW slice; used when real bursts are not known yet
 SAFE_ZIP_GB = 4.5  # a dual-pol IW SLC zip
 FULL_RES_BURST_MB = 1500 * 21000 * 8 / 2**20  # ~1,500 lines x 21,000 samples complex64

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from insarflow import atomic
 from insarflow.tasks.credentials import Credentials, write_private_netrc
 from insarflow.tasks.download import PermanentError, retry_condition, run_logger
 from insarflow.tasks.shell import CommandError, run_command
@@ -237,14 +238,12 @@ def write_isce_dem(
     path.parent.mkdir(parents=True, exist_ok=True)
     xml = _dem_xml(path, width, length, isce_type, lon0, dlon, lat0, dlat)
     vrt = _dem_vrt(path, width, length, gdal_type, out_dtype.itemsize, lon0, dlon, lat0, dlat)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data.astype(out_dtype).tofile(tmp)
-    for element, suffix in ((xml, ".xml"), (vrt, ".vrt")):
-        side = path.with_name(path.name + suffix)
-        side_tmp = side.with_name(f".{side.name}.tmp-{os.getpid()}")
-        ET.ElementTree(element).write(side_tmp, encoding="unicode")
-        side_tmp.replace(side)
-    tmp.replace(path)
+    with atomic.replacing(path) as tmp:  # the raster last: it is what marks the DEM complete
+        data.astype(out_dtype).tofile(tmp)
+        for element, suffix in ((xml, ".xml"), (vrt, ".vrt")):
+            atomic.write_text(
+                path.with_name(path.name + suffix), ET.tostring(element, encoding="unicode")
+            )
     return DemInfo(path, width, length, out_dtype, lon0, dlon, lat0, dlat)
 
 
@@ -408,9 +407,7 @@ def absolute_file_name(path: Path) -> None:
             value = prop.find("value")
             if value is not None and value.text != str(path.resolve()):
                 value.text = str(path.resolve())
-                tmp = xml_path.with_name(f".{xml_path.name}.tmp")
-                tree.write(tmp, encoding="unicode")
-                tmp.replace(xml_path)
+                atomic.write_text(xml_path, ET.tostring(tree.getroot(), encoding="unicode"))
             return
 
 

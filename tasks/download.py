@@ -38,6 +38,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from insarflow import atomic
 from insarflow.tasks.credentials import Credentials, CredentialsError, EarthdataAuth
 from insarflow.tasks.diskspace import check_free_space
 from insarflow.tasks.progress import (
@@ -394,9 +395,8 @@ def _marker(dest: Path) -> Path:
 
 def _write_marker(dest: Path, md5: str) -> None:
     st = dest.stat()
-    tmp = _marker(dest).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}))
-    tmp.replace(_marker(dest))
+    record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}
+    atomic.write_text(_marker(dest), json.dumps(record))
 
 
 def _problem(path: Path, item: DownloadItem) -> str | None:

@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ import xarray as xr
 from affine import Affine
 from prefect import task
 
-from insarflow import __version__
+from insarflow import __version__, atomic
 from insarflow.tasks.diskspace import disk_full_error, is_disk_full
 
 ProductFormat = Literal["zarr", "geotiff", "netcdf"]
@@ -600,60 +599,32 @@ def _zarr_fingerprint(store: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _old_path(final: Path) -> Path:
-    return final.with_name(f"{final.name}.old")
-
-
-def _tmp_path(final: Path) -> Path:
-    return final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def _recover(final: Path) -> None:
     """Undo an interrupted swap and delete temporaries left by an interrupted export."""
-    old = _old_path(final)
+    old = atomic.old_path(final)
     if old.exists() and not final.exists():
         old.rename(final)
         _logger().warning("restored %s from an interrupted replacement", final)
     elif old.exists():
-        _remove(old)
-    for stale in final.parent.glob(f"{final.name}.tmp-*"):
+        atomic.remove(old)
+    for stale in final.parent.glob(f"{final.name}{atomic.TMP_MARK}*"):
         _logger().info("removing stale temporary output %s", stale)
-        _remove(stale)
-
-
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first, then deleted."""
-    old = _old_path(final)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        _remove(old)
+        atomic.remove(stale)
 
 
 @contextlib.contextmanager
 def _atomic_output(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; on success it replaces ``final``."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    """:func:`insarflow.atomic.replacing` after recovering from an interrupted export; a full
+    disk is reported in plain words."""
     _recover(final)
-    tmp = _tmp_path(final)
     try:
-        yield tmp
+        with atomic.replacing(final) as tmp:
+            yield tmp
     except BaseException as exc:
-        if tmp.exists():
-            _remove(tmp)
         if is_disk_full(exc):
             kept = f"{final} is unchanged" if final.exists() else "nothing was written"
             raise disk_full_error(exc, final, kept=kept) from exc
         raise
-    _swap_into_place(tmp, final)
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from insarflow import atomic
 from insarflow.tasks.credentials import Credentials, find_credentials
 from insarflow.tasks.download import PermanentError, retry_condition, run_logger
 
@@ -166,9 +167,8 @@ def _adopt(paths: Sequence[Path], orbit_dir: Path) -> None:
             continue
         if path.parent.resolve() == orbit_dir.resolve():
             continue
-        staged = orbit_dir / f".{path.name}.tmp"
-        shutil.copyfile(path, staged)
-        staged.replace(orbit_dir / path.name)
+        with atomic.replacing(orbit_dir / path.name) as staged:
+            shutil.copyfile(path, staged)
 
 
 def _not_covering(scene: SafeScene, orbit_dir: Path, kind: OrbitKind) -> str:

@@ -31,11 +31,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from insarflow import atomic
+from insarflow.constants import (
+    GEOMETRY_LAYERS,
+    MINTPY_STEPS,
+    TroposphereMethod,
+    UnwrapErrorMethod,
+)
 from insarflow.tasks.isce_io import is_complete, read_isce_info
 from insarflow.tasks.sbas_metadata import (
     REQUIRED_KEYS,
@@ -44,7 +51,6 @@ from insarflow.tasks.sbas_metadata import (
     read_rsc,
     read_tops_product,
     write_data_rsc,
-    write_text_atomic,
 )
 from insarflow.tasks.shell import CommandError, CommandResult, run_command
 
@@ -75,40 +81,13 @@ __all__ = [
     "write_smallbaseline_cfg",
 ]
 
-MINTPY_STEPS: tuple[str, ...] = (
-    "load_data",
-    "modify_network",
-    "reference_point",
-    "quick_overview",
-    "correct_unwrap_error",
-    "invert_network",
-    "correct_LOD",
-    "correct_SET",
-    "correct_ionosphere",
-    "correct_troposphere",
-    "deramp",
-    "correct_topography",
-    "residual_RMS",
-    "reference_date",
-    "velocity",
-    "geocode",
-    "google_earth",
-    "hdfeos5",
-)
 OPTIONAL_STEPS: frozenset[str] = frozenset({"google_earth", "hdfeos5"})
 MEMORY_HEAVY_STEPS: frozenset[str] = frozenset(
     {"load_data", "invert_network", "correct_topography", "geocode"}
 )
 
 # Files MintPy reads from a topsStack work directory.
-GEOMETRY_FILES: tuple[str, ...] = (
-    "hgt.rdr",
-    "lat.rdr",
-    "lon.rdr",
-    "los.rdr",
-    "shadowMask.rdr",
-    "incLocal.rdr",
-)
+GEOMETRY_FILES: tuple[str, ...] = tuple(f"{layer}.rdr" for layer in GEOMETRY_LAYERS)
 IFG_FILES: tuple[str, ...] = ("filt_fine.unw", "filt_fine.cor", "filt_fine.unw.conncomp")
 _EXCLUDE_DATE_KEYS = ("mintpy.topographicResidual.excludeDate", "mintpy.timeFunc.excludeDate")
 #: The smallest network MintPy's small-baseline workflow handles (with one interferogram its
@@ -139,8 +118,6 @@ _REWRITTEN_BY_STEP: dict[str, tuple[str, ...]] = {
 }
 _STATE_DIRNAME = ".insarflow"
 
-UnwrapErrorMethod = Literal["no", "bridging", "phase_closure", "bridging+phase_closure"]
-TroposphereMethod = Literal["no", "pyaps", "height_correlation", "gacos"]
 ConfigValue = str | int | float | bool
 
 _PAIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
@@ -355,7 +332,7 @@ def write_smallbaseline_cfg(
         f"## topsStack work dir: {stack}\n"
     )
     out = Path(path).resolve()
-    write_text_atomic(out, header + "\n".join(lines) + "\n")
+    atomic.write_text(out, header + "\n".join(lines) + "\n", skip_unchanged=True)
     return out
 
 
@@ -815,10 +792,10 @@ def run_mintpy_step(
         before = json.loads(marker.read_text(encoding="utf-8"))
         _remove_attempt_outputs(step, work, before, keep)
         marker.unlink()
-    write_text_atomic(marker, json.dumps(_snapshot(work)))
+    atomic.write_text(marker, json.dumps(_snapshot(work)), skip_unchanged=True)
     before = json.loads(marker.read_text(encoding="utf-8"))
     runner = work / _STATE_DIRNAME / "smallbaselineApp_run.py"
-    write_text_atomic(runner, _RUNNER)
+    atomic.write_text(runner, _RUNNER, skip_unchanged=True)
     args = [
         sys.executable,
         str(runner),
@@ -892,7 +869,7 @@ def plot_mintpy_results(
     if marker.is_file() and marker.read_text(encoding="utf-8") == inputs:
         return None
     runner = work / _STATE_DIRNAME / "smallbaselineApp_run.py"
-    write_text_atomic(runner, _RUNNER)
+    atomic.write_text(runner, _RUNNER, skip_unchanged=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         result = run_command(
@@ -904,7 +881,7 @@ def plot_mintpy_results(
     except CommandError as exc:
         _record_step(history_file, run_id, started, "plot", exc.result.duration_s, failed=True)
         raise
-    write_text_atomic(marker, inputs)
+    atomic.write_text(marker, inputs, skip_unchanged=True)
     _record_step(history_file, run_id, started, "plot", result.duration_s, failed=False)
     return result
 
