@@ -9,6 +9,7 @@ to whole degrees; a valid DEM that already covers the area is reused.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -25,8 +26,10 @@ from prefect.cache_policies import NO_CACHE
 
 from insarflow import atomic
 from insarflow.tasks.credentials import Credentials, write_private_netrc
-from insarflow.tasks.download import PermanentError, retry_condition, run_logger
+from insarflow.tasks.errors import PermanentError, retry_condition
 from insarflow.tasks.shell import CommandError, run_command
+
+log = logging.getLogger(__name__)
 
 SNWE = tuple[float, float, float, float]
 DemSource = Literal["copernicus", "isce2"]
@@ -293,7 +296,7 @@ def find_dem(dem_dir: Path, snwe: SNWE) -> DemInfo | None:
         try:
             info = read_dem_info(path)
         except DemError as exc:
-            run_logger().info("not reusing %s: %s", path.name, exc)
+            log.info("not reusing %s: %s", path.name, exc)
             continue
         if info.covers(snwe):
             return info
@@ -338,7 +341,7 @@ def stitch_copernicus_dem(
     t = profile["transform"]
     path = dem_dir / dem_filename(bounds)
     info = write_isce_dem(path, heights, lon0=t.c, dlon=t.a, lat0=t.f, dlat=t.e, dtype=dtype)
-    run_logger().info(
+    log.info(
         "DEM %s: %d x %d samples, S%.4f N%.4f W%.4f E%.4f",
         path.name,
         info.width,
@@ -430,7 +433,7 @@ def prepare_dem(
     existing = find_dem(dem_dir, wanted)
     if existing is not None:
         absolute_file_name(existing.path)
-        run_logger().info("reusing DEM %s (covers %s)", existing.path.name, list(wanted))
+        log.info("reusing DEM %s (covers %s)", existing.path.name, list(wanted))
         return existing.path
     if source == "copernicus":
         info = stitch_copernicus_dem(bounds, dem_dir, dtype=dtype, geoid_path=geoid_path)

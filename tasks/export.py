@@ -87,16 +87,6 @@ _GEOCODE_FIX = (
 )
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _log
-
-
 # ---------------------------------------------------------------------------------------
 # Locating MintPy's geocoded outputs
 
@@ -143,7 +133,7 @@ def final_timeseries_name(mintpy_dir: Path) -> str | None:
             template = ut.check_template_auto_value(readfile.read_template(str(cfg)))
             steps = TimeSeriesAnalysis.get_timeseries_filename(template, str(mintpy_dir))
     except (KeyError, ValueError, OSError) as exc:
-        _logger().warning("cannot derive the final time series from %s: %s", cfg, exc)
+        _log.warning("cannot derive the final time series from %s: %s", cfg, exc)
         return None
     return Path(steps["geocode"]["input"]).name
 
@@ -604,11 +594,11 @@ def _recover(final: Path) -> None:
     old = atomic.old_path(final)
     if old.exists() and not final.exists():
         old.rename(final)
-        _logger().warning("restored %s from an interrupted replacement", final)
+        _log.warning("restored %s from an interrupted replacement", final)
     elif old.exists():
         atomic.remove(old)
     for stale in final.parent.glob(f"{final.name}{atomic.TMP_MARK}*"):
-        _logger().info("removing stale temporary output %s", stale)
+        _log.info("removing stale temporary output %s", stale)
         atomic.remove(stale)
 
 
@@ -667,11 +657,11 @@ def export_zarr(
     ds, fingerprint = _dataset_for_export(mintpy_dir, provenance, chunks)
     _recover(store)
     if not force and _zarr_fingerprint(store) == fingerprint:
-        _logger().info("zarr store %s is up to date; skipping", store)
+        _log.info("zarr store %s is up to date; skipping", store)
         return store
     with _atomic_output(store) as tmp, dask.config.set(scheduler="threads"):
         ds.to_zarr(tmp, mode="w-", zarr_format=2, consolidated=True, compute=True)
-    _logger().info("wrote zarr store %s", store)
+    _log.info("wrote zarr store %s", store)
     return store
 
 
@@ -716,7 +706,7 @@ def export_netcdf(
     ds, fingerprint = _dataset_for_export(mintpy_dir, provenance, chunks)
     _recover(path)
     if not force and _netcdf_fingerprint(path) == fingerprint:
-        _logger().info("NetCDF file %s is up to date; skipping", path)
+        _log.info("NetCDF file %s is up to date; skipping", path)
         return path
     encoding: dict[str, dict[str, Any]] = {}
     for name, var in ds.data_vars.items():
@@ -726,7 +716,7 @@ def export_netcdf(
         encoding[str(name)] = enc
     with _atomic_output(path) as tmp, dask.config.set(scheduler="threads"):
         ds.to_netcdf(tmp, engine=engine, encoding=encoding, compute=True)
-    _logger().info("wrote NetCDF file %s", path)
+    _log.info("wrote NetCDF file %s", path)
     return path
 
 
@@ -762,7 +752,7 @@ def export_geotiff(mintpy_dir: Path, out_dir: Path, *, force: bool = False) -> l
         final = out_dir / name
         _recover(final)
         if not force and _geotiff_fingerprint(final) == fingerprint:
-            _logger().info("GeoTIFF %s is up to date; skipping", final)
+            _log.info("GeoTIFF %s is up to date; skipping", final)
             written.append(final)
             continue
         is_mask = var == "mask"
@@ -796,7 +786,7 @@ def export_geotiff(mintpy_dir: Path, out_dir: Path, *, force: bool = False) -> l
             if "reference_date" in ds.attrs:
                 tags["reference_date"] = ds.attrs["reference_date"]
             dst.update_tags(**tags)
-        _logger().info("wrote GeoTIFF %s", final)
+        _log.info("wrote GeoTIFF %s", final)
         written.append(final)
     return written
 

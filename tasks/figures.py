@@ -41,16 +41,6 @@ DPI: Final = 120
 _log = logging.getLogger(__name__)
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _log
-
-
 def _new_figure(width: float = 7.0, height: float = 5.0) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -442,13 +432,13 @@ def draw_figures(
     out_dir = Path(out_dir)
     choice = choose_points(products, points, n_points)
     for warning in choice.warnings:
-        _logger().warning(warning)
+        _log.warning(warning)
 
     paths = [plot_velocity_map(products, out_dir / FIGURE_NAMES["velocity"], points=choice.points)]
     if products.ifgram_stack is not None:
         paths.append(plot_network(products.ifgram_stack, out_dir / FIGURE_NAMES["network"]))
     else:
-        _logger().warning(
+        _log.warning(
             "no %s; the network figure is left out", products.mintpy_dir / "inputs/ifgramStack.h5"
         )
     paths.append(
