@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 
+from insarflow import atomic
 from insarflow.config import StackConfig
 
 # A runtime import: Prefect validates stage parameters (TopsStackResult.steps) with pydantic,
@@ -45,10 +46,7 @@ class AcquireResult:
             "excluded": self.excluded,
             "synthetic": self.synthetic,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(path)
+        atomic.write_text(path, json.dumps(data, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> AcquireResult | None:

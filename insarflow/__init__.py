@@ -16,3 +16,8 @@ try:
     __version__ = version("insarflow")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
+
+from insarflow.logs import send_to_run_log
+
+# Before any stage module imports Prefect, which reads the setting when it sets up logging.
+send_to_run_log()

@@ -301,7 +301,7 @@ def _run_console(paths: WorkPaths, *, isolate: bool, verbose: bool) -> Iterator[
 def _fail(exc: BaseException, cfg: StackConfig) -> NoReturn:
     """End a failed run with its message; the traceback is in the run's log file."""
     from insarflow.tasks.credentials import CredentialsError
-    from insarflow.tasks.download import PermanentError, unreachable_service
+    from insarflow.tasks.errors import PermanentError, unreachable_service
     from insarflow.tasks.search import AreaError, EmptySearchError
 
     code = EXIT_FAILED

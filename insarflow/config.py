@@ -26,18 +26,15 @@ from pydantic import (
     model_validator,
 )
 
+from insarflow.constants import STAGES, Stage, TroposphereMethod, UnwrapErrorMethod
+
 Engine = Literal["isce2", "simulator"]
 Coregistration = Literal["geometry", "NESD"]
 Polarization = Literal["vv", "vh", "hh", "hv"]
 FlightDirection = Literal["ASCENDING", "DESCENDING"]
-UnwrapErrorMethod = Literal["no", "bridging", "phase_closure", "bridging+phase_closure"]
-TroposphereMethod = Literal["no", "pyaps", "height_correlation", "gacos"]
 ExportFormat = Literal["zarr", "geotiff", "netcdf"]
 Platform = Literal["S1A", "S1B", "S1C"]
 Swath = Literal[1, 2, 3]
-#: A stage of a run; ``STAGES`` lists them in order.
-Stage = Literal["acquire", "topsstack", "sbas", "products"]
-STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 def stage_range(from_stage: str, until: str) -> list[Stage]:

@@ -69,6 +69,17 @@ def quiet_prefect_console() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
+def _current_run_name() -> str:
+    """The task or flow run a module logger's record was emitted in ("" outside a run)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task_run = TaskRunContext.get()
+    if task_run is not None:
+        return task_run.task_run.name
+    flow_run = FlowRunContext.get()
+    return flow_run.flow_run.name if flow_run is not None and flow_run.flow_run else ""
+
+
 class ConsoleHandler(logging.Handler):
     """Progress lines, and the run's own warnings on one line each (no traceback)."""
 
@@ -82,7 +93,11 @@ class ConsoleHandler(logging.Handler):
             text = escape(record.getMessage())
         elif record.levelno == logging.WARNING and name.startswith(_OWN_LOGGERS):
             # Errors are not repeated here: the command ends with the failure's message.
-            where = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", "")
+            where = (
+                getattr(record, "task_run_name", None)
+                or getattr(record, "flow_run_name", None)
+                or _current_run_name()
+            )
             prefix = f"{where}: " if where else ""
             text = f"[yellow]warning[/yellow]: {escape(prefix + record.getMessage())}"
         else:

@@ -9,6 +9,7 @@ to whole degrees; a valid DEM that already covers the area is reused.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -23,9 +24,12 @@ import numpy.typing as npt
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from insarflow import atomic
 from insarflow.tasks.credentials import Credentials, write_private_netrc
-from insarflow.tasks.download import PermanentError, retry_condition, run_logger
+from insarflow.tasks.errors import PermanentError, retry_condition
 from insarflow.tasks.shell import CommandError, run_command
+
+log = logging.getLogger(__name__)
 
 SNWE = tuple[float, float, float, float]
 DemSource = Literal["copernicus", "isce2"]
@@ -237,14 +241,12 @@ def write_isce_dem(
     path.parent.mkdir(parents=True, exist_ok=True)
     xml = _dem_xml(path, width, length, isce_type, lon0, dlon, lat0, dlat)
     vrt = _dem_vrt(path, width, length, gdal_type, out_dtype.itemsize, lon0, dlon, lat0, dlat)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data.astype(out_dtype).tofile(tmp)
-    for element, suffix in ((xml, ".xml"), (vrt, ".vrt")):
-        side = path.with_name(path.name + suffix)
-        side_tmp = side.with_name(f".{side.name}.tmp-{os.getpid()}")
-        ET.ElementTree(element).write(side_tmp, encoding="unicode")
-        side_tmp.replace(side)
-    tmp.replace(path)
+    with atomic.replacing(path) as tmp:  # the raster last: it is what marks the DEM complete
+        data.astype(out_dtype).tofile(tmp)
+        for element, suffix in ((xml, ".xml"), (vrt, ".vrt")):
+            atomic.write_text(
+                path.with_name(path.name + suffix), ET.tostring(element, encoding="unicode")
+            )
     return DemInfo(path, width, length, out_dtype, lon0, dlon, lat0, dlat)
 
 
@@ -294,7 +296,7 @@ def find_dem(dem_dir: Path, snwe: SNWE) -> DemInfo | None:
         try:
             info = read_dem_info(path)
         except DemError as exc:
-            run_logger().info("not reusing %s: %s", path.name, exc)
+            log.info("not reusing %s: %s", path.name, exc)
             continue
         if info.covers(snwe):
             return info
@@ -339,7 +341,7 @@ def stitch_copernicus_dem(
     t = profile["transform"]
     path = dem_dir / dem_filename(bounds)
     info = write_isce_dem(path, heights, lon0=t.c, dlon=t.a, lat0=t.f, dlat=t.e, dtype=dtype)
-    run_logger().info(
+    log.info(
         "DEM %s: %d x %d samples, S%.4f N%.4f W%.4f E%.4f",
         path.name,
         info.width,
@@ -408,9 +410,7 @@ def absolute_file_name(path: Path) -> None:
             value = prop.find("value")
             if value is not None and value.text != str(path.resolve()):
                 value.text = str(path.resolve())
-                tmp = xml_path.with_name(f".{xml_path.name}.tmp")
-                tree.write(tmp, encoding="unicode")
-                tmp.replace(xml_path)
+                atomic.write_text(xml_path, ET.tostring(tree.getroot(), encoding="unicode"))
             return
 
 
@@ -433,7 +433,7 @@ def prepare_dem(
     existing = find_dem(dem_dir, wanted)
     if existing is not None:
         absolute_file_name(existing.path)
-        run_logger().info("reusing DEM %s (covers %s)", existing.path.name, list(wanted))
+        log.info("reusing DEM %s (covers %s)", existing.path.name, list(wanted))
         return existing.path
     if source == "copernicus":
         info = stitch_copernicus_dem(bounds, dem_dir, dtype=dtype, geoid_path=geoid_path)

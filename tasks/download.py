@@ -9,13 +9,12 @@ exponential backoff and jitter; 401/403/404 fail at once with a message saying w
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
 import os
 import re
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
@@ -38,8 +37,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from insarflow.tasks.credentials import Credentials, CredentialsError, EarthdataAuth
+from insarflow import atomic
+from insarflow.tasks.credentials import Credentials, EarthdataAuth
 from insarflow.tasks.diskspace import check_free_space
+from insarflow.tasks.errors import PermanentError, unreachable_service
 from insarflow.tasks.progress import (
     create_progress_artifact,
     format_duration,
@@ -58,10 +59,6 @@ MAX_RETRY_AFTER_S = 600.0
 
 
 # ---------------------------------------------------------------------- errors
-
-
-class PermanentError(RuntimeError):
-    """A failure that retrying cannot fix (bad credentials, missing product, bad input)."""
 
 
 class DownloadError(RuntimeError):
@@ -100,88 +97,6 @@ class _TransientError(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class ServiceUnreachable(PermanentError):
-    """A network failure no retry fixes: the host name does not resolve, or TLS fails."""
-
-
-_HOST_IN_TEXT = re.compile(r"host='([^']+)'")
-_DNS_FAILURE = (
-    "NameResolutionError",
-    "Name or service not known",
-    "nodename nor servname",
-    "Temporary failure in name resolution",
-    "getaddrinfo failed",
-)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, what it wraps (``__cause__``, ``__context__``, urllib3's ``reason``, exception
-    arguments), recursively, each once."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked += list(current.args)
-        todo += [e for e in linked if isinstance(e, BaseException)]
-
-
-def unreachable_service(exc: BaseException, service: str) -> ServiceUnreachable | None:
-    """A plain-words error when ``exc`` is a DNS or TLS failure reaching ``service``."""
-    host = ""
-    for cause in _causes(exc):
-        request = getattr(cause, "_request", None)  # httpx errors carry their request
-        if request is not None and not host:
-            host = request.url.host
-        found = _HOST_IN_TEXT.search(str(cause))
-        if found and not host:
-            host = found.group(1)
-    text = " | ".join(f"{type(c).__name__}: {c}" for c in _causes(exc))
-    where = f"{service} ({host})" if host else service
-    if any(isinstance(c, socket.gaierror) for c in _causes(exc)) or any(
-        marker in text for marker in _DNS_FAILURE
-    ):
-        return ServiceUnreachable(
-            f"cannot reach {where}: the host name does not resolve. Check that this machine "
-            "is online and its DNS works (or the proxy in HTTPS_PROXY), then run again."
-        )
-    if any(isinstance(c, ssl.SSLError) for c in _causes(exc)) or "SSLError" in text:
-        return ServiceUnreachable(
-            f"cannot reach {where}: the secure (TLS) connection failed. Check the system "
-            "clock, any proxy that intercepts HTTPS, and the CA certificates "
-            "(SSL_CERT_FILE or REQUESTS_CA_BUNDLE), then run again."
-        )
-    return None
-
-
-def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry a task unless it failed permanently; say when."""
-    data = getattr(state, "data", None)
-    exc = getattr(data, "result", data)  # a persisted failure wraps it in a result record
-    if isinstance(exc, PermanentError | CredentialsError):
-        return False
-    if isinstance(exc, BaseException) and unreachable_service(exc, task.name) is not None:
-        return False
-    attempt, attempts = task_run.run_count, task.retries + 1
-    if attempt >= attempts:
-        return True  # Prefect ends the run; nothing to announce
-    delays = task.retry_delay_seconds
-    delay = delays[min(attempt - 1, len(delays) - 1)] if isinstance(delays, list) else delays
-    run_logger().warning(
-        "%s failed (%s); retrying in %s s (attempt %d of %d)",
-        task.name,
-        f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else exc,
-        f"{delay:g}",
-        attempt + 1,
-        attempts,
-    )
-    return True
 
 
 # ----------------------------------------------------------------------- model
@@ -254,17 +169,6 @@ def describe_download(p: DownloadProgress, files: tuple[int, int] | None = None)
     )
 
 
-def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The Prefect run logger inside a run, else the ``insarflow.download`` logger."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return log
-
-
 class _Tracker:
     """Thread-safe byte accounting for a batch: logs rate/ETA and feeds callbacks."""
 
@@ -285,7 +189,6 @@ class _Tracker:
         self._transferred = 0
         self._start = time.monotonic()
         self._last_log = self._start
-        self._logger = run_logger()
         self._artifact: UUID | None = None
         self._published = -1.0
         self._description: str | None = None
@@ -394,9 +297,8 @@ def _marker(dest: Path) -> Path:
 
 def _write_marker(dest: Path, md5: str) -> None:
     st = dest.stat()
-    tmp = _marker(dest).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}))
-    tmp.replace(_marker(dest))
+    record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}
+    atomic.write_text(_marker(dest), json.dumps(record))
 
 
 def _problem(path: Path, item: DownloadItem) -> str | None:
@@ -519,7 +421,7 @@ def _fetch(
                 expected = int(match.group(3))
         else:
             if offset:
-                run_logger().info(
+                log.info(
                     "%s ignored the Range request; restarting %s from byte 0",
                     safe_url(item.url),
                     item.dest.name,
@@ -594,7 +496,7 @@ def download_file(
     """Fetch one item into place (skipping it when already complete) and return its path."""
     tracker = tracker or _Tracker([item], None, log_interval_s=30.0)
     part = item.dest.with_name(item.dest.name + ".part")
-    logger = run_logger()
+    logger = log
     if is_complete(item):
         part.unlink(missing_ok=True)
         tracker.set_file(item, item.dest.stat().st_size, finished=True)
@@ -708,6 +610,8 @@ def download_files(
     with client, ThreadPoolExecutor(max_workers=max_parallel) as pool:
         futures = [
             pool.submit(
+                # in the caller's context, so the records land in its Prefect run's log
+                contextvars.copy_context().run,
                 download_file,
                 item,
                 client=client,

@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ import xarray as xr
 from affine import Affine
 from prefect import task
 
-from insarflow import __version__
+from insarflow import __version__, atomic
 from insarflow.tasks.diskspace import disk_full_error, is_disk_full
 
 ProductFormat = Literal["zarr", "geotiff", "netcdf"]
@@ -86,16 +85,6 @@ _GEOCODE_FIX = (
     "run the geocode step of MintPy (smallbaselineApp.py smallbaselineApp.cfg --dostep geocode "
     "with mintpy.geocode = yes)"
 )
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _log
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,7 +133,7 @@ def final_timeseries_name(mintpy_dir: Path) -> str | None:
             template = ut.check_template_auto_value(readfile.read_template(str(cfg)))
             steps = TimeSeriesAnalysis.get_timeseries_filename(template, str(mintpy_dir))
     except (KeyError, ValueError, OSError) as exc:
-        _logger().warning("cannot derive the final time series from %s: %s", cfg, exc)
+        _log.warning("cannot derive the final time series from %s: %s", cfg, exc)
         return None
     return Path(steps["geocode"]["input"]).name
 
@@ -600,60 +589,32 @@ def _zarr_fingerprint(store: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _old_path(final: Path) -> Path:
-    return final.with_name(f"{final.name}.old")
-
-
-def _tmp_path(final: Path) -> Path:
-    return final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def _recover(final: Path) -> None:
     """Undo an interrupted swap and delete temporaries left by an interrupted export."""
-    old = _old_path(final)
+    old = atomic.old_path(final)
     if old.exists() and not final.exists():
         old.rename(final)
-        _logger().warning("restored %s from an interrupted replacement", final)
+        _log.warning("restored %s from an interrupted replacement", final)
     elif old.exists():
-        _remove(old)
-    for stale in final.parent.glob(f"{final.name}.tmp-*"):
-        _logger().info("removing stale temporary output %s", stale)
-        _remove(stale)
-
-
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first, then deleted."""
-    old = _old_path(final)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        _remove(old)
+        atomic.remove(old)
+    for stale in final.parent.glob(f"{final.name}{atomic.TMP_MARK}*"):
+        _log.info("removing stale temporary output %s", stale)
+        atomic.remove(stale)
 
 
 @contextlib.contextmanager
 def _atomic_output(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; on success it replaces ``final``."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    """:func:`insarflow.atomic.replacing` after recovering from an interrupted export; a full
+    disk is reported in plain words."""
     _recover(final)
-    tmp = _tmp_path(final)
     try:
-        yield tmp
+        with atomic.replacing(final) as tmp:
+            yield tmp
     except BaseException as exc:
-        if tmp.exists():
-            _remove(tmp)
         if is_disk_full(exc):
             kept = f"{final} is unchanged" if final.exists() else "nothing was written"
             raise disk_full_error(exc, final, kept=kept) from exc
         raise
-    _swap_into_place(tmp, final)
 
 
 # ---------------------------------------------------------------------------------------
@@ -696,11 +657,11 @@ def export_zarr(
     ds, fingerprint = _dataset_for_export(mintpy_dir, provenance, chunks)
     _recover(store)
     if not force and _zarr_fingerprint(store) == fingerprint:
-        _logger().info("zarr store %s is up to date; skipping", store)
+        _log.info("zarr store %s is up to date; skipping", store)
         return store
     with _atomic_output(store) as tmp, dask.config.set(scheduler="threads"):
         ds.to_zarr(tmp, mode="w-", zarr_format=2, consolidated=True, compute=True)
-    _logger().info("wrote zarr store %s", store)
+    _log.info("wrote zarr store %s", store)
     return store
 
 
@@ -745,7 +706,7 @@ def export_netcdf(
     ds, fingerprint = _dataset_for_export(mintpy_dir, provenance, chunks)
     _recover(path)
     if not force and _netcdf_fingerprint(path) == fingerprint:
-        _logger().info("NetCDF file %s is up to date; skipping", path)
+        _log.info("NetCDF file %s is up to date; skipping", path)
         return path
     encoding: dict[str, dict[str, Any]] = {}
     for name, var in ds.data_vars.items():
@@ -755,7 +716,7 @@ def export_netcdf(
         encoding[str(name)] = enc
     with _atomic_output(path) as tmp, dask.config.set(scheduler="threads"):
         ds.to_netcdf(tmp, engine=engine, encoding=encoding, compute=True)
-    _logger().info("wrote NetCDF file %s", path)
+    _log.info("wrote NetCDF file %s", path)
     return path
 
 
@@ -791,7 +752,7 @@ def export_geotiff(mintpy_dir: Path, out_dir: Path, *, force: bool = False) -> l
         final = out_dir / name
         _recover(final)
         if not force and _geotiff_fingerprint(final) == fingerprint:
-            _logger().info("GeoTIFF %s is up to date; skipping", final)
+            _log.info("GeoTIFF %s is up to date; skipping", final)
             written.append(final)
             continue
         is_mask = var == "mask"
@@ -825,7 +786,7 @@ def export_geotiff(mintpy_dir: Path, out_dir: Path, *, force: bool = False) -> l
             if "reference_date" in ds.attrs:
                 tags["reference_date"] = ds.attrs["reference_date"]
             dst.update_tags(**tags)
-        _logger().info("wrote GeoTIFF %s", final)
+        _log.info("wrote GeoTIFF %s", final)
         written.append(final)
     return written
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from prefect import task
 
+from insarflow import atomic
+from insarflow.constants import MIN_TEMP_COH_KEY
 from insarflow.tasks.export import GeoGrid, MintpyProducts, locate_products, read_grid
 from insarflow.tasks.quality import pair_quality, reference_yx, template_value
 
@@ -40,16 +41,6 @@ DPI: Final = 120
 _log = logging.getLogger(__name__)
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _log
-
-
 def _new_figure(width: float = 7.0, height: float = 5.0) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -57,13 +48,8 @@ def _new_figure(width: float = 7.0, height: float = 5.0) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
+    with atomic.replacing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -383,7 +369,7 @@ def timeseries_figure(products: MintpyProducts, points: Sequence[SeriesPoint]) -
 
 def min_temporal_coherence(mintpy_dir: Path) -> float | None:
     """``mintpy.networkInversion.minTempCoh`` of the run's template (auto resolved)."""
-    return template_value(mintpy_dir, "mintpy.networkInversion.minTempCoh")
+    return template_value(mintpy_dir, MIN_TEMP_COH_KEY)
 
 
 def plot_coherence_histogram(products: MintpyProducts, out_path: Path) -> Path:
@@ -446,13 +432,13 @@ def draw_figures(
     out_dir = Path(out_dir)
     choice = choose_points(products, points, n_points)
     for warning in choice.warnings:
-        _logger().warning(warning)
+        _log.warning(warning)
 
     paths = [plot_velocity_map(products, out_dir / FIGURE_NAMES["velocity"], points=choice.points)]
     if products.ifgram_stack is not None:
         paths.append(plot_network(products.ifgram_stack, out_dir / FIGURE_NAMES["network"]))
     else:
-        _logger().warning(
+        _log.warning(
             "no %s; the network figure is left out", products.mintpy_dir / "inputs/ifgramStack.h5"
         )
     paths.append(

@@ -160,10 +160,10 @@ def probe_isce2(
 
 def record_isce2(env: Isce2Environment, path: Path) -> None:
     """Remember which ISCE2 processed the stack (read back for the products' provenance)."""
-    from insarflow.tasks.sbas_metadata import write_text_atomic
+    from insarflow import atomic
 
     record = {"isce2_version": env.version, "python": env.python, "numpy": env.numpy}
-    write_text_atomic(path, json.dumps(record, indent=1) + "\n")
+    atomic.write_text(path, json.dumps(record, indent=1) + "\n", skip_unchanged=True)
 
 
 def recorded_isce2_version(path: Path) -> str | None:

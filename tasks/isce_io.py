@@ -1,4 +1,5 @@
-"""Read and write ISCE2 rasters: raw binary + ``.xml`` + ``.vrt`` sidecars.
+"""Read and write ISCE2 files: rasters (raw binary + ``.xml`` + ``.vrt`` sidecars) and the
+topsStack config files that ``SentinelWrapper.py`` runs.
 
 The sidecars follow what ISCE2 2.6.5 writes (see the real ones in
 ``fixtures/isce2_products``): an ``imageFile`` XML with width/length/bands/data
@@ -7,16 +8,65 @@ type/interleave, and a GDAL ``VRTRawRasterBand`` VRT relative to the raw file.
 
 from __future__ import annotations
 
-import os
+import configparser
+import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from insarflow import atomic
+
 Scheme = Literal["BIL", "BIP", "BSQ"]
+
+_FUNCTION_SECTION = re.compile(r"Function-(\d+)")
+
+
+class IsceConfigError(ValueError):
+    """A topsStack config file that cannot be read; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class ConfigFunction:
+    """One ``[Function-N]`` section of a topsStack config file."""
+
+    index: int
+    name: str
+    params: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+def read_isce_config(path: Path) -> tuple[ConfigFunction, ...]:
+    """The ``[Function-N]`` sections of a topsStack config (``configs/config_*``), in order.
+
+    The format is ISCE2's own (SentinelWrapper.py reads it with configparser, ``:`` as the
+    delimiter, keys case-sensitive): each section's first key is the function to call, the
+    rest are its parameters. ``[Common]`` holds nothing a function needs.
+    """
+    parser = configparser.ConfigParser(
+        delimiters=(":",), comment_prefixes=("#",), interpolation=None, default_section=""
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep key case
+    fix = "regenerate the configs with stackSentinel.py"
+    try:
+        parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
+    except configparser.Error as exc:
+        raise IsceConfigError(f"{path}: {exc.message.strip()}; {fix}") from exc
+    functions: list[ConfigFunction] = []
+    for section in parser.sections():
+        match = _FUNCTION_SECTION.fullmatch(section)
+        if match is None:
+            continue
+        items = list(parser[section].items())
+        if not items:
+            raise IsceConfigError(f"{path}: section [{section}] has no function name line; {fix}")
+        (name, _), params = items[0], dict(items[1:])
+        functions.append(ConfigFunction(int(match.group(1)), name, params))
+    return tuple(functions)
+
 
 # ISCE data_type names <-> numpy dtypes <-> GDAL VRT data types.
 _ISCE_TO_NUMPY = {
@@ -162,11 +212,10 @@ def write_isce_raster(
         ET.SubElement(rb, "LineOffset").text = str(line_off)
     ET.indent(vrt, space="    ")
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _interleave(arr.astype(dtype, copy=False), scheme).tofile(tmp)
-    ET.ElementTree(root).write(f"{path}.xml", encoding="unicode")
-    ET.ElementTree(vrt).write(f"{path}.vrt", encoding="unicode")
-    tmp.replace(path)
+    with atomic.replacing(path) as tmp:  # the raster last: it is what marks the image complete
+        _interleave(arr.astype(dtype, copy=False), scheme).tofile(tmp)
+        ET.ElementTree(root).write(f"{path}.xml", encoding="unicode")
+        ET.ElementTree(vrt).write(f"{path}.vrt", encoding="unicode")
     return IsceImageInfo(path, width, length, bands, dtype, scheme)
 
 

@@ -134,17 +134,6 @@ def stack_lock(work_dir: Path) -> Iterator[Path]:
             os.close(fd)
 
 
-def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The Prefect run's logger (shown in the UI), or this module's outside a run."""
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return log
-
-
 def stack_limit_name(stack: str) -> str:
     """The global concurrency limit that serializes the runs of stack ``stack``."""
     return f"insarflow-stack-{stack}"
@@ -209,7 +198,7 @@ def _take_slot(name: str, stack: str, work_dir: Path, poll_s: float, held: ExitS
                 return True
             except TimeoutError:
                 if not warned:
-                    _run_logger().warning(
+                    log.warning(
                         "stack %s is being processed by another run; waiting for it to finish "
                         "(concurrency limit %s)",
                         stack,
@@ -233,7 +222,7 @@ def stack_slot(stack: str, work_dir: Path, poll_s: float = 2.0) -> Iterator[str]
         return
     with ExitStack() as held:
         if not _take_slot(name, stack, work_dir, poll_s, held):
-            _run_logger().warning(
+            log.warning(
                 "stack %s: concurrency limit %s is still held by a run that died (until its "
                 "lease expires); going on under the work directory's lock file",
                 stack,

@@ -8,6 +8,7 @@ run report can list dates processed with restituted orbits, to redo later.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
@@ -20,8 +21,12 @@ from typing import Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from insarflow import atomic
 from insarflow.tasks.credentials import Credentials, find_credentials
-from insarflow.tasks.download import PermanentError, retry_condition, run_logger
+from insarflow.tasks.errors import PermanentError, retry_condition
+
+log = logging.getLogger(__name__)
+
 
 OrbitKind = Literal["precise", "restituted"]
 
@@ -162,13 +167,12 @@ def _adopt(paths: Sequence[Path], orbit_dir: Path) -> None:
     orbit_dir.mkdir(parents=True, exist_ok=True)
     for path in paths:
         if parse_orbit_name(path) is None or not is_valid_orbit_file(path):
-            run_logger().warning("ignoring downloaded file %s: not a complete EOF", path.name)
+            log.warning("ignoring downloaded file %s: not a complete EOF", path.name)
             continue
         if path.parent.resolve() == orbit_dir.resolve():
             continue
-        staged = orbit_dir / f".{path.name}.tmp"
-        shutil.copyfile(path, staged)
-        staged.replace(orbit_dir / path.name)
+        with atomic.replacing(orbit_dir / path.name) as staged:
+            shutil.copyfile(path, staged)
 
 
 def _not_covering(scene: SafeScene, orbit_dir: Path, kind: OrbitKind) -> str:
@@ -207,7 +211,7 @@ def select_orbit(
     ``downloader`` (default: sentineleof, no credentials) writes into a staging directory.
     """
     margin = timedelta(seconds=margin_s)
-    logger = run_logger()
+    logger = log
     fetch = downloader or sentineleof_downloader()
     tried: list[str] = []
     orbit_dir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +263,7 @@ def select_orbits(
         raise OrbitError(f"{len(errors)} scene(s) without orbit:\n" + "\n".join(errors))
     restituted = [c.date for c in choices if c.kind == "restituted"]
     if restituted:
-        run_logger().warning(
+        log.warning(
             "restituted orbits for %s: redo these dates once precise orbits are published",
             ", ".join(sorted(set(restituted))),
         )

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from prefect import task
 
+from insarflow.constants import MIN_COHERENCE_KEY, MIN_TEMP_COH_KEY
 from insarflow.tasks.export import GeoGrid, MintpyProducts, locate_products, read_grid
 
 # Datasets correct_unwrap_error writes, most corrected first (MintPy's names).
@@ -285,17 +286,16 @@ def reference_check(products: MintpyProducts) -> ReferencePoint | None:
             f"{where} is masked as unreliable by MintPy (maskTempCoh.h5): every value is "
             "relative to a noisy pixel; set mintpy.reference_point to a coherent, stable pixel"
         )
-    min_tcoh = template_value(products.mintpy_dir, "mintpy.networkInversion.minTempCoh")
+    min_tcoh = template_value(products.mintpy_dir, MIN_TEMP_COH_KEY)
     if min_tcoh is not None and not tcoh[r, c] >= min_tcoh:
         warnings.append(
-            f"{where} has temporal coherence {tcoh[r, c]:.2f} < {min_tcoh:g} "
-            "(mintpy.networkInversion.minTempCoh)"
+            f"{where} has temporal coherence {tcoh[r, c]:.2f} < {min_tcoh:g} ({MIN_TEMP_COH_KEY})"
         )
-    min_coh = template_value(products.mintpy_dir, "mintpy.reference.minCoherence")
+    min_coh = template_value(products.mintpy_dir, MIN_COHERENCE_KEY)
     if min_coh is not None and not avg[r, c] >= min_coh:
         warnings.append(
             f"{where} has average spatial coherence {avg[r, c]:.2f} < {min_coh:g} "
-            "(mintpy.reference.minCoherence)"
+            f"({MIN_COHERENCE_KEY})"
         )
     r0, r1 = r - EDGE_PIXELS, r + EDGE_PIXELS + 1
     c0, c1 = c - EDGE_PIXELS, c + EDGE_PIXELS + 1

@@ -9,7 +9,6 @@ import html
 import json
 import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ import markdown
 import numpy as np
 from prefect import task
 
+from insarflow import atomic
+from insarflow.constants import MIN_TEMP_COH_KEY
 from insarflow.tasks.export import VELOCITY_UNITS, locate_products
 from insarflow.tasks.quality import Quality
 
@@ -146,7 +147,7 @@ def velocity_statistics(mintpy_dir: Path) -> dict[str, float]:
     if values.size == 0:
         raise ValueError(
             f"no reliable pixel in {products.velocity} under {products.mask}; lower "
-            "mintpy.networkInversion.minTempCoh or check the interferograms' coherence"
+            f"{MIN_TEMP_COH_KEY} or check the interferograms' coherence"
         )
     return {
         "min": float(values.min()),
@@ -417,15 +418,6 @@ img {{ max-width: 100%; }}
 """
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def artifact_markdown(md_text: str) -> str:
     """The report for a Prefect artifact: local images cannot render there, so each
     image becomes a line naming its file."""
@@ -456,8 +448,8 @@ def write_report(out_dir: Path, sections: ReportInputs) -> tuple[Path, Path, str
     page = _HTML_TEMPLATE.format(title=html.escape(sections.title), body=body)
 
     md_path, html_path = out_dir / REPORT_MD, out_dir / REPORT_HTML
-    _write_atomic(md_path, md_text)
-    _write_atomic(html_path, page)
+    atomic.write_text(md_path, md_text)
+    atomic.write_text(html_path, page)
     return md_path, html_path, md_text
 
 

@@ -31,11 +31,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+import insarflow
+from insarflow import atomic
+from insarflow.constants import (
+    GEOMETRY_LAYERS,
+    MINTPY_STEPS,
+    TroposphereMethod,
+    UnwrapErrorMethod,
+)
 from insarflow.tasks.isce_io import is_complete, read_isce_info
 from insarflow.tasks.sbas_metadata import (
     REQUIRED_KEYS,
@@ -44,7 +52,6 @@ from insarflow.tasks.sbas_metadata import (
     read_rsc,
     read_tops_product,
     write_data_rsc,
-    write_text_atomic,
 )
 from insarflow.tasks.shell import CommandError, CommandResult, run_command
 
@@ -75,40 +82,13 @@ __all__ = [
     "write_smallbaseline_cfg",
 ]
 
-MINTPY_STEPS: tuple[str, ...] = (
-    "load_data",
-    "modify_network",
-    "reference_point",
-    "quick_overview",
-    "correct_unwrap_error",
-    "invert_network",
-    "correct_LOD",
-    "correct_SET",
-    "correct_ionosphere",
-    "correct_troposphere",
-    "deramp",
-    "correct_topography",
-    "residual_RMS",
-    "reference_date",
-    "velocity",
-    "geocode",
-    "google_earth",
-    "hdfeos5",
-)
 OPTIONAL_STEPS: frozenset[str] = frozenset({"google_earth", "hdfeos5"})
 MEMORY_HEAVY_STEPS: frozenset[str] = frozenset(
     {"load_data", "invert_network", "correct_topography", "geocode"}
 )
 
 # Files MintPy reads from a topsStack work directory.
-GEOMETRY_FILES: tuple[str, ...] = (
-    "hgt.rdr",
-    "lat.rdr",
-    "lon.rdr",
-    "los.rdr",
-    "shadowMask.rdr",
-    "incLocal.rdr",
-)
+GEOMETRY_FILES: tuple[str, ...] = tuple(f"{layer}.rdr" for layer in GEOMETRY_LAYERS)
 IFG_FILES: tuple[str, ...] = ("filt_fine.unw", "filt_fine.cor", "filt_fine.unw.conncomp")
 _EXCLUDE_DATE_KEYS = ("mintpy.topographicResidual.excludeDate", "mintpy.timeFunc.excludeDate")
 #: The smallest network MintPy's small-baseline workflow handles (with one interferogram its
@@ -139,8 +119,6 @@ _REWRITTEN_BY_STEP: dict[str, tuple[str, ...]] = {
 }
 _STATE_DIRNAME = ".insarflow"
 
-UnwrapErrorMethod = Literal["no", "bridging", "phase_closure", "bridging+phase_closure"]
-TroposphereMethod = Literal["no", "pyaps", "height_correlation", "gacos"]
 ConfigValue = str | int | float | bool
 
 _PAIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
@@ -355,7 +333,7 @@ def write_smallbaseline_cfg(
         f"## topsStack work dir: {stack}\n"
     )
     out = Path(path).resolve()
-    write_text_atomic(out, header + "\n".join(lines) + "\n")
+    atomic.write_text(out, header + "\n".join(lines) + "\n", skip_unchanged=True)
     return out
 
 
@@ -653,9 +631,16 @@ def prepare_mintpy_metadata(
 
 
 # ---------------------------------------------------------------------- step running
+# smallbaselineApp.py with this project's MintPy patches (see insarflow.tasks.mintpy_runner).
+_MINTPY_RUNNER = (sys.executable, "-m", "insarflow.tasks.mintpy_runner")
+
+
 def _mintpy_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("MPLBACKEND", "Agg")  # no display on workers
+    # The child runs the patches of this very insarflow, wherever it was imported from.
+    root = str(Path(insarflow.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.update(extra or {})
     return env
 
@@ -694,84 +679,6 @@ def _remove_attempt_outputs(
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-# smallbaselineApp.py with fixes for MintPy 1.6 edge cases:
-# - quick_overview plots the histogram of numTriNonzeroIntAmbiguity.h5 with
-#   bins=max(data), which raises when no triplet has an unwrapping error (after the
-#   file is written);
-# - bridging finds no region boundary when an interferogram's connected components
-#   are one region covering the whole image and fails with an IndexError; with one
-#   region there is nothing to bridge;
-# - the automatic reference point is a pixel drawn with Python's unseeded ``random``,
-#   so two runs on the same data (or a run resumed after a kill) would give products
-#   relative to different pixels; a fixed seed makes the choice reproducible.
-# MintPy's local Dask cluster (``LocalCluster()`` with Dask's defaults) gets its scratch space
-# under the MintPy directory and listens on this machine only.
-_RUNNER = """\
-import random
-import sys
-
-
-def _local_only_cluster() -> None:
-    import os
-
-    import dask.distributed
-
-    scratch = os.path.join(sys.argv[sys.argv.index("--dir") + 1], "dask-scratch")
-
-    class LocalCluster(dask.distributed.LocalCluster):
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("host", "127.0.0.1")
-            kwargs.setdefault("dashboard_address", "127.0.0.1:0")
-            kwargs.setdefault("local_directory", scratch)
-            super().__init__(*args, **kwargs)
-
-    dask.distributed.LocalCluster = LocalCluster
-
-
-def _run() -> None:
-    random.seed(0)
-    if "--dir" in sys.argv:
-        _local_only_cluster()
-    if "quick_overview" in sys.argv[1:]:
-        import numpy as np
-        from mintpy.utils import plot, readfile
-
-        _plot_tint = getattr(plot, "plot_num_triplet_with_nonzero_integer_ambiguity", None)
-
-        def _plot_tint_if_any(fname, *args, **kwargs):
-            if not np.any(np.nan_to_num(readfile.read(fname)[0]) > 0):
-                print("no triplet with a non-zero integer ambiguity: histogram plot skipped")
-                return None
-            return _plot_tint(fname, *args, **kwargs)
-
-        if _plot_tint is not None:
-            plot.plot_num_triplet_with_nonzero_integer_ambiguity = _plot_tint_if_any
-
-    if "correct_unwrap_error" in sys.argv[1:]:
-        from mintpy.objects import conncomp
-
-        _find_bridges = conncomp.connectComponent.find_mst_bridge
-
-        def _find_bridges_if_several(self):
-            if getattr(self, "numLabel", 2) <= 1:
-                self.bridges, self.num_bridge = [], 0
-                return self.bridges
-            return _find_bridges(self)
-
-        conncomp.connectComponent.find_mst_bridge = _find_bridges_if_several
-
-    from mintpy.cli.smallbaselineApp import main
-
-    main(sys.argv[1:])
-
-
-# Dask workers (mintpy.compute.cluster = local) re-import this file: patch and run only
-# in the main process.
-if __name__ == "__main__":
-    _run()
-"""
 
 
 def run_mintpy_step(
@@ -815,13 +722,10 @@ def run_mintpy_step(
         before = json.loads(marker.read_text(encoding="utf-8"))
         _remove_attempt_outputs(step, work, before, keep)
         marker.unlink()
-    write_text_atomic(marker, json.dumps(_snapshot(work)))
+    atomic.write_text(marker, json.dumps(_snapshot(work)), skip_unchanged=True)
     before = json.loads(marker.read_text(encoding="utf-8"))
-    runner = work / _STATE_DIRNAME / "smallbaselineApp_run.py"
-    write_text_atomic(runner, _RUNNER)
     args = [
-        sys.executable,
-        str(runner),
+        *_MINTPY_RUNNER,
         str(cfg),
         "--dir",
         str(work),
@@ -891,12 +795,10 @@ def plot_mintpy_results(
     inputs = _plot_inputs(work)
     if marker.is_file() and marker.read_text(encoding="utf-8") == inputs:
         return None
-    runner = work / _STATE_DIRNAME / "smallbaselineApp_run.py"
-    write_text_atomic(runner, _RUNNER)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         result = run_command(
-            [sys.executable, str(runner), "--plot"],
+            [*_MINTPY_RUNNER, "--plot"],
             log_path=Path(log_dir) / "mintpy" / "plot.log",
             cwd=work,
             env=_mintpy_env(env),
@@ -904,7 +806,7 @@ def plot_mintpy_results(
     except CommandError as exc:
         _record_step(history_file, run_id, started, "plot", exc.result.duration_s, failed=True)
         raise
-    write_text_atomic(marker, inputs)
+    atomic.write_text(marker, inputs, skip_unchanged=True)
     _record_step(history_file, run_id, started, "plot", result.duration_s, failed=False)
     return result
 

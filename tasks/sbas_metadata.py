@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from insarflow import atomic
 from insarflow.tasks.isce_io import read_isce_info, read_isce_raster
 
 # WGS-84 as ISCE2's AstronomicalHandbook defines it.
@@ -538,20 +539,6 @@ def read_rsc(path: Path) -> dict[str, str]:
     return out
 
 
-def write_text_atomic(path: Path, text: str) -> bool:
-    """Write ``text`` via a temporary file and rename; skip (False) when unchanged.
-
-    An unchanged file keeps its modification time.
-    """
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return True
-
-
 def write_data_rsc(meta_file: Path, geom_dir: Path) -> Path:
     """Write ``<dir of meta_file>/data.rsc`` so MintPy's ``prep_isce`` never imports ``isce``.
 
@@ -560,7 +547,7 @@ def write_data_rsc(meta_file: Path, geom_dir: Path) -> Path:
     """
     rsc = meta_file.parent / "data.rsc"
     meta = isce_stack_metadata(meta_file, geom_dir)
-    if not write_text_atomic(rsc, format_rsc(meta)):
+    if not atomic.write_text(rsc, format_rsc(meta), skip_unchanged=True):
         os.utime(rsc)
     if rsc.stat().st_mtime < meta_file.stat().st_mtime:
         # The XML carries a timestamp from the future (clock skew): follow it.

@@ -7,6 +7,7 @@ An empty search raises :class:`EmptySearchError` saying which criterion to widen
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,12 +22,9 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from insarflow.tasks.download import (
-    PermanentError,
-    retry_condition,
-    run_logger,
-    unreachable_service,
-)
+from insarflow.tasks.errors import PermanentError, retry_condition, unreachable_service
+
+log = logging.getLogger(__name__)
 
 SNWE = tuple[float, float, float, float]
 
@@ -375,7 +373,7 @@ def find_scenes(
             scenes.append(scene)
     scenes.sort(key=lambda s: s.start)
     described = _describe(area, track, frame, start, end, polarization, flight_direction)
-    run_logger().info("search (%s): %d scene(s)", described, len(scenes))
+    log.info("search (%s): %d scene(s)", described, len(scenes))
     if scenes or allow_empty:
         return scenes
     criteria = {
@@ -492,7 +490,7 @@ def search_scenes(
     )
     result = check_coverage(group_by_date(scenes), area, exclude_dates)
     result.criteria = _describe(area, track, frame, start, end, polarization, flight_direction)
-    logger = run_logger()
+    logger = log
     for day, reason in result.excluded.items():
         logger.warning("date %s excluded: %s", day, reason)
     if not result.dates and not allow_empty:

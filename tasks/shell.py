@@ -31,6 +31,7 @@ from insarflow.tasks.lock import inherited_locks
 from insarflow.tasks.reaper import REAPER, end_trees, group_alive
 
 TAIL_LINES = 40
+logger = logging.getLogger(__name__)
 _REDACTED = "********"
 
 
@@ -56,21 +57,6 @@ class CommandError(RuntimeError):
             f"after {result.duration_s:.1f} s; full log: {result.log_path}\n"
             f"--- last lines ---\n{result.log_tail}"
         )
-
-
-def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The Prefect run logger inside a flow/task run, else a module logger."""
-    try:
-        from prefect.exceptions import MissingContextError
-        from prefect.logging import get_run_logger
-
-        try:
-            return get_run_logger()
-        except MissingContextError:
-            pass
-    except ImportError:  # pragma: no cover - prefect is a hard dependency
-        pass
-    return logging.getLogger("insarflow.shell")
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -172,7 +158,7 @@ def run_command(
     timeout_s: float | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> CommandResult:
-    """Run ``args``, streaming output into ``log_path`` (appended) and the run logger."""
+    """Run ``args``, streaming output into ``log_path`` (appended) and the run log."""
     argv = [os.fspath(a) for a in args]
     if not argv:
         raise ValueError("run_command needs at least the program name")
@@ -181,7 +167,6 @@ def run_command(
         prefix = os.pathsep.join(str(p) for p in extra_path)
         full_env["PATH"] = prefix + os.pathsep + full_env.get("PATH", "")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    logger = _run_logger()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     start = time.monotonic()
     shown = redact(" ".join(argv), secrets)

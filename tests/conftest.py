@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import insarflow  # noqa: F401  # first: it sets Prefect's logging up before Prefect is imported
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

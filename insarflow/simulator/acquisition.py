@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import xml.etree.ElementTree as ET
 import zipfile
 import zlib
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from insarflow import atomic
 from insarflow.simulator.scene import (
     DATE_FORMAT,
     EARTH_RADIUS_M,
@@ -39,22 +39,6 @@ MAX_DEM_SPAN_DEG = 4.0
 _ORBIT_OFFSET = {"S1A": 73, "S1B": 27, "S1C": 172}
 _ORBIT_ANCHOR = (datetime(2025, 4, 6, 2, 20, 8), 58630)
 _ORBITS_PER_DAY = 175 / 12
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` via a temporary file; False when the file already holds it."""
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return True
-
-
-def write_text_atomic(path: Path, text: str) -> bool:
-    """Text version of :func:`write_bytes_atomic`."""
-    return write_bytes_atomic(path, text.encode())
 
 
 def absolute_orbit(spec: SceneSpec, day: str) -> int:
@@ -420,7 +404,7 @@ def _georeference_dem(path: Path, *, lon0: float, lat0: float, step: float) -> N
     ET.SubElement(ref, "value").text = "WGS84"
     ET.SubElement(ref, "doc").text = "Geodetic datum"
     ET.indent(root, space="    ")
-    write_text_atomic(xml_path, ET.tostring(root, encoding="unicode"))
+    atomic.write_text(xml_path, ET.tostring(root, encoding="unicode"), skip_unchanged=True)
 
     vrt_path = Path(f"{path}.vrt")
     vrt = ET.parse(vrt_path).getroot()
@@ -431,7 +415,7 @@ def _georeference_dem(path: Path, *, lon0: float, lat0: float, step: float) -> N
     vrt.insert(0, geo)
     vrt.insert(0, srs)
     ET.indent(vrt, space="    ")
-    write_text_atomic(vrt_path, ET.tostring(vrt, encoding="unicode"))
+    atomic.write_text(vrt_path, ET.tostring(vrt, encoding="unicode"), skip_unchanged=True)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -450,13 +434,15 @@ def make_synthetic_acquisitions(
     zips = []
     for day in spec.dates:
         path = slc_dir / safe_name(spec, day)
-        write_bytes_atomic(path, safe_zip_bytes(spec, day))
+        atomic.write_bytes(path, safe_zip_bytes(spec, day), skip_unchanged=True)
         zips.append(path)
-        write_text_atomic(orbit_dir / orbit_name(spec, day), orbit_file_text(spec, day))
+        atomic.write_text(
+            orbit_dir / orbit_name(spec, day), orbit_file_text(spec, day), skip_unchanged=True
+        )
     scene_file = slc_dir / SCENE_FILE
     same_spec = scene_file.is_file() and scene_file.read_text() == spec.to_json()
     dem = dem_dir / dem_name(spec)
     if not (same_spec and is_complete(dem) and Path(f"{dem}.vrt").is_file()):
         write_dem(dem_dir, spec)
-    write_text_atomic(scene_file, spec.to_json())
+    atomic.write_text(scene_file, spec.to_json(), skip_unchanged=True)
     return zips

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from insarflow import atomic
 from insarflow.simulator.acquisition import (
     absolute_orbit,
     orbit_name,
     orbit_state_vectors,
-    write_text_atomic,
 )
 from insarflow.simulator.scene import SceneSpec
 
@@ -414,7 +414,9 @@ def write_tops_product(
     bursts: list[BurstFile],
     terrain_height: float,
 ) -> Path:
-    write_text_atomic(path, tops_product_xml(spec, day, swath, cols, bursts, terrain_height))
+    atomic.write_text(
+        path, tops_product_xml(spec, day, swath, cols, bursts, terrain_height), skip_unchanged=True
+    )
     return path
 
 
@@ -477,7 +479,7 @@ def write_virtual_full(
             ]
         lines.append("    </VRTRasterBand>")
     lines.append("</VRTDataset>")
-    write_text_atomic(Path(f"{path}.vrt"), "\n".join(lines) + "\n")
+    atomic.write_text(Path(f"{path}.vrt"), "\n".join(lines) + "\n", skip_unchanged=True)
 
     children: dict[str, Prop | Comp] = {
         "ISCE_VERSION": P("Release: 2.6.5, svn-, 20260630. Current: svn-."),
@@ -501,7 +503,7 @@ def write_virtual_full(
         children["description"] = P(description, "")
     if image_type:
         children["image_type"] = P(image_type)
-    write_text_atomic(Path(f"{path}.xml"), tree_to_xml("imageFile", children))
+    atomic.write_text(Path(f"{path}.xml"), tree_to_xml("imageFile", children), skip_unchanged=True)
 
 
 def _relpath(target: Path, start: Path) -> str:

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from insarflow import atomic
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 ComplexArray = npt.NDArray[np.complex64]
@@ -673,9 +675,7 @@ def write_truth(path: Path, truth: SceneTruth) -> Path:
     import h5py
 
     spec = truth.spec
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w", track_order=True) as f:
+    with atomic.replacing(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
         f.attrs["description"] = "insarflow simulator truth, multilooked radar geometry"
         f.attrs["reference_date"] = spec.reference
         f.attrs["wavelength_m"] = spec.wavelength_m
@@ -699,5 +699,4 @@ def write_truth(path: Path, truth: SceneTruth) -> Path:
         for name, (data, units) in datasets.items():
             ds = f.create_dataset(name, data=data, track_times=False)
             ds.attrs["units"] = units
-    tmp.replace(path)
     return path

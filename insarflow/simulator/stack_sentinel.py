@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from insarflow.simulator.acquisition import SCENE_FILE, write_text_atomic
+from insarflow import atomic
+from insarflow.constants import GEOMETRY_LAYERS
+from insarflow.simulator.acquisition import SCENE_FILE
 from insarflow.simulator.scene import SceneSpec, make_truth, write_truth
 from insarflow.tasks.topsstack import steps
-from insarflow.tasks.topsstack.steps import GEOMETRY_LAYERS
 
 NO_MCF = "False"
 DEFO_MAX = "2"
@@ -480,7 +481,9 @@ class Config:
         self.lines.extend(lines)
 
     def write(self) -> None:
-        write_text_atomic(Path(self.path), "".join(line + "\n" for line in self.lines))
+        atomic.write_text(
+            Path(self.path), "".join(line + "\n" for line in self.lines), skip_unchanged=True
+        )
 
 
 class Writer:
@@ -506,7 +509,9 @@ class Writer:
         print("writing ", f"{self.run_dir}/{self.run_name}")
 
     def finish_run(self) -> None:
-        write_text_atomic(Path(f"{self.run_dir}/{self.run_name}"), "".join(self.run_lines))
+        atomic.write_text(
+            Path(f"{self.run_dir}/{self.run_name}"), "".join(self.run_lines), skip_unchanged=True
+        )
 
     def command(self, text: str) -> None:
         self.run_lines.append(self.inps.text_cmd + text + "\n")
@@ -1233,7 +1238,7 @@ def _store_scene(inps: argparse.Namespace, reference: str) -> None:
                 f"{scene_file} describes a different scene than the existing stack ({stored}); "
                 "use a new work directory or the same scene settings"
             )
-    write_text_atomic(stored, spec.to_json())
+    atomic.write_text(stored, spec.to_json(), skip_unchanged=True)
     write_truth(sim_dir / "truth.h5", make_truth(spec))
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from insarflow.simulator.acquisition import write_text_atomic
+from insarflow import atomic
 from insarflow.simulator.products import (
     BurstFile,
     Tile,
@@ -48,7 +48,14 @@ from insarflow.simulator.scene import (
 )
 from insarflow.simulator.stack_sentinel import Safe, find_orbit, safe_fields
 from insarflow.simulator.stack_sentinel import main as stack_sentinel_main
-from insarflow.tasks.isce_io import is_complete, read_isce_info, read_isce_raster, write_isce_raster
+from insarflow.tasks.isce_io import (
+    IsceConfigError,
+    is_complete,
+    read_isce_config,
+    read_isce_info,
+    read_isce_raster,
+    write_isce_raster,
+)
 
 Array = npt.NDArray[np.generic]
 Params = Mapping[str, str]
@@ -326,7 +333,9 @@ def _write_overlap_product(
 ) -> None:
     # an overlap product lists one burst per overlap; reuse the burst timing of the first bursts
     spec = stack.spec.replace(bursts_per_swath=len(files))
-    write_text_atomic(path, tops_product_xml(spec, day, swath, cols, files, height))
+    atomic.write_text(
+        path, tops_product_xml(spec, day, swath, cols, files, height), skip_unchanged=True
+    )
 
 
 # ----------------------------------------------------------------------------- functions
@@ -441,7 +450,7 @@ def compute_baseline(stack: Stack, p: Params) -> None:
     text = "".join(
         f"swath: IW{s}\nBperp (average): {bperp}\nBpar (average): {bpar}\n" for s in swaths
     )
-    write_text_atomic(Path(p["baseline_file"]), text)
+    atomic.write_text(Path(p["baseline_file"]), text, skip_unchanged=True)
     print(f"computeBaseline: {day} Bperp {bperp:.2f} m")
 
 
@@ -609,8 +618,10 @@ def estimate_azimuth_misreg(stack: Stack, p: Params) -> None:
         coh = np.asarray(read_isce_raster(_need(f.with_suffix(".cor"), "overlap_withDEM"), 1))
         phases.append(np.angle(dd[coh > float(threshold)]))
     scale = 2 * np.pi * OVERLAP_DOPPLER_DIFFERENCE_HZ * stack.spec.azimuth_time_interval_s
-    write_text_atomic(
-        Path(p["out_azimuth"]), _misreg_text(np.concatenate(phases) / scale, threshold)
+    atomic.write_text(
+        Path(p["out_azimuth"]),
+        _misreg_text(np.concatenate(phases) / scale, threshold),
+        skip_unchanged=True,
     )
 
 
@@ -641,8 +652,10 @@ def estimate_range_misreg(stack: Stack, p: Params) -> None:
         _range_shift(read_isce_raster(f, 1), read_isce_raster(sec / f.relative_to(ref), 1))
         for f in sorted((ref / "overlap").glob("IW[1-3]/burst_*_*.slc"))
     ]
-    write_text_atomic(
-        Path(p["out_range"]), _misreg_text(np.array(shifts), p.get("snr_threshold", "10"))
+    atomic.write_text(
+        Path(p["out_range"]),
+        _misreg_text(np.array(shifts), p.get("snr_threshold", "10")),
+        skip_unchanged=True,
     )
 
 
@@ -884,36 +897,6 @@ FUNCTIONS: dict[str, Callable[[Stack, Params], None]] = {
 # ----------------------------------------------------------------------------- scripts
 
 
-def parse_config(path: Path) -> list[tuple[str, dict[str, str]]]:
-    """``[Function-N]`` sections of a topsStack config: (function name, parameters) in order."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SimulatorStepError(f"cannot read config {path}: {exc}") from exc
-    sections: list[tuple[str, dict[str, str]]] = []
-    current: dict[str, str] | None = None
-    name = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            if current is not None and name:
-                sections.append((name, current))
-            current, name = ({}, "") if line.startswith("[Function-") else (None, "")
-            continue
-        if current is None:
-            continue
-        key, _, value = line.partition(":")
-        if not name:
-            name = key.strip()
-        else:
-            current[key.strip()] = value.strip()
-    if current is not None and name:
-        sections.append((name, current))
-    return sections
-
-
 def sentinel_wrapper(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="SentinelWrapper.py")
     parser.add_argument("-c", "--config", required=True)
@@ -922,19 +905,22 @@ def sentinel_wrapper(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     config = Path(args.config)
     stack = Stack.find(config)
-    sections = parse_config(config)
+    try:
+        sections = read_isce_config(config)
+    except (OSError, IsceConfigError) as exc:
+        raise SimulatorStepError(f"cannot read config {config}: {exc}") from exc
     if not sections:
         raise SimulatorStepError(f"config {config} has no [Function-N] section")
-    for index, (name, params) in enumerate(sections):
+    for index, section in enumerate(sections):
         if not args.start <= index <= args.end:
             continue
-        fn = FUNCTIONS.get(name)
+        fn = FUNCTIONS.get(section.name)
         if fn is None:
             raise SimulatorStepError(
-                f"function {name} in {config} is not supported by the simulator"
+                f"function {section.name} in {config} is not supported by the simulator"
             )
-        print(f"Running: {name}")
-        fn(stack, params)
+        print(f"Running: {section.name}")
+        fn(stack, section.params)
     return 0
 
 
@@ -990,7 +976,7 @@ def invert_misreg(argv: Sequence[str]) -> int:
     solution = np.linalg.lstsq(design, obs, rcond=None)[0] if len(dates) > 1 else np.zeros(0)
     out = Path(args.output)
     for d, v in zip(dates, [0.0, *solution.tolist()], strict=True):
-        write_text_atomic(out / f"{d}.txt", f"{v}\n")
+        atomic.write_text(out / f"{d}.txt", f"{v}\n", skip_unchanged=True)
     print(f"invertMisreg: {len(dates)} dates from {len(values)} pairs -> {out}")
     return 0
 
@@ -1013,7 +999,7 @@ def extract_common_valid_region(argv: Sequence[str]) -> int:
             _need(d / f"IW{s}.xml", f"fullBurst_resample of {d.name}")
     out = stack.root / "stack"
     for s in swaths:
-        write_text_atomic(out / f"IW{s}.xml", (ref / f"IW{s}.xml").read_text())
+        atomic.write_text(out / f"IW{s}.xml", (ref / f"IW{s}.xml").read_text(), skip_unchanged=True)
     print(f"extractCommonValidRegion: {len(dates)} secondaries, swaths {swaths} -> {out}")
     return 0
 
@@ -1108,6 +1094,6 @@ def install_simulator_bin(dest: Path) -> Path:
             f"sys.exit(run_script({name!r}, sys.argv[1:]))\n"
         )
         path = dest / name
-        write_text_atomic(path, text)
+        atomic.write_text(path, text, skip_unchanged=True)
         path.chmod(0o755)
     return dest

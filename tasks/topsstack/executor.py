@@ -27,6 +27,7 @@ from typing import Any, Literal
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
+from insarflow import atomic
 from insarflow.tasks.shell import CommandResult, run_command
 from insarflow.tasks.topsstack import steps
 from insarflow.tasks.topsstack.dag import critical_path, topological_order
@@ -228,9 +229,7 @@ def write_marker(line: RunLine, stack_dir: Path, result: CommandResult) -> Path:
         "peak_rss_mb": round(result.peak_rss_mb, 1),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(record, indent=1) + "\n")
     return path
 
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from insarflow.tasks.isce_io import ConfigFunction, IsceConfigError, read_isce_config
 from insarflow.tasks.topsstack import steps
 from insarflow.tasks.topsstack.steps import (
     GEOMETRY_LAYERS,
@@ -44,15 +45,6 @@ _OPERATOR_RE = re.compile(r"^[();<>|&]+$")
 
 class RunFileError(ValueError):
     """A run file or config that this project cannot interpret."""
-
-
-@dataclass(frozen=True)
-class ConfigFunction:
-    """One ``[Function-N]`` section of a topsStack config file."""
-
-    index: int
-    name: str
-    params: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -89,50 +81,6 @@ class RunLine:
     def label(self) -> str:
         """Human/Prefect task-run name, e.g. ``fullBurst_resample-20250418``."""
         return f"{self.step}-{self.key}"
-
-
-def parse_config(path: Path) -> tuple[ConfigFunction, ...]:
-    """Read the ``[Function-N]`` sections of a topsStack config file."""
-    functions: list[ConfigFunction] = []
-    index: int | None = None
-    name: str | None = None
-    params: dict[str, str] = {}
-
-    def close() -> None:
-        if index is not None:
-            if name is None:
-                raise RunFileError(
-                    f"{path}: section [Function-{index}] has no function name line; "
-                    "regenerate the configs with stackSentinel.py"
-                )
-            functions.append(ConfigFunction(index, name, dict(params)))
-
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        section = re.fullmatch(r"\[(.+)\]", line)
-        if section:
-            close()
-            index, name, params = None, None, {}
-            match = re.fullmatch(r"Function-(\d+)", section.group(1))
-            if match:
-                index = int(match.group(1))
-            continue
-        if index is None:  # [Common] holds nothing the scheduler needs
-            continue
-        if ":" not in line:
-            raise RunFileError(
-                f"{path}:{lineno}: expected 'key : value', got {raw!r}; "
-                "regenerate the configs with stackSentinel.py"
-            )
-        key, value = (part.strip() for part in line.split(":", 1))
-        if name is None:
-            name = key
-        else:
-            params[key] = value
-    close()
-    return tuple(functions)
 
 
 def _command_tokens(text: str, where: str) -> tuple[str, ...] | None:
@@ -286,7 +234,10 @@ def parse_run_file(run_file: Path, stack_dir: Path) -> list[RunLine]:
             key, kind = _key_from_config(Path(raw_config).name, step, where)
             config_path = _resolve_config(raw_config, stack_dir)
             if config_path.is_file():
-                functions = parse_config(config_path)
+                try:
+                    functions = read_isce_config(config_path)
+                except IsceConfigError as exc:
+                    raise RunFileError(str(exc)) from exc
             outputs = config_outputs(functions)
         else:
             key, kind = _key_from_script(command, step, where)

@@ -9,7 +9,6 @@ ISCE2's ``contrib/stack/topsStack/stackSentinel.py`` argument parser.
 from __future__ import annotations
 
 import json
-import os
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Literal
 
 from prefect import task
 
+from insarflow import atomic
 from insarflow.tasks.isce2_env import STACK_SENTINEL
 from insarflow.tasks.shell import CommandResult, run_command
 
@@ -233,10 +233,7 @@ def run_stack_sentinel(
     marker.unlink(missing_ok=True)
     result = run_command(args, log_path=log_path, cwd=stack_dir, extra_path=extra_path, env=env)
     # stackSentinel writes run files one by one: only a finished run makes them a stack.
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"args": list(args)}, indent=1) + "\n")
-    tmp.replace(marker)
+    atomic.write_text(marker, json.dumps({"args": list(args)}, indent=1) + "\n")
     return result
 
 

@@ -39,14 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from insarflow.constants import GEOMETRY_LAYERS
+
 if TYPE_CHECKING:
-    from insarflow.tasks.topsstack.runfiles import ConfigFunction, RunLine
+    from insarflow.tasks.isce_io import ConfigFunction
+    from insarflow.tasks.topsstack.runfiles import RunLine
 
 KeyKind = Literal["reference", "date", "pair", "layer", "all"]
 ResourceClass = Literal["gpu", "memory-heavy", "cpu"]
 Workflow = Literal["always", "NESD", "ion"]
 
-GEOMETRY_LAYERS: tuple[str, ...] = ("lat", "lon", "los", "hgt", "shadowMask", "incLocal")
 WRAPPER = "SentinelWrapper.py"
 
 

@@ -145,7 +145,7 @@ def test_restituted_fallback_when_precise_is_not_published(
     )
     fetch = Recorder({"restituted": [resorb]}, fail={"precise": ConnectionError("no POEORB")})
     scene = _scene(datetime(2025, 1, 1, 2))
-    with caplog.at_level(logging.WARNING, logger="insarflow.download"):
+    with caplog.at_level(logging.WARNING, logger="insarflow.tasks.orbits"):
         choices = select_orbits([scene.name + ".zip"], orbit_dir, downloader=fetch)
     assert fetch.calls == [(scene.name, "precise"), (scene.name, "restituted")]
     assert [(c.kind, c.path.name) for c in choices] == [("restituted", resorb.name)]

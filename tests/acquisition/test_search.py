@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from insarflow.tasks.download import ServiceUnreachable, retry_condition
+from insarflow.tasks.errors import ServiceUnreachable, retry_condition
 from insarflow.tasks.search import (
     AreaError,
     EmptySearchError,
@@ -309,7 +309,7 @@ def test_unresolvable_search_host_fails_at_once_in_plain_words() -> None:
 
 
 def test_transient_failures_announce_the_retry(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="insarflow.download")
+    caplog.set_level(logging.WARNING, logger="insarflow.tasks.errors")
     exc = ConnectionResetError("connection reset by peer")
     assert retry_condition(search_scenes_task, _Run(1), _Failed(exc))
     assert (

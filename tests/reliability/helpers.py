@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 import psutil
 
+from insarflow.atomic import TMP_MARK
 from insarflow.config import SimulatorConfig, StackConfig, TopsStackConfig, dump_config
 from insarflow.flows.demo import demo_config
 from insarflow.tasks.topsstack.executor import is_line_done, log_path_for, marker_path
@@ -244,9 +245,11 @@ def stage_of(config: StackConfig) -> str:
 def leftovers(config: StackConfig) -> list[Path]:
     """Temporary or half-written outputs a finished run must not leave behind."""
     paths = config.paths
-    found = [*paths.products.glob("*.tmp-*"), *paths.products.glob("*.old")]
+    # atomic writes anywhere in the work dir (insarflow.atomic), downloads in progress
+    found = [p for p in paths.root.rglob(f"*{TMP_MARK}*") if p.parent.name != "prefect"]
+    found += [p for p in paths.slc.glob("*") if p.name.endswith(".part")]
+    found += list(paths.products.glob("*.old"))
     found += list((paths.mintpy / ".insarflow").glob("*.running.json"))
-    found += [p for p in paths.slc.glob("*") if p.name.endswith((".part", ".tmp"))]
     return found
 
 

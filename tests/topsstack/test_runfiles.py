@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from insarflow.tasks.isce_io import IsceConfigError, read_isce_config
 from insarflow.tasks.topsstack import steps as registry
 from insarflow.tasks.topsstack.runfiles import (
     RunFileError,
     RunLine,
-    parse_config,
     parse_run_files,
 )
 
@@ -335,7 +335,7 @@ def test_parse_config_sections(tmp_path: Path) -> None:
         "[Common]\n##########\n[Function-1]\ngeo2rdr :\nsecondary : /s/sec\n"
         "useGPU : True \n###\n[Function-2]\nunwrap : \nunw : /a/b.unw\n"
     )
-    first, second = parse_config(cfg)
+    first, second = read_isce_config(cfg)
     assert (first.index, first.name, dict(first.params)) == (
         1,
         "geo2rdr",
@@ -355,3 +355,21 @@ def test_lines_pickle_and_hash_for_dask_workers(fixtures_dir: Path) -> None:
     lines = parse_run_files(_stack(fixtures_dir, "nesd_ion_3swaths_4dates"))
     assert pickle.loads(pickle.dumps(lines)) == lines
     assert len({hash(line) for line in lines}) == len(lines)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("[Function-1]\ngeo2rdr :\nsecondary /s/sec\n", "secondary /s/sec"),
+        ("[Function-1]\ngeo2rdr :\nunw : /a\nunw : /b\n", "'unw'"),
+        ("[Function-1]\n", "no function name line"),
+    ],
+)
+def test_read_isce_config_names_the_file_and_the_fix(
+    tmp_path: Path, body: str, problem: str
+) -> None:
+    cfg = tmp_path / "config_x"
+    cfg.write_text("[Common]\n" + body)
+    with pytest.raises(IsceConfigError, match="regenerate the configs") as err:
+        read_isce_config(cfg)
+    assert str(cfg) in str(err.value) and problem in str(err.value)
