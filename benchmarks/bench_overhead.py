@@ -13,10 +13,10 @@ the first to the last line's timestamp / (n - 1) x slots), the median and p95 of
 consecutive lines (with one slot: everything the executor, Prefect and Dask do per line), the
 flow's whole wall time, and how the per-line cost grows from the smallest to the largest n.
 
-For reference, to split the cost: a no-op ``@task`` submitted n times in a flow on a
-``DaskTaskRunner`` of the same shape (Prefect + Dask without the executor, ``run_line`` or a
-subprocess), and on Prefect's ``ThreadPoolTaskRunner`` (Prefect alone); for n up to
-``--reference-max`` (1,000; smoke: 20).
+For reference, to split the cost: the same no-op function submitted n times straight to a
+Dask client of the same shape (Dask alone), and a no-op ``@task`` submitted n times in a flow on
+Prefect's ``ThreadPoolTaskRunner`` (Prefect alone: what every line's task run costs); for n up
+to ``--reference-max`` (1,000; smoke: 20).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,6 +39,12 @@ FULL_SIZES = (100, 1000, 5000)
 SMOKE_SIZES = (20, 50)
 BUDGET_MB = 1_000_000  # memory never limits these lines
 NOOP = "#!/bin/sh\nexec date +%s.%N\n"
+EXECUTOR, DASK_PLAIN, PREFECT_THREADS = "executor", "Dask alone", "Prefect task, thread pool"
+FIGURE_PREFIX = {
+    EXECUTOR: "overhead",
+    DASK_PLAIN: "overhead.dask_plain",
+    PREFECT_THREADS: "overhead.threads_task",
+}
 
 
 def write_noop_stack(root: Path, n: int) -> bl.BenchStack:
@@ -102,42 +107,47 @@ def measure_executor(root: Path, n: int, slots: int) -> Result:
     wall, report = bl.run_executor(stack, slots=slots, budget_mb=BUDGET_MB)
     if len(report.ran) != n:
         raise RuntimeError(f"the executor ran {len(report.ran)} of {n} lines")
-    return summarise("executor", n, wall, line_times(stack), slots)
+    return summarise(EXECUTOR, n, wall, line_times(stack), slots)
 
 
-def measure_bare(n: int, slots: int, runner: str) -> Result:
-    """``n`` no-op Prefect tasks submitted at once in a flow on ``runner`` (dask | threads)."""
+def measure_prefect_threads(n: int, slots: int) -> Result:
+    """``n`` no-op Prefect tasks submitted at once in a flow on a ``ThreadPoolTaskRunner``."""
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner
-    from prefect_dask import DaskTaskRunner
 
     @task(cache_policy=NO_CACHE, persist_result=False)
     def noop(i: int) -> float:
         return time.time()
 
-    @flow(name="bench-overhead-bare")
+    @flow(name="bench-overhead-bare", task_runner=ThreadPoolTaskRunner(max_workers=slots))
     def bare(n: int) -> list[float]:
         futures = [noop.submit(i) for i in range(n)]
         return sorted(f.result() for f in futures)
 
-    task_runner: Any  # DaskTaskRunner or ThreadPoolTaskRunner
-    if runner == "dask":
-        task_runner = DaskTaskRunner(
-            cluster_class="distributed.LocalCluster",
-            cluster_kwargs={
-                "n_workers": 1,
-                "threads_per_worker": slots,
-                "processes": False,
-                "dashboard_address": ":0",
-            },
-        )
-    else:
-        task_runner = ThreadPoolTaskRunner(max_workers=slots)
     t0 = time.perf_counter()
-    times = bare.with_options(task_runner=task_runner)(n)
-    wall = time.perf_counter() - t0
-    return summarise(f"bare task, {runner}", n, wall, times, slots)
+    times = bare(n)
+    return summarise(PREFECT_THREADS, n, time.perf_counter() - t0, times, slots)
+
+
+def measure_dask_plain(n: int, slots: int) -> Result:
+    """``n`` no-op functions submitted at once to a local Dask cluster of the same shape."""
+    from distributed import Client, LocalCluster
+
+    def noop(i: int) -> float:
+        return time.time()
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=slots, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        t0 = time.perf_counter()
+        futures = client.map(noop, range(n), pure=False)
+        times = sorted(client.gather(futures))
+        wall = time.perf_counter() - t0
+    return summarise(DASK_PLAIN, n, wall, times, slots)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "no-op line = /bin/sh exec date, run through run_line/run_command"
     )
     print(
-        "   references: a no-op @task submitted n times in a flow on a DaskTaskRunner (same "
-        "cluster shape) and on a ThreadPoolTaskRunner"
+        "   references: a no-op function submitted n times to a Dask client (same cluster "
+        "shape), and a no-op @task submitted n times in a flow on a ThreadPoolTaskRunner"
     )
     results: list[Result] = []
     with bl.prefect_api(args.prefect_api):
@@ -174,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with bl.scratch_dir(f"overhead-{n}") as root:
                 results.append(measure_executor(root, n, args.slots))
             if n <= (args.reference_max or (20 if args.smoke else 1000)):
-                results.append(measure_bare(n, args.slots, "dask"))
-                results.append(measure_bare(n, args.slots, "threads"))
+                results.append(measure_dask_plain(n, args.slots))
+                results.append(measure_prefect_threads(n, args.slots))
             print(f"   {n} lines done in {time.perf_counter() - t0:.1f} s", flush=True)
     print()
     bl.table(
@@ -193,9 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["path", "lines", "flow wall s", "ms/line (amortised)", "median gap ms", "p95 gap ms"],
     )
     print()
-    executor = [r for r in results if r.path == "executor"]
+    executor = [r for r in results if r.path == EXECUTOR]
     for r in results:
-        prefix = "overhead" if r.path == "executor" else f"overhead.{r.path.split()[-1]}_task"
+        prefix = FIGURE_PREFIX[r.path]
         bl.figure(f"{prefix}.ms_per_line_{r.n}", f"{r.amortised_ms:.1f}")
         bl.figure(f"{prefix}.median_ms_{r.n}", f"{r.median_ms:.1f}")
         bl.figure(f"{prefix}.p95_ms_{r.n}", f"{r.p95_ms:.1f}")

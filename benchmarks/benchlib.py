@@ -195,6 +195,65 @@ def prefect_api(mode: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def prefect_server(root: Path) -> Iterator[dict[str, str]]:
+    """A ``prefect server start`` subprocess on a free 127.0.0.1 port, its home under ``root``;
+    this process's Prefect client talks to it while the context is open. Yields the environment
+    for subprocesses that must use it (no other Prefect setting of this one is passed on)."""
+    import socket
+    import subprocess
+
+    import httpx
+    import psutil
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(root / "prefect-home"),
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    log = root / "prefect-server.log"
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", *address, "--no-scheduler"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start; log:\n{log.read_text()}")
+            time.sleep(0.25)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield env
+    finally:
+        children: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children = psutil.Process(server.pid).children(recursive=True)
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(30)
+        for child in psutil.wait_procs(children, timeout=10)[1]:
+            child.kill()
+
+
 def add_prefect_api_argument(parser: Any) -> None:
     parser.add_argument(
         "--prefect-api",

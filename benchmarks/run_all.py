@@ -24,6 +24,7 @@ import benchlib as bl  # noqa: E402
 #: (script, whether it runs Prefect flows)
 SCRIPTS: tuple[tuple[str, bool], ...] = (
     ("bench_scheduling.py", True),
+    ("bench_limits.py", False),  # starts its own Prefect server
     ("bench_overhead.py", True),
     ("bench_export.py", False),
     ("bench_download.py", False),

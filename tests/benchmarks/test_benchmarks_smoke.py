@@ -73,14 +73,23 @@ def test_scheduling(prefect_harness: Any, run_script: Callable[..., dict[str, st
     assert "never above the budget" in got["scheduling.dag_peak_reservation"]
 
 
+def test_limits(run_script: Callable[..., dict[str, str]]) -> None:
+    # starts its own `prefect server start`; both runs against it
+    got = run_script("bench_limits.py")
+    assert float(got["limits.without_s"]) > 0
+    assert float(got["limits.with_s"]) > 0
+    assert "limits.ratio" in got
+    assert "never above the limit" in got["limits.peak_memory_heavy"]
+
+
 def test_overhead(prefect_harness: Any, run_script: Callable[..., dict[str, str]]) -> None:
     got = run_script("bench_overhead.py", "--prefect-api", "current")
     for n in (20, 50):
         for name in ("ms_per_line", "median_ms", "p95_ms"):
             assert float(got[f"overhead.{name}_{n}"]) > 0
     assert "overhead.growth_50_vs_20" in got
-    for path in ("dask", "threads"):
-        assert float(got[f"overhead.{path}_task.ms_per_line_20"]) > 0
+    for path in ("dask_plain", "threads_task"):
+        assert float(got[f"overhead.{path}.ms_per_line_20"]) > 0
 
 
 def test_export(run_script: Callable[..., dict[str, str]]) -> None:
