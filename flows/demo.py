@@ -50,7 +50,8 @@ def demo_config(workdir: Path, *, dates: int = 12, seed: int = 42) -> StackConfi
                 "mintpy.topographicResidual": "yes",  # the scene has DEM errors
             },
         ),
-        compute=ComputeConfig(workers=2, threads_per_worker=1, memory_gb=4.0),
+        # 3 GB per worker: the largest line estimate of this stack is 2.5 GB (fullBurst_geo2rdr)
+        compute=ComputeConfig(workers=2, threads_per_worker=1, memory_gb=6.0),
         # every third Sentinel-1 repeat: 12 dates span 13 months, long enough for the
         # velocity to stand out of cm-scale atmospheric delays and the annual term
         simulator=SimulatorConfig(seed=seed, dates=dates, interval_days=36),
