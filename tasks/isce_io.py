@@ -9,6 +9,7 @@ type/interleave, and a GDAL ``VRTRawRasterBand`` VRT relative to the raw file.
 from __future__ import annotations
 
 import configparser
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -24,6 +25,20 @@ from insarflow import atomic
 Scheme = Literal["BIL", "BIP", "BSQ"]
 
 _FUNCTION_SECTION = re.compile(r"Function-(\d+)")
+_BPERP = re.compile(r"^Bperp \(average\):\s*(\S+)", re.MULTILINE)
+
+
+def baseline_values(text: str) -> list[str]:
+    """The ``Bperp (average)`` values of a topsStack baseline file (``baselines/*/*.txt``)."""
+    return _BPERP.findall(text)
+
+
+def is_finite_number(text: str) -> bool:
+    """Whether ``text`` reads as a finite number (``nan``, ``inf`` or junk do not)."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 class IsceConfigError(ValueError):

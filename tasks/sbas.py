@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 import re
 import shutil
@@ -44,7 +43,7 @@ from insarflow.constants import (
     TroposphereMethod,
     UnwrapErrorMethod,
 )
-from insarflow.tasks.isce_io import is_complete, read_isce_info
+from insarflow.tasks.isce_io import baseline_values, is_complete, is_finite_number, read_isce_info
 from insarflow.tasks.sbas_metadata import (
     REQUIRED_KEYS,
     MetadataError,
@@ -407,10 +406,10 @@ def _read_baselines(baseline_dir: Path) -> tuple[str, set[str], list[str]]:
         if parts[0] != ref or len(parts) != 2:
             continue
         text = f.read_text(encoding="utf-8", errors="replace") if f.stat().st_size else ""
-        values = _BPERP.findall(text)
+        values = baseline_values(text)
         if not values:
             problems.append(f"{f} has no 'Bperp (average)' line")
-        elif not all(math.isfinite(_float_or_nan(v)) for v in values):
+        elif not all(is_finite_number(v) for v in values):
             problems.append(
                 f"{f} gives a non-finite perpendicular baseline ({', '.join(values)}): the "
                 "orbits of its two dates are identical or do not cover the scene; fix the "
@@ -419,16 +418,6 @@ def _read_baselines(baseline_dir: Path) -> tuple[str, set[str], list[str]]:
         else:
             dates.add(parts[1])
     return ref, dates, problems
-
-
-_BPERP = re.compile(r"^Bperp \(average\):\s*(\S+)", re.MULTILINE)
-
-
-def _float_or_nan(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
 
 
 def preflight_check(

@@ -31,7 +31,6 @@ calling a function not listed there adds it); a script line's from its arguments
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from insarflow.constants import GEOMETRY_LAYERS
+from insarflow.tasks.isce_io import baseline_values, is_finite_number
 
 if TYPE_CHECKING:
     from insarflow.tasks.isce_io import ConfigFunction
@@ -216,24 +216,14 @@ def config_outputs(functions: Sequence[ConfigFunction]) -> list[Path]:
     return out
 
 
-_BPERP = re.compile(r"^Bperp \(average\):\s*(\S+)", re.MULTILINE)
-
-
-def _float_or_nan(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
 def _baseline_problem(outputs: Sequence[Path]) -> str | None:
     """A baseline file saying ``Bperp (average): nan`` (identical or broken orbits) makes
     MintPy fail much later; the run stops at this line instead, naming the file."""
     for path in outputs:
         if path.suffix != ".txt" or not path.is_file():
             continue
-        values = _BPERP.findall(path.read_text(errors="replace"))
-        bad = [v for v in values if not math.isfinite(_float_or_nan(v))]
+        values = baseline_values(path.read_text(errors="replace"))
+        bad = [v for v in values if not is_finite_number(v)]
         if bad:  # a file without the line is the MintPy pre-flight's to report
             return (
                 f"{path} gives a perpendicular baseline of {bad[0]}: "
