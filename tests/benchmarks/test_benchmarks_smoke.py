@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -73,9 +75,21 @@ def test_scheduling(prefect_harness: Any, run_script: Callable[..., dict[str, st
     assert "never above the budget" in got["scheduling.dag_peak_reservation"]
 
 
-def test_limits(run_script: Callable[..., dict[str, str]]) -> None:
-    # starts its own `prefect server start`; both runs against it
-    got = run_script("bench_limits.py")
+def test_limits(tmp_path: Path) -> None:
+    # starts its own `prefect server start`; both runs against it. In a process of its own:
+    # Prefect's concurrency services live for the process and keep the API they first used,
+    # so later tests in this process would talk to the stopped benchmark server.
+    done = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "bench_limits.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **BENCH_ENV, "TMPDIR": str(tmp_path)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not list(tmp_path.glob("insarflow-bench-*")), "scratch directory left behind"
+    got = figures(done.stdout)
     assert float(got["limits.without_s"]) > 0
     assert float(got["limits.with_s"]) > 0
     assert "limits.ratio" in got
