@@ -8,11 +8,13 @@ Dask cluster:
 1. without limits: the server holds no concurrency limit (lines go untagged);
 2. with limits: after ``python -m insarflow.deployments.setup`` (a subprocess, as an operator
    runs it) has created the tag limits ``gpu`` and ``memory-heavy`` and the global limit
-   ``insarflow-memory-gb``: ``memory-heavy`` lines carry their tag (the Prefect API grants a
-   slot per task run) and every line occupies its reservation in GB of the global limit.
+   ``insarflow-memory-gb``: each ``memory-heavy`` line occupies a slot of its tag's limit and
+   every line its reservation in GB of the global limit, held on the server by the stage
+   (:mod:`insarflow.server_slots`).
 
 The limits are sized so that they do not restrict this run (``--memory-heavy`` = N,
-``--memory-gb`` = the budget): the ratio is what holding them costs, not the concurrency they
+``--memory-gb`` = N slots of whole GB, since each line occupies its reservation rounded up to
+whole GB): the ratio is what holding them costs, not the concurrency they
 take away. ``--memory-heavy 2`` shows a limit at work. Reported: both wall times, their ratio,
 the mean number of lines running at once, and the peak number of ``memory-heavy`` lines
 running at once against the limit.
@@ -64,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget_mb = n * bl.SLOT_MB
     heavy = args.memory_heavy if args.memory_heavy is not None else n
     setup_args = ["--gpus", "1", "--memory-heavy", str(heavy)]
-    setup_args += ["--memory-gb", str(math.ceil(budget_mb / 1024))]
+    # each running line occupies its reservation rounded up to whole GB
+    setup_args += ["--memory-gb", str(n * math.ceil(bl.SLOT_MB / 1024))]
 
     from insarflow.tasks.topsstack.resources import resource_class
     from insarflow.tasks.topsstack.runfiles import parse_run_files

@@ -3,7 +3,8 @@
 One place decides when a line may start, :class:`Admission`: the memory budget, the line
 slots (Dask worker threads), the GPUs (each GPU line gets a GPU id of its own), the tag
 concurrency limits the Prefect API holds for ``gpu`` and ``memory-heavy`` and its global
-limit ``insarflow-memory-gb`` (each line occupies its reservation in whole GB). Ready lines wait
+limit ``insarflow-memory-gb`` (each line occupies its reservation in whole GB; the stage holds
+those slots on the API across lines, :mod:`insarflow.server_slots`). Ready lines wait
 for admission here, highest priority first; an admitted line becomes a Prefect task run in a
 thread of the flow process (public API: a task submitted to a ``ThreadPoolTaskRunner``), which
 sends the plain function :func:`~insarflow.tasks.topsstack.executor.run_line` to Dask and
@@ -16,23 +17,26 @@ kill needs a bigger reservation, and a line already bound to a failed attempt co
 
 from __future__ import annotations
 
+import copy
 import math
 import queue
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import UUID
 
 from distributed import Client
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from insarflow.compute import Worker, check_capacity, cores_per_line, workers_of
+from insarflow.server_slots import IDLE_HOLD_S, Hold, ServerSlots
 from insarflow.tasks.progress import StageProgress
 from insarflow.tasks.progress import log as progress_log
 from insarflow.tasks.topsstack.executor import (
@@ -58,6 +62,11 @@ from insarflow.tasks.topsstack.runfiles import RunLine
 PROGRESS_KEY = "topsstack-progress"
 
 
+def _flow_run_id() -> UUID | None:
+    """The flow run the stage belongs to (the holder of its API slots), if any."""
+    return UUID(flow_run.id) if flow_run.id else None
+
+
 def _run_file(line: RunLine) -> str:
     return f"run_{line.step_number:02d}_{line.step}"
 
@@ -69,7 +78,7 @@ class Grant:
     sub: Submission
     gpu_id: int | None  # CUDA device handed to the line (None: no GPU, or ids not known)
     holds_gpu: bool
-    memory_gb: int  # slots of the server's memory limit it occupies (0: no such limit)
+    server: Mapping[str, int]  # slots of the Prefect API's limits it occupies, by limit name
 
 
 @dataclass
@@ -80,6 +89,9 @@ class Admission:
     GPU lines on remote workers (``gpu_slots`` of them at once, no id chosen here).
     ``class_limits``: slots per resource class from the Prefect API's tag limits;
     ``server_memory_gb``: slots of its ``insarflow-memory-gb`` limit (None: no such limit).
+    A line occupies one slot of ``tag:<its class>`` and its reservation in whole GB of the
+    memory limit; it starts only when the stage holds those slots on the API
+    (:meth:`hold`, see :mod:`insarflow.server_slots`) and no other line uses them.
     """
 
     memory_mb: int
@@ -91,12 +103,13 @@ class Admission:
     server_memory_gb: int | None = None
 
     def __post_init__(self) -> None:
-        self._server_gb_in_use = 0
         self._free_gpus = list(self.gpu_ids or ())
         self._gpus_in_use = 0
         self._memory_in_use = 0
         self._running: Counter[ResourceClass] = Counter()
         self._count = 0
+        self._held: Counter[str] = Counter()  # API slots the stage holds, by limit name
+        self._server_in_use: Counter[str] = Counter()  # ... of them used by running lines
 
     @property
     def running(self) -> int:
@@ -125,48 +138,111 @@ class Admission:
     def _needs_gpu(self, sub: Submission) -> bool:
         return self.use_gpu and sub.resource_class == "gpu"
 
-    def try_admit(self, sub: Submission) -> Grant | None:
-        """Admit ``sub`` if memory, a slot, a GPU and its class limit allow; else None."""
+    def server_needs(self, sub: Submission) -> dict[str, int]:
+        """Slots of the API's limits ``sub`` occupies while it runs, by limit name."""
+        needs: dict[str, int] = {}
+        if sub.resource_class in self.class_limits:
+            needs[f"tag:{sub.resource_class}"] = 1
+        if self.server_memory_gb is not None:
+            # a line bigger than the whole limit takes all of it (more could never be granted)
+            needs[MEMORY_LIMIT] = min(math.ceil(sub.memory_mb / 1024), self.server_memory_gb)
+        return needs
+
+    def limit_names(self) -> list[str]:
+        """The API's limits lines of this stage occupy."""
+        names = [f"tag:{klass}" for klass in sorted(self.class_limits)]
+        return names + ([MEMORY_LIMIT] if self.server_memory_gb is not None else [])
+
+    def fits_here(self, sub: Submission) -> bool:
+        """Whether memory, a slot, a GPU and the limits' sizes let ``sub`` start now, whatever
+        the stage holds on the API."""
         if self._count >= self.slots:
-            return None
+            return False
         if self._count and self._memory_in_use + sub.memory_mb > self.memory_mb:
-            return None  # a line bigger than the budget may still run alone
+            return False  # a line bigger than the budget may still run alone
         limit = self.class_limits.get(sub.resource_class)
         if limit is not None and self._running[sub.resource_class] >= limit:
-            return None
-        memory_gb = self._server_gb(sub)
-        if self._count and self._server_gb_in_use + memory_gb > (self.server_memory_gb or 0):
+            return False
+        if self.server_memory_gb is not None and (
+            self._server_in_use[MEMORY_LIMIT] + self.server_needs(sub)[MEMORY_LIMIT]
+            > self.server_memory_gb
+        ):
+            return False
+        return not self._needs_gpu(sub) or self._gpus_in_use < self._gpu_capacity()
+
+    def shortfall(self, sub: Submission) -> dict[str, int]:
+        """API slots the stage must hold in addition for ``sub`` to start, by limit name."""
+        return {
+            name: need - free
+            for name, need in self.server_needs(sub).items()
+            if (free := self._held[name] - self._server_in_use[name]) < need
+        }
+
+    def wanted(self, waiting: Sequence[Submission]) -> dict[str, tuple[int, int]]:
+        """API slots to ask for, by limit name: (all, least). All: what the ``waiting`` lines
+        that would start here now (in this order) need together, so one request per limit
+        serves them; least: what the first of them needs."""
+        trial = copy.deepcopy(self)
+        trial._held = Counter(dict.fromkeys(self.limit_names(), math.inf))  # pretend all held
+        least: dict[str, int] = {}
+        for sub in waiting:
+            if trial.try_admit(sub) is not None:
+                for name, amount in self.shortfall(sub).items():
+                    least.setdefault(name, amount)
+        totals = {f"tag:{klass}": limit for klass, limit in self.class_limits.items()}
+        if self.server_memory_gb is not None:
+            totals[MEMORY_LIMIT] = self.server_memory_gb
+        return {
+            name: (
+                min(trial._server_in_use[name] - self._held[name], totals[name] - self._held[name]),
+                minimum,
+            )
+            for name, minimum in least.items()
+        }
+
+    def hold(self, name: str, amount: int) -> None:
+        """The stage now holds ``amount`` more slots of ``name`` (negative: gave them back)."""
+        self._held[name] += amount
+
+    def surplus(self, name: str) -> int:
+        """Slots of ``name`` the stage holds that no running line uses."""
+        return self._held[name] - self._server_in_use[name]
+
+    def try_admit(self, sub: Submission) -> Grant | None:
+        """Admit ``sub`` if it fits here and the stage holds its API slots; else None."""
+        if not self.fits_here(sub) or self.shortfall(sub):
             return None
         gpu_id: int | None = None
         holds_gpu = self._needs_gpu(sub)
         if holds_gpu:
-            if self._gpus_in_use >= self._gpu_capacity():
-                return None
             if self.gpu_ids is not None:
                 gpu_id = self._free_gpus.pop(0)
             self._gpus_in_use += 1
+        server = self.server_needs(sub)
         self._count += 1
         self._memory_in_use += sub.memory_mb
         self._running[sub.resource_class] += 1
-        self._server_gb_in_use += memory_gb
-        return Grant(sub, gpu_id, holds_gpu, memory_gb)
-
-    def _server_gb(self, sub: Submission) -> int:
-        if self.server_memory_gb is None:
-            return 0
-        # a line bigger than the whole limit takes all of it (more could never be granted)
-        return min(math.ceil(sub.memory_mb / 1024), self.server_memory_gb)
+        self._server_in_use.update(server)
+        return Grant(sub, gpu_id, holds_gpu, server)
 
     def release(self, grant: Grant) -> None:
         self._count -= 1
         self._memory_in_use -= grant.sub.memory_mb
         self._running[grant.sub.resource_class] -= 1
-        self._server_gb_in_use -= grant.memory_gb
+        self._server_in_use.subtract(grant.server)
         if grant.holds_gpu:
             self._gpus_in_use -= 1
         if grant.gpu_id is not None:
             self._free_gpus.append(grant.gpu_id)
             self._free_gpus.sort()
+
+
+@dataclass(frozen=True)
+class LineDone:
+    """An attempt's task run finished."""
+
+    grant: Grant
+    future: PrefectFuture[LineResult]
 
 
 # Retries are the engine's business (an OOM retry needs a bigger reservation), and the
@@ -175,8 +251,8 @@ class Admission:
 def line_task(line: RunLine, dispatch: Callable[[], LineResult]) -> LineResult:
     """One line as a Prefect task run: its body sends the line's command to Dask and waits.
 
-    Name and tag it with :func:`~insarflow.tasks.topsstack.executor.line_task_options`; a
-    tagged run holds a slot of its class's limit on the Prefect API while it runs.
+    Name it with :func:`~insarflow.tasks.topsstack.executor.line_task_options`. Untagged:
+    the stage holds the API's slots for it (a tag would cost a slot request per run).
     """
     return dispatch()
 
@@ -304,8 +380,11 @@ def execute_stack(
     # An explicit OMP_NUM_THREADS in env wins; otherwise a line uses its share of the cores.
     base_env.setdefault("OMP_NUM_THREADS", str(cores_per_line(client)))
     futures: dict[str, PrefectFuture[LineResult]] = {}
-    done: queue.Queue[tuple[Grant, PrefectFuture[LineResult]]] = queue.Queue()
+    # a line that finished, or a hold of API slots granted or refused
+    events: queue.Queue[object] = queue.Queue()
+    server = ServerSlots(events, _flow_run_id())
     waiting: list[Submission] = []
+    idle_since: dict[str, float] = {}  # when the stage's slots of a limit became idle
 
     def dispatcher(grant: Grant) -> Callable[[], LineResult]:
         sub = grant.sub
@@ -315,15 +394,6 @@ def execute_stack(
         resources = sub.dask_resources(gpu=grant.holds_gpu and grant.gpu_id is None)
 
         def dispatch() -> LineResult:
-            # Admission counted this line's GB: the slots are free unless other runs hold them.
-            with (
-                concurrency(MEMORY_LIMIT, occupy=grant.memory_gb)
-                if grant.memory_gb
-                else nullcontext()
-            ):
-                return wait_on_dask()
-
-        def wait_on_dask() -> LineResult:
             future = client.submit(
                 run_line,
                 sub.line,
@@ -344,9 +414,7 @@ def execute_stack(
 
     def start(runner: ThreadPoolTaskRunner[LineResult], grant: Grant) -> None:
         sub = grant.sub
-        task_ = line_task.with_options(
-            **line_task_options(sub.line, sub.resource_class, sub.attempt, tagged=limits)
-        )
+        task_ = line_task.with_options(**line_task_options(sub.line, sub.attempt))
         future = runner.submit(
             task_,
             parameters={"line": sub.line, "dispatch": dispatcher(grant)},
@@ -356,48 +424,91 @@ def execute_stack(
         futures[sub.line.line_id] = future
 
         def notify(f: PrefectFuture[LineResult], g: Grant = grant) -> None:
-            done.put((g, f))
+            events.put(LineDone(g, f))
 
         future.add_done_callback(notify)
 
     def admit(runner: ThreadPoolTaskRunner[LineResult]) -> None:
         waiting.sort(key=lambda s: -s.priority)  # stable: topological order within a priority
+        held_back = False  # a line that would start here lacks API slots
         for sub in list(waiting):
             grant = admission.try_admit(sub)
             if grant is not None:
                 waiting.remove(sub)
                 start(runner, grant)
-        if waiting and not admission.running:
+            elif admission.fits_here(sub):
+                held_back = True
+        if held_back:
+            for name, (amount, minimum) in admission.wanted(waiting).items():
+                if not server.pending(name):
+                    server.request(name, amount, minimum)
+        # Keep what waiting lines will use (a finished line hands its slots on), and for a
+        # moment what none needs now (the lines its end makes ready usually do); give back the rest.
+        needed = {name for sub in waiting for name in admission.server_needs(sub)}
+        now = time.monotonic()
+        for name in admission.limit_names():
+            if name in needed or admission.surplus(name) == 0:
+                idle_since.pop(name, None)
+            elif now - idle_since.setdefault(name, now) >= IDLE_HOLD_S:
+                admission.hold(name, -server.release_surplus(name, admission.surplus(name)))
+                idle_since.pop(name, None)
+        if waiting and not admission.running and not server.any_pending:
             why = admission.blocker(waiting[0])
             raise RuntimeError(f"line {waiting[0].line.line_id} cannot start: {why}")
 
+    def on_line_done(grant: Grant, future: PrefectFuture[LineResult]) -> None:
+        admission.release(grant)
+        sub = grant.sub
+        try:
+            outcome: object = future.result(raise_on_failure=False)
+        except Exception as exc:  # the Dask side failed (worker lost, cancelled)
+            outcome = exc
+        if isinstance(outcome, LineResult):
+            scheduler.succeeded(sub.line.line_id, outcome)
+            return
+        failure = _as_failure(sub, outcome, log_dir)
+        retry = scheduler.failed(sub.line.line_id, failure)
+        if retry is not None:
+            logger.warning(
+                "%s failed (%s); retrying with %d MB",
+                sub.line.label,
+                failure.kind,
+                retry.memory_mb,
+            )
+            waiting.append(retry)
+
     runner: ThreadPoolTaskRunner[LineResult] = ThreadPoolTaskRunner(max_workers=slots)
-    with runner:
-        while True:
-            waiting += scheduler.next_submissions(is_done=lambda ln: is_line_done(ln, stack_dir))
-            admit(runner)
-            if scheduler.finished:
-                break
-            grant, future = done.get()
-            admission.release(grant)
-            sub = grant.sub
-            try:
-                outcome: object = future.result(raise_on_failure=False)
-            except Exception as exc:  # the Dask side failed (worker lost, cancelled)
-                outcome = exc
-            if isinstance(outcome, LineResult):
-                scheduler.succeeded(sub.line.line_id, outcome)
-                continue
-            failure = _as_failure(sub, outcome, log_dir)
-            retry = scheduler.failed(sub.line.line_id, failure)
-            if retry is not None:
-                logger.warning(
-                    "%s failed (%s); retrying with %d MB",
-                    sub.line.label,
-                    failure.kind,
-                    retry.memory_mb,
+    try:
+        with runner:
+            while True:
+                waiting += scheduler.next_submissions(
+                    is_done=lambda ln: is_line_done(ln, stack_dir)
                 )
-                waiting.append(retry)
+                admit(runner)
+                if scheduler.finished:
+                    break
+                try:
+                    event = events.get(timeout=IDLE_HOLD_S if idle_since else None)
+                except queue.Empty:
+                    continue  # time to give back slots held idle
+                if isinstance(event, Hold):
+                    if event.error is not None:
+                        raise RuntimeError(
+                            f"the Prefect API refused {event.amount} slot(s) of the concurrency "
+                            f"limit {event.name}: {event.error}"
+                        ) from event.error
+                    server.granted(event)
+                    admission.hold(event.name, event.amount)
+                elif isinstance(event, LineDone):
+                    on_line_done(event.grant, event.future)
+    finally:
+        server.close()
+    if admission.limit_names():
+        logger.info(
+            "concurrency limits: %d hold(s) of slots asked of the Prefect API for %d line(s)",
+            server.requests,
+            len(lines),
+        )
     report = scheduler.report()
     if report.skipped:
         progress_log.info(

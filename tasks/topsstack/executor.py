@@ -18,7 +18,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -359,26 +359,18 @@ def run_line(
     )
 
 
-def line_task_options(
-    line: RunLine,
-    klass: ResourceClass,
-    attempt: int = 1,
-    *,
-    tagged: Collection[ResourceClass] = LIMITED_CLASSES,
-) -> dict[str, Any]:
-    """``with_options`` arguments for one line: run name = line label, tag = its class when
-    that class is in ``tagged`` (see :func:`limited_classes_in_force`)."""
+def line_task_options(line: RunLine, attempt: int = 1) -> dict[str, Any]:
+    """``with_options`` arguments for one line: run name = line label (``-retryN`` after)."""
     name = line.label if attempt == 1 else f"{line.label}-retry{attempt - 1}"
-    return {"task_run_name": name, "tags": {klass} if klass in tagged else set()}
+    return {"task_run_name": name}
 
 
 def class_limits_in_force() -> dict[ResourceClass, int]:
     """Slots of each class (``gpu``, ``memory-heavy``) the Prefect API holds an active tag
     concurrency limit for (deployments/setup.py creates them).
 
-    Only lines of those classes are tagged: Prefect asks the API for a slot of every tag of
-    every task run, and releases it afterwards, even when no limit exists; on a busy server
-    that costs tenths of a second per line, which an unlimited tag buys nothing for.
+    The engine holds slots of these limits for the lines of those classes (its task runs
+    carry no tags: Prefect asks the API for a slot of every tag of every task run).
     """
     in_force: dict[ResourceClass, int] = {}
     with get_client(sync_client=True) as client:
@@ -406,11 +398,6 @@ def memory_limit_in_force() -> int | None:
         except ObjectNotFound:
             return None
     return limit.limit if limit.active else None
-
-
-def limited_classes_in_force() -> frozenset[ResourceClass]:
-    """The classes :func:`class_limits_in_force` finds a limit for."""
-    return frozenset(class_limits_in_force())
 
 
 # --------------------------------------------------------------------------- graph helpers

@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
 from insarflow.flows.topsstack import topsstack_flow
@@ -27,8 +29,10 @@ from insarflow.tasks.topsstack.resources import resource_class
 
 from .test_executor import AZIMUTH_LOOKS, N_BURSTS, RANGE_LOOKS, Stack, make_stack
 
-MEMORY_HEAVY_SLOTS = 2
-MEMORY_GB_SLOTS = 6
+MEMORY_HEAVY_SLOTS = 3
+MEMORY_GB_SLOTS = 8
+# What another run served by the same API holds during the whole stage.
+FOREIGN = {"tag:memory-heavy": 1, MEMORY_LIMIT: 2}
 GPUS = 2
 WORKERS, THREADS = 2, 3
 LIMIT_NAMES = ("tag:memory-heavy", "tag:gpu", MEMORY_LIMIT)
@@ -36,7 +40,7 @@ LIMIT_NAMES = ("tag:memory-heavy", "tag:gpu", MEMORY_LIMIT)
 
 @contextlib.contextmanager
 def server_limits() -> Iterator[None]:
-    """``memory-heavy`` = 2 and ``insarflow-memory-gb`` = 6 on the test API (no gpu limit:
+    """``memory-heavy`` = 3 and ``insarflow-memory-gb`` = 8 on the test API (no gpu limit:
     the GPU ids alone keep GPU lines apart)."""
     with get_client(sync_client=True) as client:
         for name in LIMIT_NAMES:  # limits other tests left in the shared test API
@@ -55,11 +59,43 @@ def server_limits() -> Iterator[None]:
                     client.delete_global_concurrency_limit_by_name(name)
 
 
+@contextlib.contextmanager
+def foreign_holds() -> Iterator[None]:
+    """Slots of :data:`FOREIGN` held, as another run would, from threads of their own."""
+    release = threading.Event()
+    acquired = threading.Barrier(len(FOREIGN) + 1)
+
+    def hold(name: str, occupy: int) -> None:
+        with concurrency(name, occupy=occupy, strict=True):
+            acquired.wait()
+            release.wait()
+
+    threads = [threading.Thread(target=hold, args=item) for item in FOREIGN.items()]
+    for thread in threads:
+        thread.start()
+    acquired.wait(timeout=60)
+    try:
+        yield
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
+
+
+def active_slots() -> dict[str, int]:
+    with get_client(sync_client=True) as client:
+        return {
+            name: client.read_global_concurrency_limit_by_name(name).active_slots
+            for name in FOREIGN
+        }
+
+
 @dataclass
 class Run:
     stack: Stack
     report: ExecutionReport
     records: list[dict[str, Any]]
+    active_after: dict[str, int]  # the API's taken slots once the stage returned
 
     def header(self, line_id: str, name: str) -> str:
         """The value of ``name`` in the environment line of the line's log."""
@@ -98,7 +134,7 @@ def run(prefect_harness: None, fixtures_dir: Path, tmp_path_factory: pytest.Temp
             if resource_class(line.step, True) in ("gpu", "memory-heavy")
         }
     )
-    with server_limits():
+    with server_limits(), foreign_holds():
         report = topsstack_flow(
             stack_dir=stack.stack_dir,
             log_dir=stack.log_dir,
@@ -113,24 +149,32 @@ def run(prefect_harness: None, fixtures_dir: Path, tmp_path_factory: pytest.Temp
             extra_path=[stack.bin_dir],
             env={"INSARFLOW_TEST_PLAN": str(stack.plan_file)},  # no OMP_NUM_THREADS given
         )
-    return Run(stack, report, stack.records())
+        active_after = active_slots()
+    return Run(stack, report, stack.records(), active_after)
 
 
-def test_a_tag_limit_of_k_is_never_exceeded(run: Run) -> None:
+def test_a_tag_limit_of_k_is_never_exceeded_counting_other_runs(run: Run) -> None:
+    """The stage holds its lines' slots on the API: with another run holding one of the three
+    memory-heavy slots, at most two of its memory-heavy lines run at once."""
     heavy = {
         ln.line_id for ln in run.stack.lines if resource_class(ln.step, True) == "memory-heavy"
     }
     assert len(heavy) > 3 * MEMORY_HEAVY_SLOTS
     assert sorted(run.report.ran) == sorted(ln.line_id for ln in run.stack.lines)
     ones = dict.fromkeys(heavy, 1)
-    assert peak_overlap(run.spans(heavy), ones) == MEMORY_HEAVY_SLOTS
+    assert peak_overlap(run.spans(heavy), ones) == MEMORY_HEAVY_SLOTS - FOREIGN["tag:memory-heavy"]
 
 
 def test_the_server_memory_limit_holds_each_line_in_whole_gb(run: Run) -> None:
     gb = {r["line_id"]: math.ceil(r["memory_mb"] / 1024) for r in run.records}
     every = {ln.line_id for ln in run.stack.lines}
     peak = peak_overlap(run.spans(every), gb)
-    assert MEMORY_GB_SLOTS - 2 <= peak <= MEMORY_GB_SLOTS  # it binds, and holds
+    free = MEMORY_GB_SLOTS - FOREIGN[MEMORY_LIMIT]
+    assert free - 2 <= peak <= free  # it binds, and holds
+
+
+def test_the_stage_gives_its_slots_back(run: Run) -> None:
+    assert run.active_after == FOREIGN
 
 
 def test_gpu_lines_get_the_gpu_they_reserved(run: Run) -> None:

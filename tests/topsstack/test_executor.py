@@ -45,9 +45,9 @@ from insarflow.tasks.topsstack.executor import (
     LineFailed,
     StackFailed,
     StackScheduler,
+    class_limits_in_force,
     classify_failure,
     is_line_done,
-    limited_classes_in_force,
     line_fingerprint,
     line_memory_mb,
     line_task_options,
@@ -619,35 +619,32 @@ def test_oom_retry_reservation_is_capped_to_a_worker() -> None:
     assert oom_retry_memory_mb(2600, None) == 3900
 
 
-def test_task_runs_are_named_by_line_and_tagged_by_resource_class(scenario: Scenario) -> None:
+def test_task_runs_are_named_by_line_and_carry_no_tags(scenario: Scenario) -> None:
+    """The stage holds the memory-heavy limit's slots itself: a tagged task run would ask the
+    API for a slot per line."""
     names = [
         "fullBurst_resample-20250418",
         "unpack_secondary_slc-20250418",
         "filter_coherence-20250418_20250430",
         "filter_coherence-20250418_20250430-retry1",
     ]
-    assert task_run_tags(scenario, names) == {
-        "fullBurst_resample-20250418": {"memory-heavy"},
-        "unpack_secondary_slc-20250418": set(),
-        "filter_coherence-20250418_20250430": {"memory-heavy"},
-        "filter_coherence-20250418_20250430-retry1": {"memory-heavy"},
-    }
+    assert task_run_tags(scenario, names) == {name: set() for name in names}
 
 
-def test_only_classes_with_an_active_limit_are_tagged(prefect_harness: None) -> None:
+def test_only_classes_with_an_active_limit_are_limited(prefect_harness: None) -> None:
     names = ("tag:gpu", "tag:memory-heavy", "tag:cpu")
     with get_client(sync_client=True) as client:
         for name in names:  # limits other tests left in the shared test API
             with contextlib.suppress(ObjectNotFound):
                 client.delete_global_concurrency_limit_by_name(name)
-        assert limited_classes_in_force() == frozenset()
+        assert class_limits_in_force() == {}
         client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
         client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(name="tag:memory-heavy", limit=4, active=False)
         )
         client.create_concurrency_limit(tag="cpu", concurrency_limit=2)  # not a limited class
         try:
-            assert limited_classes_in_force() == {"gpu"}
+            assert class_limits_in_force() == {"gpu": 1}
         finally:
             for name in names:
                 client.delete_global_concurrency_limit_by_name(name)
@@ -711,12 +708,8 @@ def test_scheduler_submits_roots_first_and_gpu_lines_hold_a_gpu(
     assert reference.dask_resources(gpu=True) == {"MEMORY_MB": 2200.0, "GPU": 1.0}
     assert reference.dask_resources(gpu=False) == {"MEMORY_MB": 2200.0}
     assert secondary.dask_resources(gpu=True) == {"MEMORY_MB": 540.0}
-    assert line_task_options(reference.line, "gpu") == {
-        "task_run_name": "unpack_topo_reference-reference",
-        "tags": {"gpu"},
-    }
-    assert line_task_options(reference.line, "gpu", 2)["task_run_name"].endswith("-retry1")
-    assert line_task_options(reference.line, "gpu", tagged={"memory-heavy"})["tags"] == set()
+    assert line_task_options(reference.line) == {"task_run_name": "unpack_topo_reference-reference"}
+    assert line_task_options(reference.line, 2)["task_run_name"].endswith("-retry1")
     assert scheduler.next_submissions() == []  # nothing new until something finishes
 
 
