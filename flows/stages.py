@@ -393,6 +393,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         env=env,
         scheduler_address=compute.scheduler_address,
         cluster=task_runner_kwargs(compute) if compute.jobqueue else None,
+        learn_memory=compute.learn_memory,
     )
     from insarflow.tasks.report import StageRecord, append_stage_record
 

@@ -51,10 +51,12 @@ def topsstack_flow(
     env: dict[str, str] | None = None,
     scheduler_address: str | None = None,
     cluster: dict[str, Any] | None = None,
+    learn_memory: bool = True,
 ) -> ExecutionReport:
     """Execute the run files of ``stack_dir`` as a dependency graph on a Dask cluster: an
     existing scheduler, a ``cluster`` spec (``compute.task_runner_kwargs``), or a local one of
-    ``n_workers`` x ``threads_per_worker`` sharing the budget and this machine's ``gpus``."""
+    ``n_workers`` x ``threads_per_worker`` sharing the budget and this machine's ``gpus``.
+    ``learn_memory``: refine memory estimates from the lines that ran (compute.learn_memory)."""
     lines = parse_run_files(stack_dir)
     dag = build_dag(lines)
     local = not (scheduler_address or cluster)
@@ -85,6 +87,7 @@ def topsstack_flow(
                 gpu_ids=range(gpus) if local else None,
                 extra_path=extra_path or (),
                 env=env,
+                learn_memory=learn_memory,
             )
         except StackFailed as exc:
             publish_report(exc.report, lines)

@@ -437,6 +437,12 @@ class ComputeConfig(Model):
         description="Memory budget (GB) for concurrently running topsStack lines; each line "
         "reserves its estimate so the sum stays below this.",
     )
+    learn_memory: bool = Field(
+        default=True,
+        description="Refine each topsStack step's memory estimate from the peak RSS of its "
+        "lines that ran (kept in the stack directory, so reruns and updates start from it); "
+        "false: the fixed model only.",
+    )
     gpus: int = Field(
         default=0,
         ge=0,

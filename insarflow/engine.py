@@ -56,6 +56,7 @@ from insarflow.tasks.topsstack.executor import (
     plan_scheduler,
     run_line,
 )
+from insarflow.tasks.topsstack.learned_memory import LearnedMemory
 from insarflow.tasks.topsstack.resources import ResourceClass
 from insarflow.tasks.topsstack.runfiles import RunLine
 
@@ -272,6 +273,7 @@ def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
 def _warn_undersized_workers(
     lines: Sequence[RunLine],
     workers: Sequence[Worker],
+    learned: LearnedMemory,
     *,
     n_bursts: int,
     range_looks: int,
@@ -285,8 +287,12 @@ def _warn_undersized_workers(
         (line, need)
         for line in lines
         if (
-            need := line_memory_mb(
-                line, n_bursts=n_bursts, range_looks=range_looks, azimuth_looks=azimuth_looks
+            need := learned.estimate_mb(
+                line.step,
+                line.key_kind,
+                line_memory_mb(
+                    line, n_bursts=n_bursts, range_looks=range_looks, azimuth_looks=azimuth_looks
+                ),
             )
         )
         > largest_mb
@@ -322,21 +328,27 @@ def execute_stack(
     gpu_ids: Sequence[int] | None = None,
     extra_path: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
+    learn_memory: bool = True,
 ) -> ExecutionReport:
     """Run every line on the Dask cluster of ``client`` once its upstream lines succeeded and
     :class:`Admission` lets it start; call inside a flow.
 
     ``gpu_ids``: GPU ids of this machine to hand to GPU lines (a local cluster); None leaves
-    GPU placement to the workers' ``GPU`` resources. Raises :class:`StackFailed` after the lines
-    already running finish when a line fails for good (retries: see ``StackScheduler``).
+    GPU placement to the workers' ``GPU`` resources. ``learn_memory``: refine the memory
+    estimates from the peak RSS of the lines that ran, kept in the stack directory
+    (:mod:`~insarflow.tasks.topsstack.learned_memory`). Raises :class:`StackFailed` after
+    the lines already running finish when a line fails for good (retries: see
+    ``StackScheduler``).
     """
     logger = get_run_logger()
     workers = workers_of(client)
     check_capacity(workers, use_gpu)
     worker_mb = int(min(max(w.resources["MEMORY_MB"] for w in workers), memory_budget_mb))
+    learned = LearnedMemory.load(stack_dir) if learn_memory else LearnedMemory()
     _warn_undersized_workers(
         lines,
         workers,
+        learned,
         n_bursts=n_bursts,
         range_looks=range_looks,
         azimuth_looks=azimuth_looks,
@@ -349,6 +361,7 @@ def execute_stack(
         azimuth_looks=azimuth_looks,
         use_gpu=use_gpu,
         worker_memory_mb=worker_mb,
+        learned=learned if learn_memory else None,
     )
     progress = StageProgress(
         "topsstack", Counter(_run_file(line) for line in lines), artifact_key=PROGRESS_KEY
@@ -429,6 +442,7 @@ def execute_stack(
         future.add_done_callback(notify)
 
     def admit(runner: ThreadPoolTaskRunner[LineResult]) -> None:
+        waiting[:] = [scheduler.refreshed(sub) for sub in waiting]  # what was learned meanwhile
         waiting.sort(key=lambda s: -s.priority)  # stable: topological order within a priority
         held_back = False  # a line that would start here lacks API slots
         for sub in list(waiting):
@@ -465,6 +479,9 @@ def execute_stack(
             outcome = exc
         if isinstance(outcome, LineResult):
             scheduler.succeeded(sub.line.line_id, outcome)
+            if scheduler.learned_changed:  # kept at once: a rerun after a kill starts from it
+                learned.save(stack_dir)
+                scheduler.learned_changed = False
             return
         failure = _as_failure(sub, outcome, log_dir)
         retry = scheduler.failed(sub.line.line_id, failure)

@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,7 @@ from insarflow import atomic
 from insarflow.tasks.shell import CommandResult, run_command
 from insarflow.tasks.topsstack import steps
 from insarflow.tasks.topsstack.dag import critical_path, topological_order
+from insarflow.tasks.topsstack.learned_memory import LearnedMemory
 from insarflow.tasks.topsstack.resources import (
     LIMITED_CLASSES,
     ResourceClass,
@@ -517,6 +518,8 @@ class StackScheduler:
     memory_mb: Mapping[str, int]
     classes: Mapping[str, ResourceClass]
     worker_memory_mb: int | None = None
+    # Refines ``memory_mb`` (the model's estimates) from the lines that ran; None: fixed.
+    learned: LearnedMemory | None = None
     started_at: float = field(default_factory=time.monotonic)
     # Called with each line that finished (ran or skipped as done), e.g. to show progress.
     on_finished: Callable[[RunLine, LineResult], None] | None = None
@@ -537,6 +540,7 @@ class StackScheduler:
         self._attempts: list[AttemptRecord] = []
         self._retries: dict[tuple[str, FailureKind], int] = {}
         self._failures: list[LineFailed] = []
+        self.learned_changed = False  # since the owner last saved ``learned``
 
     @property
     def stopped(self) -> bool:
@@ -575,7 +579,7 @@ class StackScheduler:
                 sub = Submission(
                     line=line,
                     attempt=1,
-                    memory_mb=self._capped(self.memory_mb[line.line_id]),
+                    memory_mb=self._capped(self._estimate_mb(line)),
                     resource_class=self.classes[line.line_id],
                     priority=self._priority[line.line_id],
                     force=any(self._results[up].status == "ran" for up in self.dag[line.line_id]),
@@ -588,12 +592,34 @@ class StackScheduler:
                     submissions.append(sub)
         return submissions
 
+    def refreshed(self, sub: Submission) -> Submission:
+        """``sub`` (a first attempt still waiting to start) with the reservation learned since
+        it became ready; a retry keeps its own."""
+        if self.learned is None or sub.attempt > 1:
+            return sub
+        memory_mb = self._capped(self._estimate_mb(sub.line))
+        if memory_mb == sub.memory_mb:
+            return sub
+        self._running[sub.line.line_id] = sub = replace(sub, memory_mb=memory_mb)
+        return sub
+
+    def _estimate_mb(self, line: RunLine) -> int:
+        model_mb = self.memory_mb[line.line_id]
+        if self.learned is None:
+            return model_mb
+        return self.learned.estimate_mb(line.step, line.key_kind, model_mb)
+
     def _ready(self, line: RunLine) -> bool:
         return all(up in self._results for up in self.dag[line.line_id])
 
     def succeeded(self, line_id: str, result: LineResult) -> None:
         sub = self._running.pop(line_id)
         self._results[line_id] = result
+        if self.learned is not None and result.status == "ran":
+            line = sub.line
+            model_mb = self.memory_mb[line_id]
+            if self.learned.observe(line.step, line.key_kind, model_mb, result.peak_rss_mb):
+                self.learned_changed = True
         self._attempts.append(
             AttemptRecord(line_id, sub.attempt, sub.memory_mb, result.status, result.duration_s)
         )
@@ -649,6 +675,7 @@ def plan_scheduler(
     azimuth_looks: int,
     use_gpu: bool,
     worker_memory_mb: int | None,
+    learned: LearnedMemory | None = None,
 ) -> StackScheduler:
     """A :class:`StackScheduler` with each line's memory estimate and resource class."""
     return StackScheduler(
@@ -662,6 +689,7 @@ def plan_scheduler(
         },
         classes={line.line_id: resource_class(line.step, use_gpu) for line in lines},
         worker_memory_mb=worker_memory_mb,
+        learned=learned,
     )
 
 

@@ -6,8 +6,9 @@ named by ``$INSARFLOW_TEST_PLAN``: which line it is, how long to sleep, which ou
 write, and whether to fail. Each attempt appends one JSON record (line id, start, end,
 memory reservation from ``$INSARFLOW_LINE_MEMORY_MB``, outcome) to the plan's record file.
 
-A line with a ``heartbeat`` file appends its pid to it every 20 ms while it sleeps (so a
-test can tell whether it still runs). Failure modes, per line: ``fail_once`` (fail only
+A line with ``allocate_mb`` holds that many MB of written memory while it sleeps (a peak RSS
+to measure). A line with a ``heartbeat`` file appends its pid to it every 20 ms while it
+sleeps (so a test can tell whether it still runs). Failure modes, per line: ``fail_once`` (fail only
 while its state file is absent, then create it) or ``fail_if_exists`` (fail while that flag
 file exists), with ``fail_rc`` and ``fail_message``.
 """
@@ -75,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.time()
     print(f"running {spec['line_id']}", flush=True)
+    ballast = b"\x01" * (int(spec.get("allocate_mb", 0)) * 2**20)  # pages written: resident
     if spec.get("heartbeat"):
         _beat(Path(spec["heartbeat"]), spec.get("sleep", 0.05))
     else:
         time.sleep(spec.get("sleep", 0.05))
+    del ballast
     failing = _should_fail(spec)
     if not failing:
         for output in spec["outputs"]:

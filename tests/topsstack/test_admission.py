@@ -148,6 +148,7 @@ def run(prefect_harness: None, fixtures_dir: Path, tmp_path_factory: pytest.Temp
             gpus=GPUS,
             extra_path=[stack.bin_dir],
             env={"INSARFLOW_TEST_PLAN": str(stack.plan_file)},  # no OMP_NUM_THREADS given
+            learn_memory=False,  # the GB peak below is checked against the model's estimates
         )
         active_after = active_slots()
     return Run(stack, report, stack.records(), active_after)

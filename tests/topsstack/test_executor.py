@@ -113,6 +113,7 @@ class Stack:
         sleeps: Mapping[str, float] | None = None,
         failures: Mapping[str, Mapping[str, Any]] | None = None,
         heartbeats: Mapping[str, Path] | None = None,
+        allocate_mb: Mapping[str, int] | None = None,
     ) -> None:
         plan = {
             "record_file": str(self.record_file),
@@ -122,6 +123,7 @@ class Stack:
                     "sleep": (sleeps or {}).get(line.line_id, 0.05),
                     "outputs": [str(p) for p in line.outputs],
                     **(failures or {}).get(line.line_id, {}),
+                    "allocate_mb": (allocate_mb or {}).get(line.line_id, 0),
                     **(
                         {"heartbeat": str(heartbeats[line.line_id])}
                         if heartbeats and line.line_id in heartbeats
@@ -138,7 +140,14 @@ class Stack:
             return []
         return [json.loads(x) for x in self.record_file.read_text().splitlines()]
 
-    def run(self, *, budget_mb: int = BUDGET_MB, threads: int = THREADS) -> ExecutionReport:
+    def run(
+        self,
+        *,
+        budget_mb: int = BUDGET_MB,
+        threads: int = THREADS,
+        workers: int = N_WORKERS,
+        learn_memory: bool = False,  # these tests check the model's own estimates
+    ) -> ExecutionReport:
         self.record_file.unlink(missing_ok=True)
         return topsstack_flow(
             stack_dir=self.stack_dir,
@@ -147,10 +156,11 @@ class Stack:
             n_bursts=N_BURSTS,
             range_looks=RANGE_LOOKS,
             azimuth_looks=AZIMUTH_LOOKS,
-            n_workers=N_WORKERS,
+            n_workers=workers,
             threads_per_worker=threads,
             extra_path=[self.bin_dir],
             env={"INSARFLOW_TEST_PLAN": str(self.plan_file), "OMP_NUM_THREADS": "2"},
+            learn_memory=learn_memory,
         )
 
 

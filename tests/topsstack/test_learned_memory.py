@@ -1,0 +1,110 @@
+"""The memory model learned from the stack, on the real Prefect engine and a real Dask cluster.
+
+The stand-in lines of ``test_executor.py`` hold a known amount of written memory; one worker
+thread runs them one after another, so every line of a step after its first is reserved from
+what the earlier ones measured.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from insarflow.tasks.topsstack.executor import line_memory_mb, log_path_for, marker_path
+from insarflow.tasks.topsstack.learned_memory import (
+    FLOOR_MB,
+    LEARNED_FILE,
+    MARGIN,
+    LearnedMemory,
+)
+
+from .test_executor import AZIMUTH_LOOKS, N_BURSTS, RANGE_LOOKS, Stack, make_stack
+
+STEP = "fullBurst_resample"
+ALLOCATE_MB = 300
+
+
+def model_mb(stack: Stack, line_id: str) -> int:
+    return line_memory_mb(
+        stack.line(line_id), n_bursts=N_BURSTS, range_looks=RANGE_LOOKS, azimuth_looks=AZIMUTH_LOOKS
+    )
+
+
+def peak_rss_mb(stack: Stack, line_id: str) -> float:
+    log = log_path_for(stack.line(line_id), stack.log_dir).read_text()
+    return float(re.findall(r"peak_rss=([0-9.]+)MB", log)[-1])
+
+
+def test_estimates_never_fall_below_what_was_measured(tmp_path: Path) -> None:
+    learned = LearnedMemory()
+    assert learned.estimate_mb(STEP, "date", 2000) == 2000  # nothing learned: the model
+    assert learned.observe(STEP, "date", 2000, 400.0)
+    assert not learned.observe(STEP, "date", 2000, 300.0)  # a smaller ratio changes nothing
+    assert learned.estimate_mb(STEP, "date", 2000) == math.ceil(400 * MARGIN)
+    assert learned.estimate_mb(STEP, "date", 4000) == math.ceil(800 * MARGIN)  # scales like it
+    assert learned.estimate_mb(STEP, "pair", 2000) == 2000  # another key kind: not learned
+    assert learned.observe("unwrap", "pair", 2000, 5000.0)  # above the model: it grows
+    assert learned.estimate_mb("unwrap", "pair", 2000) == 7500
+    assert not learned.observe("unwrap", "pair", 2000, 0.0)  # nothing measured
+    assert learned.observe("tiny", "date", 2000, 1.0)
+    assert learned.estimate_mb("tiny", "date", 2000) == FLOOR_MB
+    learned.save(tmp_path)
+    assert LearnedMemory.load(tmp_path) == learned
+    (tmp_path / LEARNED_FILE).write_text("{not json")
+    assert LearnedMemory.load(tmp_path) == LearnedMemory()  # unreadable: start over
+
+
+@pytest.fixture(scope="module")
+def stack(
+    prefect_harness: None, fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Stack:
+    stack = make_stack(tmp_path_factory.mktemp("learned"), fixtures_dir)
+    stack.write_plan(allocate_mb={ln.line_id: ALLOCATE_MB for ln in stack.lines if ln.step == STEP})
+    stack.run(workers=1, threads=1, learn_memory=True)
+    return stack
+
+
+def step_lines(stack: Stack) -> list[str]:
+    return [ln.line_id for ln in stack.lines if ln.step == STEP]
+
+
+def test_later_lines_of_a_step_are_reserved_from_the_earlier_ones(stack: Stack) -> None:
+    records = {r["line_id"]: r for r in stack.records()}
+    first, *later = sorted(step_lines(stack), key=lambda i: records[i]["start"])
+    assert later
+    assert records[first]["memory_mb"] == model_mb(stack, first)  # nothing learned yet
+    measured = [peak_rss_mb(stack, first)]
+    assert measured[0] >= ALLOCATE_MB
+    for line_id in later:
+        reserved = records[line_id]["memory_mb"]
+        assert reserved >= MARGIN * max(measured)  # never below what was measured
+        assert reserved < model_mb(stack, line_id)  # the model's constant was far above it
+        measured.append(peak_rss_mb(stack, line_id))
+
+
+def test_a_rerun_starts_from_what_the_stack_learned(stack: Stack) -> None:
+    learned = LearnedMemory.load(stack.stack_dir)
+    first = step_lines(stack)[0]
+    expected = learned.estimate_mb(STEP, stack.line(first).key_kind, model_mb(stack, first))
+    assert expected < model_mb(stack, first)
+    marker_path(stack.line(first), stack.stack_dir).unlink()
+    stack.run(workers=1, threads=1, learn_memory=True)
+    record = next(r for r in stack.records() if r["line_id"] == first)
+    assert record["memory_mb"] == expected
+
+
+def test_the_memory_benchmark_replays_a_run(stack: Stack) -> None:
+    bench = Path(__file__).parents[2] / "benchmarks" / "bench_memory.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), str(stack.root)], capture_output=True, text=True, check=True
+    )
+    figures = dict(re.findall(r"^FIGURE (\S+): (\S+)", done.stdout, re.MULTILINE))
+    # the lines that held memory long enough for a peak to be sampled, at least
+    assert len(step_lines(stack)) <= int(figures["memory.lines"]) <= len(stack.lines)
+    assert float(figures["memory.learned_over_peak_min"]) >= 1.0  # never below a peak
+    assert float(figures["memory.reserved_sum_ratio"]) > 0
