@@ -39,6 +39,7 @@ from insarflow.flows.topsstack import topsstack_flow
 from insarflow.simulator.acquisition import make_synthetic_acquisitions
 from insarflow.simulator.steps import install_simulator_bin
 from insarflow.tasks.topsstack.executor import ExecutionReport, line_memory_mb
+from insarflow.tasks.topsstack.learned_memory import LearnedMemory
 from insarflow.tasks.topsstack.resources import resource_class
 from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
 from insarflow.tasks.topsstack.stack_sentinel import build_stack_sentinel_args, run_stack_sentinel
@@ -220,6 +221,7 @@ def run(
         extra_path=[bin_dir],
         env={"INSARFLOW_TEST_PLAN": str(plan_file)},
         scheduler_address=cluster.address,
+        learn_memory=False,  # the reservations below are checked against the model's estimates
         return_state=True,
     )
     records = [json.loads(x) for x in record_file.read_text().splitlines()]
@@ -308,7 +310,12 @@ def test_a_line_bigger_than_every_worker_is_named_with_its_need_and_the_worker(
     def check() -> None:
         with Client(cluster.address, timeout=60) as client:
             _warn_undersized_workers(
-                run.lines, workers_of(client), n_bursts=many_bursts, range_looks=9, azimuth_looks=3
+                run.lines,
+                workers_of(client),
+                LearnedMemory(),  # nothing learned: the model's estimates
+                n_bursts=many_bursts,
+                range_looks=9,
+                azimuth_looks=3,
             )
 
     caplog.set_level(logging.WARNING)

@@ -106,6 +106,7 @@ def run_stack(sim: SimStack, logs: Path, extra: list[Path]) -> ExecutionReport:
         n_workers=1,
         threads_per_worker=2,
         extra_path=[*extra, sim.bin],
+        learn_memory=False,  # the retry's reservation is checked against the model's estimate
     )
 
 
