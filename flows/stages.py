@@ -80,6 +80,7 @@ class SbasStageResult:
     mintpy_dir: Path
     velocity: Path
     timeseries: Path | None
+    notes: list[str] = field(default_factory=list)  # how the stack was loaded and inverted
 
 
 @dataclass
@@ -449,6 +450,7 @@ def step_summaries(report: ExecutionReport) -> list[StepSummary]:
 @flow(name="sbas-mintpy")
 def sbas_stage(config: StackConfig) -> SbasStageResult:
     """MintPy smallbaselineApp, one task per step, metadata written without ISCE2."""
+    from insarflow.tasks.ifgram_append import append_ifgrams_task
     from insarflow.tasks.sbas import (
         MINTPY_STEP_TASKS,
         mintpy_steps,
@@ -461,7 +463,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
 
     paths = config.paths
     mp = config.mintpy
-    preflight_task(paths.stack, allow_missing=mp.allow_missing_interferograms)
+    network = preflight_task(paths.stack, allow_missing=mp.allow_missing_interferograms)
     prepare_metadata_task(paths.stack, log_dir=paths.logs)
     cfg = write_cfg_task(
         paths.mintpy / "smallbaselineApp.cfg",
@@ -488,6 +490,10 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
         "mintpy", dict.fromkeys(steps, 1), unit="steps", artifact_key="mintpy-progress"
     )
     run_id = _run_id()
+    # An update's new interferograms are appended; MintPy's load_data then skips the stack.
+    appended = append_ifgrams_task(paths.mintpy, paths.logs / "mintpy" / "append_ifgrams.log")
+    series = paths.mintpy / "timeseries.h5"
+    inverted_before = series.stat().st_mtime_ns if series.is_file() else None
     for step in steps:
         MINTPY_STEP_TASKS[step](
             step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
@@ -496,8 +502,18 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     if mp.plot:  # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot
         plot_task(paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id)
     outputs = sbas_outputs(paths.mintpy, cfg)
+    notes = [appended.describe()] if appended else []
+    if inverted_before is not None and series.stat().st_mtime_ns != inverted_before:
+        notes.append(
+            f"whole network inverted again ({len(network.pairs)} interferograms, "
+            f"{len(network.dates)} dates): MintPy's inversion solves each pixel over all "
+            "pairs, so a changed network changes every date"
+        )
     return SbasStageResult(
-        mintpy_dir=paths.mintpy, velocity=outputs.velocity, timeseries=outputs.timeseries
+        mintpy_dir=paths.mintpy,
+        velocity=outputs.velocity,
+        timeseries=outputs.timeseries,
+        notes=notes,
     )
 
 

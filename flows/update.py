@@ -99,6 +99,7 @@ def sbas_update(config: StackConfig) -> State:
         lines_run={step.name: step.run for step in result.topsstack_steps},
         interferograms=added_interferograms(config.paths.stack, fresh),
         precise_orbits=restituted,
+        mintpy=result.mintpy_notes,
     )
     publish_update_summary(summary)
     logger.info("stack %s: %s", config.name, summary.message())
