@@ -18,9 +18,10 @@ from datetime import date, timedelta
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
-from insarflow.config import StackConfig
+from insarflow.config import ConfigError, StackConfig
 from insarflow.flows.sbas import sbas
 from insarflow.flows.stages import AcquireResult, acquisition_record
+from insarflow.preflight import update_connection_issues
 from insarflow.tasks.lock import stack_slot
 from insarflow.tasks.update_summary import (
     UpdateSummary,
@@ -85,6 +86,9 @@ def sbas_update(config: StackConfig) -> State:
         if not fresh and not restituted:
             logger.info("stack %s: nothing new after %s", config.name, max(processed, default="-"))
             return Completed(message="Nothing new", name="Nothing new")
+        issues = update_connection_issues(config, processed, fresh)
+        if issues:  # before any download or processing
+            raise ConfigError(f"update of stack {config.name}", issues)
         logger.info(
             "stack %s: %d new date(s) %s; %d date(s) to redo with precise orbits",
             config.name,
