@@ -6,8 +6,10 @@ once in a Completed state named "Nothing new". Otherwise it runs the full ``sbas
 flow, whose stages are idempotent: acquisition fetches only the new SLCs, topsStack
 re-runs stackSentinel in update mode (previous run files archived) and executes only
 lines that are not already done, MintPy's stack file gets the new interferograms appended
-(:mod:`insarflow.tasks.ifgram_append`) and the network is inverted again, products are
-replaced atomically. New dates that would not connect to the processed network stop it first. It holds the stack's slot throughout (:func:`insarflow.tasks.lock.stack_slot`).
+(:mod:`insarflow.tasks.ifgram_append`) and the network is inverted again, the zarr store gets
+the new dates appended (atomically). New dates that would not connect to the processed
+network stop it first. It holds the stack's slot throughout
+(:func:`insarflow.tasks.lock.stack_slot`).
 What was added (dates, topsStack lines, interferograms) becomes the Completed
 state's message and the markdown artifact ``update-<stack>``.
 """
