@@ -12,9 +12,11 @@ attributes (reference_point adds REF_Y/REF_X, ...) and datasets only later steps
 (subset box, multilook), so the file equals a fresh load of all pairs; MintPy's load_data
 then finds every pair present and skips.
 
-When a fresh load is needed anyway (no stack file, a pair gone, another size or dataset
-list) nothing is done and MintPy's load_data writes the file. A marker makes a killed
-append count as a broken file: the next attempt deletes it and MintPy loads from scratch.
+When a fresh load is needed anyway (no stack file, another size or dataset list) nothing is
+done and MintPy's load_data writes the file; when pairs are gone the file is deleted first,
+since MintPy's update mode would keep a file holding more pairs than it finds. A marker
+makes a killed append count as a broken file: the next attempt deletes it and MintPy loads
+from scratch.
 """
 
 from __future__ import annotations
@@ -102,10 +104,15 @@ def _append(stack_file: Path, work_dir: Path, marker: Path) -> AppendResult | No
         shape = f["unwrapPhase"].shape if "unwrapPhase" in f else None
         present = {name for name in f if f[name].ndim == 3 and name in APPENDABLE}
     new = [_date12(p) for p in pairs]
+    if set(old) - set(new):
+        # MintPy's update mode keeps a file that holds every pair it would load, so pairs
+        # gone (an excluded date) would stay in the network: it must load afresh.
+        print(f"pairs no longer on disk: {sorted(set(old) - set(new))}; {stack_file} removed")
+        stack_file.unlink()
+        return None
     if (
         shape is None
         or shape[1:] != (length, width)
-        or not set(old) <= set(new)
         or old != sorted(old)
         or set(ds_names) - set(APPENDABLE)
         or present != set(ds_names)
