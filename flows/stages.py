@@ -463,7 +463,11 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
 
     paths = config.paths
     mp = config.mintpy
-    network = preflight_task(paths.stack, allow_missing=mp.allow_missing_interferograms)
+    network = preflight_task(
+        paths.stack,
+        allow_missing=mp.allow_missing_interferograms,
+        exclude_dates=[d.strftime("%Y%m%d") for d in config.acquisition.exclude_dates],
+    )
     prepare_metadata_task(paths.stack, log_dir=paths.logs)
     cfg = write_cfg_task(
         paths.mintpy / "smallbaselineApp.cfg",
