@@ -453,10 +453,12 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     from insarflow.tasks.ifgram_append import append_ifgrams_task
     from insarflow.tasks.sbas import (
         MINTPY_STEP_TASKS,
+        inversion_stamp,
         mintpy_steps,
         plot_task,
         preflight_task,
         prepare_metadata_task,
+        reinversion_note,
         sbas_outputs,
         write_cfg_task,
     )
@@ -496,8 +498,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     run_id = _run_id()
     # An update's new interferograms are appended; MintPy's load_data then skips the stack.
     appended = append_ifgrams_task(paths.mintpy, paths.logs / "mintpy" / "append_ifgrams.log")
-    series = paths.mintpy / "timeseries.h5"
-    inverted_before = series.stat().st_mtime_ns if series.is_file() else None
+    inverted = inversion_stamp(paths.mintpy)
     for step in steps:
         MINTPY_STEP_TASKS[step](
             step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
@@ -507,12 +508,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
         plot_task(paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id)
     outputs = sbas_outputs(paths.mintpy, cfg)
     notes = [appended.describe()] if appended else []
-    if inverted_before is not None and series.stat().st_mtime_ns != inverted_before:
-        notes.append(
-            f"whole network inverted again ({len(network.pairs)} interferograms, "
-            f"{len(network.dates)} dates): MintPy's inversion solves each pixel over all "
-            "pairs, so a changed network changes every date"
-        )
+    notes += filter(None, [reinversion_note(paths.mintpy, inverted, network)])
     return SbasStageResult(
         mintpy_dir=paths.mintpy,
         velocity=outputs.velocity,

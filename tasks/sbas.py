@@ -66,6 +66,7 @@ __all__ = [
     "PreflightError",
     "PreflightReport",
     "SbasOutputs",
+    "inversion_stamp",
     "mintpy_step_task",
     "mintpy_steps",
     "plot_mintpy_results",
@@ -74,6 +75,7 @@ __all__ = [
     "preflight_task",
     "prepare_metadata_task",
     "prepare_mintpy_metadata",
+    "reinversion_note",
     "run_mintpy_step",
     "sbas_outputs",
     "valid_cfg_keys",
@@ -825,6 +827,25 @@ def plot_mintpy_results(
     atomic.write_text(marker, inputs, skip_unchanged=True)
     _record_step(history_file, run_id, started, "plot", result.duration_s, failed=False)
     return result
+
+
+def inversion_stamp(work_dir: Path) -> int | None:
+    """When MintPy last wrote ``<work_dir>/timeseries.h5`` (ns); None before any inversion."""
+    series = Path(work_dir) / "timeseries.h5"
+    return series.stat().st_mtime_ns if series.is_file() else None
+
+
+def reinversion_note(work_dir: Path, before: int | None, network: PreflightReport) -> str | None:
+    """What an update's artifact says when MintPy inverted an existing network again (the
+    time series was there at ``before`` and has been rewritten since); else None."""
+    if before is None or inversion_stamp(work_dir) == before:
+        return None
+    # MintPy's ifgram_inversion has no partial mode: a changed network changes every date.
+    return (
+        f"whole network inverted again ({len(network.pairs)} interferograms, "
+        f"{len(network.dates)} dates): MintPy's inversion solves each pixel over all pairs, "
+        "so a changed network changes every date"
+    )
 
 
 # -------------------------------------------------------------------------- outputs
