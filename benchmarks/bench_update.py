@@ -13,12 +13,22 @@ comparison the 31-date stack is processed from scratch in a fresh directory.
 
 Figures: lines in the run files, lines executed, lines skipped, and wall time of the update vs
 the full 31-date run.
+
+The MintPy and products stages (``--part mintpy``) are measured on synthetic topsStack outputs
+of N + 1 dates (``tests/sbas/synthetic.py``, real ISCE2 file formats, 3 connections; the real
+reference XML comes from the fixtures, ``../shared/fixtures`` or ``INSARFLOW_FIXTURES``): the
+stages run on the first N dates, then the last date's interferograms arrive and the stages
+run again (the update: MintPy's stack file appended, the zarr store extended), against both
+stages on all N + 1 dates in a fresh work directory (the full run). N is 30 and 60
+(``--mintpy-dates``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -29,6 +39,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib as bl
+
+REPO = Path(__file__).resolve().parent.parent
 
 FULL = bl.StackSpec(n_dates=30, connections=3, swaths=(1, 2, 3), bursts_per_swath=9)
 # Geometry coregistration re-processes only num_connections dates, so 2 dates can be updated.
@@ -57,6 +69,105 @@ def execute(
     return len(lines), report, wall
 
 
+def _stack_config(work_dir: Path) -> Any:
+    """The stage settings of a stack in ``work_dir``: MintPy on one process, no figures."""
+    from datetime import date
+
+    from insarflow.config import (
+        AcquisitionConfig,
+        AreaConfig,
+        ComputeConfig,
+        MintpyConfig,
+        StackConfig,
+    )
+
+    return StackConfig(
+        name="bench",
+        work_dir=work_dir,
+        engine="simulator",
+        area=AreaConfig(bbox=(57.5, 57.7, 14.8, 15.0)),
+        acquisition=AcquisitionConfig(track=1, start=date(2021, 4, 1)),
+        mintpy=MintpyConfig(max_memory_gb=2.0, plot=False),
+        compute=ComputeConfig(workers=1, threads_per_worker=1, memory_gb=4.0),
+    )
+
+
+def _stages(config: Any) -> tuple[float, float]:
+    """Wall seconds of the MintPy stage and of the products stage."""
+    from insarflow.flows.stages import products_stage, sbas_stage
+
+    t0 = time.perf_counter()
+    sbas_stage(config)
+    t1 = time.perf_counter()
+    products_stage(config, None, None)
+    return t1 - t0, time.perf_counter() - t1
+
+
+def mintpy_update(root: Path, n_dates: int, length: int, width: int) -> dict[str, float]:
+    """Update vs full run of the MintPy and products stages for one date added to n_dates."""
+    sys.path.insert(0, str(REPO))
+    from tests.sbas.synthetic import make_topsstack
+
+    fixtures = Path(os.environ.get("INSARFLOW_FIXTURES", REPO.parent / "shared" / "fixtures"))
+    incremental = root / f"update-{n_dates}"
+    stack = make_topsstack(
+        incremental, fixtures, n_dates=n_dates + 1, connections=3, length=length, width=width
+    )
+    ifgs = stack.stack_dir / "merged" / "interferograms"
+    held = root / f"held-{n_dates}"
+    held.mkdir()
+    new = [p for p in stack.pairs if p.endswith(stack.dates[-1])]
+    for pair in new:
+        (ifgs / pair).rename(held / pair)
+    config = _stack_config(incremental)
+    _stages(config)  # the processed stack
+    for pair in new:  # the update: the new date's interferograms arrive
+        (held / pair).rename(ifgs / pair)
+    update = _stages(config)
+    full_dir = root / f"full-{n_dates}"
+    full_dir.mkdir()
+    shutil.copytree(stack.stack_dir, full_dir / "stack")
+    full = _stages(_stack_config(full_dir))
+    return {
+        "mintpy_s": update[0],
+        "products_s": update[1],
+        "full_mintpy_s": full[0],
+        "full_products_s": full[1],
+        "pairs": len(stack.pairs),
+    }
+
+
+def main_mintpy(sizes: Sequence[int], length: int, width: int) -> None:
+    bl.header("bench_update: MintPy and products stages, one date added vs a full run")
+    rows, results = [], {}
+    with bl.scratch_dir("update-mintpy") as root:
+        for n in sizes:
+            r = results[n] = mintpy_update(root, n, length, width)
+            both = r["mintpy_s"] + r["products_s"]
+            full = r["full_mintpy_s"] + r["full_products_s"]
+            rows.append(
+                [
+                    f"{n} + 1 dates, {int(r['pairs'])} pairs, {length} x {width} px",
+                    f"{bl.fmt_s(r['mintpy_s'])} / {bl.fmt_s(r['full_mintpy_s'])}",
+                    bl.ratio(r["mintpy_s"], r["full_mintpy_s"]),
+                    f"{bl.fmt_s(r['products_s'])} / {bl.fmt_s(r['full_products_s'])}",
+                    bl.ratio(r["products_s"], r["full_products_s"]),
+                    bl.ratio(both, full),
+                ]
+            )
+    print()
+    bl.table(
+        rows,
+        ["stack", "MintPy update / full", "ratio", "products update / full", "ratio", "both"],
+    )
+    print()
+    for n, r in results.items():
+        bl.figure(f"update.mintpy_ratio_{n}", f"{r['mintpy_s'] / r['full_mintpy_s']:.3f}")
+        bl.figure(f"update.products_ratio_{n}", f"{r['products_s'] / r['full_products_s']:.3f}")
+        both = (r["mintpy_s"] + r["products_s"]) / (r["full_mintpy_s"] + r["full_products_s"])
+        bl.figure(f"update.stages_ratio_{n}", f"{both:.3f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -73,8 +184,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sum of the line durations of the initial stack in seconds (default 300; smoke 0.3)",
     )
     parser.add_argument("--memory-divisor", type=float, default=100.0)
+    parser.add_argument(
+        "--part",
+        choices=("all", "topsstack", "mintpy"),
+        default="all",
+        help="topsstack: the run-file lines; mintpy: the MintPy and products stages",
+    )
+    parser.add_argument(
+        "--mintpy-dates",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=None,
+        help="stack sizes N (N + 1 after the update) for --part mintpy (default 30,60; smoke 4)",
+    )
     bl.add_prefect_api_argument(parser)
     args = parser.parse_args(argv)
+    if args.part in ("all", "mintpy"):
+        sizes = args.mintpy_dates or ([4] if args.smoke else [30, 60])
+        with bl.prefect_api(args.prefect_api):
+            main_mintpy(sizes, *((20, 30) if args.smoke else (150, 200)))
+        if args.part == "mintpy":
+            return 0
     spec = SMOKE if args.smoke else FULL
     work_target = args.work_s if args.work_s is not None else (0.3 if args.smoke else 300.0)
     if args.budget_mb is None:

@@ -45,6 +45,7 @@ class SbasResult:
     report_html: Path | None = None
     stages_run: list[Stage] = field(default_factory=list)
     topsstack_steps: list[StepSummary] = field(default_factory=list)  # lines run per step
+    mintpy_notes: list[str] = field(default_factory=list)  # how MintPy loaded and inverted
 
 
 @flow(name="sbas", log_prints=True)
@@ -81,6 +82,7 @@ def sbas(
             result.mintpy_dir = series.mintpy_dir
             result.velocity = series.velocity
             result.timeseries = series.timeseries
+            result.mintpy_notes = series.notes
         if "products" in stages:
             products: ProductsResult = products_stage(config, acquired, stack)
             result.zarr = products.outputs.get("zarr")

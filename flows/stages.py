@@ -80,6 +80,7 @@ class SbasStageResult:
     mintpy_dir: Path
     velocity: Path
     timeseries: Path | None
+    notes: list[str] = field(default_factory=list)  # how the stack was loaded and inverted
 
 
 @dataclass
@@ -450,19 +451,26 @@ def step_summaries(report: ExecutionReport) -> list[StepSummary]:
 @flow(name="sbas-mintpy")
 def sbas_stage(config: StackConfig) -> SbasStageResult:
     """MintPy smallbaselineApp, one task per step, metadata written without ISCE2."""
+    from insarflow.tasks.ifgram_append import append_ifgrams_task
     from insarflow.tasks.sbas import (
         MINTPY_STEP_TASKS,
+        inversion_stamp,
         mintpy_steps,
         plot_task,
         preflight_task,
         prepare_metadata_task,
+        reinversion_note,
         sbas_outputs,
         write_cfg_task,
     )
 
     paths = config.paths
     mp = config.mintpy
-    preflight_task(paths.stack, allow_missing=mp.allow_missing_interferograms)
+    network = preflight_task(
+        paths.stack,
+        allow_missing=mp.allow_missing_interferograms,
+        exclude_dates=[d.strftime("%Y%m%d") for d in config.acquisition.exclude_dates],
+    )
     prepare_metadata_task(paths.stack, log_dir=paths.logs)
     cfg = write_cfg_task(
         paths.mintpy / "smallbaselineApp.cfg",
@@ -489,6 +497,9 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
         "mintpy", dict.fromkeys(steps, 1), unit="steps", artifact_key="mintpy-progress"
     )
     run_id = _run_id()
+    # An update's new interferograms are appended; MintPy's load_data then skips the stack.
+    appended = append_ifgrams_task(paths.mintpy, paths.logs / "mintpy" / "append_ifgrams.log")
+    inverted = inversion_stamp(paths.mintpy)
     for step in steps:
         MINTPY_STEP_TASKS[step](
             step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
@@ -497,8 +508,13 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     if mp.plot:  # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot
         plot_task(paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id)
     outputs = sbas_outputs(paths.mintpy, cfg)
+    notes = [appended.describe()] if appended else []
+    notes += filter(None, [reinversion_note(paths.mintpy, inverted, network)])
     return SbasStageResult(
-        mintpy_dir=paths.mintpy, velocity=outputs.velocity, timeseries=outputs.timeseries
+        mintpy_dir=paths.mintpy,
+        velocity=outputs.velocity,
+        timeseries=outputs.timeseries,
+        notes=notes,
     )
 
 

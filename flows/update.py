@@ -5,8 +5,11 @@ acquisitions newer than the stack's last date; when there are none it finishes a
 once in a Completed state named "Nothing new". Otherwise it runs the full ``sbas``
 flow, whose stages are idempotent: acquisition fetches only the new SLCs, topsStack
 re-runs stackSentinel in update mode (previous run files archived) and executes only
-lines that are not already done, MintPy loads in update mode, products are replaced
-atomically. It holds the stack's slot throughout (:func:`insarflow.tasks.lock.stack_slot`).
+lines that are not already done, MintPy's stack file gets the new interferograms appended
+(:mod:`insarflow.tasks.ifgram_append`) and the network is inverted again, the zarr store gets
+the new dates appended (atomically). New dates that would not connect to the processed
+network stop it first. It holds the stack's slot throughout
+(:func:`insarflow.tasks.lock.stack_slot`).
 What was added (dates, topsStack lines, interferograms) becomes the Completed
 state's message and the markdown artifact ``update-<stack>``.
 """
@@ -18,9 +21,10 @@ from datetime import date, timedelta
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
-from insarflow.config import StackConfig
+from insarflow.config import ConfigError, StackConfig
 from insarflow.flows.sbas import sbas
 from insarflow.flows.stages import AcquireResult, acquisition_record
+from insarflow.preflight import update_connection_issues
 from insarflow.tasks.lock import stack_slot
 from insarflow.tasks.update_summary import (
     UpdateSummary,
@@ -85,6 +89,9 @@ def sbas_update(config: StackConfig) -> State:
         if not fresh and not restituted:
             logger.info("stack %s: nothing new after %s", config.name, max(processed, default="-"))
             return Completed(message="Nothing new", name="Nothing new")
+        issues = update_connection_issues(config, processed, fresh)
+        if issues:  # before any download or processing
+            raise ConfigError(f"update of stack {config.name}", issues)
         logger.info(
             "stack %s: %d new date(s) %s; %d date(s) to redo with precise orbits",
             config.name,
@@ -99,6 +106,7 @@ def sbas_update(config: StackConfig) -> State:
         lines_run={step.name: step.run for step in result.topsstack_steps},
         interferograms=added_interferograms(config.paths.stack, fresh),
         precise_orbits=restituted,
+        mintpy=result.mintpy_notes,
     )
     publish_update_summary(summary)
     logger.info("stack %s: %s", config.name, summary.message())

@@ -8,6 +8,7 @@ The run-file steps and their line counts come from the step registry
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -35,6 +36,46 @@ def sequential_pairs(dates: list[str], connections: int) -> list[tuple[str, str]
         for i, d1 in enumerate(dates)
         for j in range(i + 1, min(i + 1 + connections, len(dates)))
     ]
+
+
+def _days(d1: str, d2: str) -> int:
+    from datetime import datetime
+
+    fmt = "%Y%m%d"
+    return (datetime.strptime(d2, fmt) - datetime.strptime(d1, fmt)).days
+
+
+def disconnected_dates(
+    processed: list[str], fresh: list[str], connections: int, max_days: float | None = None
+) -> list[str]:
+    """The dates of ``fresh`` that no chain of interferograms links to a ``processed`` date.
+
+    The network is :func:`sequential_pairs` over all the dates, less the pairs longer than
+    ``max_days`` (MintPy's ``mintpy.network.tempBaseMax``), which is where a gap bites.
+    """
+    dates = sorted(set(processed) | set(fresh))
+    root = {d: d for d in dates}
+
+    def find(d: str) -> str:
+        while root[d] != d:
+            d = root[d]
+        return d
+
+    for d1, d2 in sequential_pairs(dates, connections):
+        if max_days is None or _days(d1, d2) <= max_days:
+            root[find(d2)] = find(d1)
+    linked = {find(d) for d in processed}
+    return [d for d in sorted(fresh) if find(d) not in linked] if linked else []
+
+
+def largest_gap(dates: list[str]) -> tuple[str, str, int]:
+    """The longest time between consecutive ``dates`` (the latest of equal ones): (before,
+    after, days)."""
+    ordered = sorted(dates)
+    return max(
+        ((a, b, _days(a, b)) for a, b in itertools.pairwise(ordered)),
+        key=lambda gap: (gap[2], gap[0]),
+    )
 
 
 @dataclass

@@ -322,3 +322,37 @@ def environment_issues(data: Mapping[str, Any], stages: Collection[str]) -> list
     return issues + credential_issues(
         block if isinstance(block, str) else None, required=not inputs.get("slc_dir")
     )
+
+
+def update_connection_issues(
+    config: StackConfig, processed: Sequence[str], fresh: Sequence[str]
+) -> list[ConfigIssue]:
+    """An update's new dates that its interferograms would not link to the processed network:
+    MintPy would invert them as a separate network, relative to nothing. Sequential pairs
+    always link consecutive dates, so only a gap longer than the longest interferogram
+    MintPy keeps (``mintpy.network.tempBaseMax``) can cut the network."""
+    from insarflow.plan import disconnected_dates, largest_gap
+
+    value = str(config.mintpy.extra.get("mintpy.network.tempBaseMax", "auto")).strip().lower()
+    if value in ("auto", "no") or not processed:
+        return []
+    max_days = float(value)
+    lost = disconnected_dates(list(processed), list(fresh), config.topsstack.connections, max_days)
+    if not lost:
+        return []
+    # The gap to bridge: the longest one up to the last date cut off.
+    before, after, days = largest_gap([d for d in [*processed, *fresh] if d <= lost[-1]])
+    return [
+        ConfigIssue(
+            field="mintpy.extra.mintpy.network.tempBaseMax",
+            value=value,
+            message=(
+                f"new date(s) {', '.join(lost)} do not connect to the processed network "
+                f"({min(processed)}..{max(processed)}): MintPy keeps interferograms of at most "
+                f"{max_days:g} days and the longest gap is {days} days ({before} to {after}); "
+                f"raise mintpy.network.tempBaseMax in mintpy.extra to at least {days}, or add "
+                f"acquisitions between {before} and {after} (remove them from "
+                "acquisition.exclude_dates)"
+            ),
+        )
+    ]

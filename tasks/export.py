@@ -31,6 +31,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -651,18 +653,119 @@ def export_zarr(
 
     The store is built at ``<store>.tmp-<uuid>`` and swapped into place, so a crash
     leaves the previous store intact. A store already written from the same inputs,
-    provenance and chunks is kept (pass ``force`` to rewrite).
+    provenance and chunks is kept (pass ``force`` to rewrite). When the results only
+    extend the store along ``time`` (an update: its dates first, the same grid, variables
+    and chunks), the new store is the old one hard-linked, with the new dates appended and
+    only the variables whose values changed rewritten (:func:`_append_zarr`).
     """
     store = Path(store)
     ds, fingerprint = _dataset_for_export(mintpy_dir, provenance, chunks)
     _recover(store)
-    if not force and _zarr_fingerprint(store) == fingerprint:
+    old = _zarr_fingerprint(store)
+    if not force and old == fingerprint:
         _log.info("zarr store %s is up to date; skipping", store)
         return store
+    known = _dates_kept(store, ds) if old is not None and not force else None
     with _atomic_output(store) as tmp, dask.config.set(scheduler="threads"):
-        ds.to_zarr(tmp, mode="w-", zarr_format=2, consolidated=True, compute=True)
-    _log.info("wrote zarr store %s", store)
+        if known is None:
+            ds.to_zarr(tmp, mode="w-", zarr_format=2, consolidated=True, compute=True)
+        else:
+            rewritten = _append_zarr(store, tmp, ds, known)
+    if known is None:
+        _log.info("wrote zarr store %s", store)
+    else:
+        _log.info(
+            "zarr store %s: %d date(s) appended; rewritten: %s",
+            store,
+            ds.sizes["time"] - known,
+            ", ".join(rewritten) or "nothing else",
+        )
     return store
+
+
+def _dates_kept(store: Path, ds: xr.Dataset) -> int | None:
+    """How many dates of ``ds`` the complete store ``store`` already holds, when ``ds`` only
+    extends it along time (its dates first, the same variables, grid and spatial chunks);
+    None when the store must be written afresh."""
+    with xr.open_zarr(store) as old:
+        n = old.sizes.get("time", 0)
+        same = (
+            set(old.data_vars) == set(ds.data_vars)
+            and 0 < n <= ds.sizes["time"]
+            and np.array_equal(old["time"].values, ds["time"].values[:n])
+            and all(np.array_equal(old[c].values, ds[c].values) for c in ("y", "x"))
+            and all(
+                tuple(old[v].encoding.get("chunks", ()))[-2:] == tuple(ds[v].data.chunksize)[-2:]
+                for v in ds.data_vars
+                if ds[v].ndim >= 2
+            )
+        )
+    return n if same else None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _not_zarr(folder: str, names: list[str]) -> list[str]:
+    """Names in a zarr (format 2) store that are not zarr's: neither metadata (``.z*``), a
+    variable's folder nor a chunk (``0.1.2``)."""
+    return [
+        n for n in names if not (n.startswith(".z") or n[0].isdigit() or Path(folder, n).is_dir())
+    ]
+
+
+def _differs(old: xr.DataArray, new: xr.DataArray) -> bool:
+    """Whether two arrays differ anywhere (NaN equal to NaN), read block by block up to the
+    first difference (after a re-inversion, usually the first block)."""
+    a = da.asarray(old.data)
+    b = da.asarray(new.data).rechunk(a.chunks)
+    for index in np.ndindex(*a.numblocks):
+        x, y = dask.compute(a.blocks[index], b.blocks[index])
+        if not np.array_equal(x, y, equal_nan=np.issubdtype(x.dtype, np.floating)):
+            return True
+    return False
+
+
+def _append_zarr(store: Path, tmp: Path, ds: xr.Dataset, known: int) -> list[str]:
+    """Build at ``tmp`` the store of ``ds`` from ``store``, which holds its first ``known``
+    dates: the files are hard links (zarr replaces a file it writes, so ``store`` never
+    changes), the new dates are appended along ``time``, and of the rest only what differs
+    is rewritten: a re-inverted network changes earlier dates and the maps too. Returns the
+    variables rewritten. Time chunks keep the store's length."""
+    import zarr
+
+    shutil.copytree(store, tmp, copy_function=_link_or_copy, ignore=_not_zarr)
+    kept = ds.isel(time=slice(0, known))
+    rewritten = []
+    with xr.open_zarr(store) as old:
+        for name in ds.data_vars:
+            if _differs(old[name], kept[name] if "time" in ds[name].dims else ds[name]):
+                rewritten.append(str(name))
+    plain = ds.copy()
+    for variable in plain.variables.values():
+        variable.encoding = {}  # the store's own encodings apply
+    by_time = [n for n in rewritten if "time" in ds[n].dims]
+    if by_time:
+        region = plain[by_time].isel(time=slice(0, known))
+        region = region.drop_vars([c for c in region.coords if "time" not in region[c].dims])
+        region.to_zarr(tmp, region={"time": slice(0, known)}, consolidated=False)
+    maps = [n for n in rewritten if "time" not in ds[n].dims]
+    if maps:
+        plain[maps].to_zarr(tmp, mode="a", consolidated=False)
+    if ds.sizes["time"] > known:
+        timed = [str(n) for n in ds.data_vars if "time" in ds[n].dims]
+        plain[timed].isel(time=slice(known, None)).to_zarr(
+            tmp, append_dim="time", consolidated=False
+        )
+    group = zarr.open_group(tmp, mode="r+", zarr_format=2)
+    group.attrs.clear()
+    group.attrs.update(dict(ds.attrs))
+    zarr.consolidate_metadata(tmp, zarr_format=2)
+    return rewritten
 
 
 def _netcdf_fingerprint(path: Path) -> str | None:

@@ -25,7 +25,7 @@ import re
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.util import find_spec
@@ -66,6 +66,7 @@ __all__ = [
     "PreflightError",
     "PreflightReport",
     "SbasOutputs",
+    "inversion_stamp",
     "mintpy_step_task",
     "mintpy_steps",
     "plot_mintpy_results",
@@ -74,6 +75,7 @@ __all__ = [
     "preflight_task",
     "prepare_metadata_task",
     "prepare_mintpy_metadata",
+    "reinversion_note",
     "run_mintpy_step",
     "sbas_outputs",
     "valid_cfg_keys",
@@ -95,6 +97,8 @@ _EXCLUDE_DATE_KEYS = ("mintpy.topographicResidual.excludeDate", "mintpy.timeFunc
 MIN_SBAS_DATES = 3
 MIN_SBAS_PAIRS = 2
 EXCLUDED_DIRNAME = "interferograms.excluded"
+# In a pair's folder moved aside for an excluded date: the date(s), so it can come back.
+_EXCLUDED_BY_DATE = ".excluded-dates"
 
 # HDF5 files a step rewrites from scratch (relative to the MintPy work dir): after an
 # interrupted or failed attempt they are removed even if they existed before it.
@@ -425,6 +429,7 @@ def preflight_check(
     *,
     allow_missing: bool,
     expected_pairs: Iterable[str] | None = None,
+    exclude_dates: Collection[str] = (),
     ifg_files: Sequence[str] = IFG_FILES,
     geometry_files: Sequence[str] = GEOMETRY_FILES,
 ) -> PreflightReport:
@@ -438,7 +443,9 @@ def preflight_check(
     incomplete pairs raise :class:`PreflightError` listing them; with it, their
     directories are moved to ``merged/interferograms.excluded/`` (out of MintPy's
     ``merged/interferograms/*`` glob) and reported. Moving is idempotent: a pair
-    excluded earlier stays listed until topsStack writes it again.
+    excluded earlier stays listed until topsStack writes it again. Pairs with a date of
+    ``exclude_dates`` (YYYYMMDD) are moved there too, whatever ``allow_missing`` says, and
+    come back once their dates are no longer excluded.
     """
     stack = Path(stack_dir).resolve()
     if not stack.is_dir():
@@ -479,6 +486,17 @@ def preflight_check(
             raise ValueError(f"expected pair {pair!r} is not YYYYMMDD_YYYYMMDD")
         pairs.add(pair)
 
+    left_out = set(exclude_dates)
+    for old in sorted(excluded_dir.glob(f"*/{_EXCLUDED_BY_DATE}")):
+        pair = old.parent.name
+        if not set(pair.split("_")) & left_out and not (ifg_dir / pair).exists():
+            old.unlink()
+            old.parent.replace(ifg_dir / pair)
+            pairs.add(pair)
+    by_date = {p: tuple(sorted(set(p.split("_")) & left_out)) for p in pairs}
+    by_date = {p: dates for p, dates in by_date.items() if dates}
+    pairs -= set(by_date)
+
     problems: dict[str, list[str]] = {}
     for pair in sorted(pairs):
         reasons = [] if (ifg_dir / pair).is_dir() else ["directory missing"]
@@ -504,7 +522,10 @@ def preflight_check(
         )
 
     excluded: dict[str, tuple[str, ...]] = {}
-    for pair, reasons in problems.items():
+    for pair, reasons in [
+        *problems.items(),
+        *((p, [f"{', '.join(d)} in acquisition.exclude_dates"]) for p, d in by_date.items()),
+    ]:
         excluded[pair] = tuple(reasons)
         if (ifg_dir / pair).is_dir():
             excluded_dir.mkdir(parents=True, exist_ok=True)
@@ -512,10 +533,18 @@ def preflight_check(
             if target.exists():
                 shutil.rmtree(target)
             (ifg_dir / pair).replace(target)
+            if pair in by_date:
+                (target / _EXCLUDED_BY_DATE).write_text(", ".join(by_date[pair]) + "\n")
     if excluded_dir.is_dir():
         for old in excluded_dir.iterdir():
             if old.is_dir() and _PAIR_RE.match(old.name) and not (ifg_dir / old.name).exists():
-                excluded.setdefault(old.name, ("excluded by an earlier check",))
+                note = old / _EXCLUDED_BY_DATE
+                reason = (
+                    f"{note.read_text().strip()} in acquisition.exclude_dates"
+                    if note.is_file()
+                    else "excluded by an earlier check"
+                )
+                excluded.setdefault(old.name, (reason,))
 
     included = sorted(pairs - set(problems))
     dates = sorted({d for p in included for d in p.split("_")})
@@ -798,6 +827,25 @@ def plot_mintpy_results(
     atomic.write_text(marker, inputs, skip_unchanged=True)
     _record_step(history_file, run_id, started, "plot", result.duration_s, failed=False)
     return result
+
+
+def inversion_stamp(work_dir: Path) -> int | None:
+    """When MintPy last wrote ``<work_dir>/timeseries.h5`` (ns); None before any inversion."""
+    series = Path(work_dir) / "timeseries.h5"
+    return series.stat().st_mtime_ns if series.is_file() else None
+
+
+def reinversion_note(work_dir: Path, before: int | None, network: PreflightReport) -> str | None:
+    """What an update's artifact says when MintPy inverted an existing network again (the
+    time series was there at ``before`` and has been rewritten since); else None."""
+    if before is None or inversion_stamp(work_dir) == before:
+        return None
+    # MintPy's ifgram_inversion has no partial mode: a changed network changes every date.
+    return (
+        f"whole network inverted again ({len(network.pairs)} interferograms, "
+        f"{len(network.dates)} dates): MintPy's inversion solves each pixel over all pairs, "
+        "so a changed network changes every date"
+    )
 
 
 # -------------------------------------------------------------------------- outputs

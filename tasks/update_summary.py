@@ -23,6 +23,7 @@ class UpdateSummary:
     lines_run: Mapping[str, int]  # topsStack run-file step -> lines run
     interferograms: list[str]  # new pairs, REF_SEC
     precise_orbits: list[str] = field(default_factory=list)  # dates redone, precise orbits
+    mintpy: list[str] = field(default_factory=list)  # how MintPy loaded and inverted
 
     @property
     def total_lines(self) -> int:
@@ -54,6 +55,8 @@ class UpdateSummary:
         lines += [f"| **total** | **{self.total_lines}** |", ""]
         lines += ["## New interferograms", ""]
         lines += [f"- {p}" for p in self.interferograms or ["(none)"]]
+        if self.mintpy:
+            lines += ["", "## MintPy", "", *(f"- {note}" for note in self.mintpy)]
         return "\n".join(lines) + "\n"
 
 

@@ -131,3 +131,4 @@ def test_update(prefect_harness: Any, run_script: Callable[..., dict[str, str]])
     got = run_script("bench_update.py", "--prefect-api", "current")
     assert 0 < int(got["update.lines_executed"]) < int(got["update.lines_full_run"])
     assert "update.wall_ratio" in got
+    assert {"update.mintpy_ratio_4", "update.products_ratio_4", "update.stages_ratio_4"} <= set(got)

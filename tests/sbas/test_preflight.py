@@ -149,3 +149,26 @@ def test_non_finite_baseline_is_fatal_naming_the_file(stack: SyntheticStack) -> 
     with pytest.raises(PreflightError) as err:
         preflight_check(stack.stack_dir, allow_missing=True)
     assert f"{bad} gives a non-finite perpendicular baseline (nan" in str(err.value)
+
+
+def test_excluded_dates_take_their_pairs_out_and_back(stack: SyntheticStack) -> None:
+    gone = stack.dates[2]
+    with_gone = [p for p in stack.pairs if gone in p.split("_")]
+    excluded_dir = stack.stack_dir / "merged" / "interferograms.excluded"
+
+    report = preflight_check(stack.stack_dir, allow_missing=False, exclude_dates=[gone])
+
+    assert report.pairs == tuple(p for p in stack.pairs if p not in with_gone)
+    assert report.excluded == dict.fromkeys(with_gone, (f"{gone} in acquisition.exclude_dates",))
+    assert gone not in report.dates
+    assert sorted(p.name for p in excluded_dir.iterdir()) == with_gone
+    assert not any(_ifg(stack, p).exists() for p in with_gone)
+    # idempotent: a second look lists them from where they wait
+    again = preflight_check(stack.stack_dir, allow_missing=False, exclude_dates=[gone])
+    assert again.pairs == report.pairs and again.excluded == report.excluded
+
+    back = preflight_check(stack.stack_dir, allow_missing=False)  # the exclusion is lifted
+
+    assert back.pairs == stack.pairs and back.excluded == {}
+    assert all((_ifg(stack, p) / "filt_fine.unw").is_file() for p in with_gone)
+    assert not list(stack.stack_dir.glob("merged/interferograms/*/.excluded-dates"))
