@@ -290,7 +290,7 @@ def _orbits(config: StackConfig, safes: list[Path]) -> list[OrbitChoice]:
 @flow(name="topsstack-stage")
 def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> TopsStackResult:
     """Write run files with stackSentinel.py (or the simulator) and execute them as a DAG."""
-    from insarflow.compute import task_runner_kwargs
+    from insarflow.compute import memory_budget_mb, task_runner_kwargs
     from insarflow.flows.topsstack import topsstack_flow
     from insarflow.tasks.bursts import check_area_bursts, reference_scenes
     from insarflow.tasks.topsstack.stack_sentinel import (
@@ -381,7 +381,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     report = topsstack_flow(
         stack_dir=paths.stack,
         log_dir=paths.logs,
-        memory_budget_mb=int(compute.memory_gb * 1024),
+        memory_budget_mb=memory_budget_mb(compute),
         n_bursts=_bursts_per_swath(config) * len(ts.swaths),
         range_looks=ts.range_looks,
         azimuth_looks=ts.azimuth_looks,
@@ -392,7 +392,9 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         extra_path=extra_path,
         env=env,
         scheduler_address=compute.scheduler_address,
-        cluster=task_runner_kwargs(compute) if compute.jobqueue else None,
+        cluster=task_runner_kwargs(compute, log_dir=paths.logs / "jobs")
+        if compute.jobqueue
+        else None,
     )
     from insarflow.tasks.report import StageRecord, append_stage_record
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from distributed import Client
 
-from insarflow.config import ComputeConfig
+from insarflow.config import ComputeConfig, JobqueueConfig
 
 
 def worker_resources(memory_mb: int, gpus: int) -> dict[str, float]:
@@ -26,6 +26,9 @@ def worker_resources(memory_mb: int, gpus: int) -> dict[str, float]:
     if gpus:
         resources["GPU"] = float(gpus)
     return resources
+
+
+JOBQUEUE_CLASSES = {"slurm": "dask_jobqueue.SLURMCluster", "pbs": "dask_jobqueue.PBSCluster"}
 
 
 def _resources_arg(resources: dict[str, float]) -> str:
@@ -53,39 +56,65 @@ def local_cluster_spec(
     }
 
 
-def task_runner_kwargs(compute: ComputeConfig) -> dict[str, Any]:
+def task_runner_kwargs(compute: ComputeConfig, *, log_dir: Path | None = None) -> dict[str, Any]:
     """The cluster of ``compute``: ``{"address": ...}`` of an existing scheduler, or
-    ``{"cluster_class": ..., "cluster_kwargs": ...}`` to start one (see :func:`open_client`)."""
+    ``{"cluster_class": ..., "cluster_kwargs": ...}`` to start one (see :func:`open_client`);
+    batch jobs write their output under ``log_dir``."""
     if compute.scheduler_address:
         return {"address": compute.scheduler_address}
     if compute.jobqueue is not None:
-        jq = compute.jobqueue
-        per_worker = worker_resources(int(jq.memory_gb * 1024 * 0.9), jq.gpus_per_job)
-        cluster_class = {
-            "slurm": "dask_jobqueue.SLURMCluster",
-            "pbs": "dask_jobqueue.PBSCluster",
-        }[jq.kind]
-        kwargs: dict[str, Any] = {
-            "cores": jq.cores,
-            "processes": 1,
-            "memory": f"{jq.memory_gb}GB",
-            "walltime": jq.walltime,
-            "n_workers": jq.jobs,
-            "worker_extra_args": ["--resources", _resources_arg(per_worker)],
-        }
-        if jq.queue:
-            kwargs["queue"] = jq.queue
-        if jq.account:
-            kwargs["account"] = jq.account
-        if jq.gpus_per_job and jq.kind == "slurm":
-            kwargs["job_extra_directives"] = [f"--gres=gpu:{jq.gpus_per_job}"]
-        return {"cluster_class": cluster_class, "cluster_kwargs": kwargs}
+        return jobqueue_spec(compute.jobqueue, log_dir=log_dir)
     return local_cluster_spec(
         memory_mb=int(compute.memory_gb * 1024),
         workers=compute.workers,
         threads_per_worker=compute.threads_per_worker,
         gpus=compute.gpus,
     )
+
+
+def memory_budget_mb(compute: ComputeConfig) -> int:
+    """MB that concurrently running lines may reserve together: ``compute.memory_gb``, or for
+    a jobqueue cluster the ``MEMORY_MB`` its jobs advertise together."""
+    if compute.jobqueue is not None:
+        jq = compute.jobqueue
+        return jq.jobs * int(jobqueue_spec(jq)["workers"]["resources"]["MEMORY_MB"])
+    return int(compute.memory_gb * 1024)
+
+
+def jobqueue_spec(jq: JobqueueConfig, *, log_dir: Path | None = None) -> dict[str, Any]:
+    """A dask-jobqueue cluster of one worker per job, ``jq.cores`` threads (lines at once) each.
+
+    A worker advertises 90 % of its job's memory as ``MEMORY_MB`` (the rest is the worker's
+    own), and ``GPU`` when the job asks for GPUs (``--gres=gpu:N`` on SLURM). The cluster adapts
+    between ``min_jobs`` and ``jobs`` (``"adapt"``); ``"workers"`` is what it has at most, for
+    planning before any job has started. A worker lost with its job (cancelled, out of walltime,
+    node failure) fails the lines it ran (``allowed_failures=0``), so the engine, not Dask,
+    retries them and its report says so.
+    """
+    per_worker = worker_resources(int(jq.memory_gb * 1024 * 0.9), jq.gpus_per_job)
+    kwargs: dict[str, Any] = {
+        "cores": jq.cores,
+        "processes": 1,
+        "memory": f"{jq.memory_gb}GB",
+        "walltime": jq.walltime,
+        "worker_extra_args": ["--resources", _resources_arg(per_worker)],
+        # any free port for the dashboard: several flows may run on one login node
+        "scheduler_options": {"allowed_failures": 0, "dashboard_address": ":0"},
+    }
+    if log_dir is not None:
+        kwargs["log_directory"] = str(log_dir)
+    if jq.queue:
+        kwargs["queue"] = jq.queue
+    if jq.account:
+        kwargs["account"] = jq.account
+    if jq.gpus_per_job and jq.kind == "slurm":
+        kwargs["job_extra_directives"] = [f"--gres=gpu:{jq.gpus_per_job}"]
+    return {
+        "cluster_class": JOBQUEUE_CLASSES[jq.kind],
+        "cluster_kwargs": kwargs,
+        "adapt": {"minimum_jobs": jq.min_jobs, "maximum_jobs": jq.jobs},
+        "workers": {"count": jq.jobs, "nthreads": jq.cores, "resources": per_worker},
+    }
 
 
 @contextmanager
@@ -104,7 +133,27 @@ def open_client(spec: dict[str, Any], *, scratch_dir: Path | None = None) -> Ite
         getattr(importlib.import_module(module), name)(**kwargs) as cluster,
         Client(cluster) as client,
     ):
+        if "adapt" in spec:
+            cluster.adapt(**spec["adapt"])
         yield client
+
+
+def planned_workers(spec: dict[str, Any]) -> list[Worker] | None:
+    """The workers a cluster ``spec`` will have at most, before they start (None: those that
+    joined are all there will be)."""
+    planned = spec.get("workers")
+    if planned is None:
+        return None
+    resources = {k: float(v) for k, v in planned["resources"].items()}
+    return [
+        Worker(
+            name=f"job {i + 1}",
+            host=f"job {i + 1}",
+            nthreads=planned["nthreads"],
+            resources=resources,
+        )
+        for i in range(planned["count"])
+    ]
 
 
 @dataclass(frozen=True)
