@@ -451,6 +451,7 @@ def step_summaries(report: ExecutionReport) -> list[StepSummary]:
 @flow(name="sbas-mintpy")
 def sbas_stage(config: StackConfig) -> SbasStageResult:
     """MintPy smallbaselineApp, one task per step, metadata written without ISCE2."""
+    from insarflow.compute import jobqueue_dask_env, task_runner_kwargs
     from insarflow.tasks.sbas import (
         MINTPY_STEP_TASKS,
         mintpy_steps,
@@ -463,13 +464,21 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
 
     paths = config.paths
     mp = config.mintpy
+    jq = config.compute.jobqueue
+    # with a jobqueue cluster, MintPy's parallel steps run in jobs of the same specification
+    mintpy_env = (
+        jobqueue_dask_env(task_runner_kwargs(config.compute, log_dir=paths.logs / "jobs"))
+        if jq
+        else None
+    )
     preflight_task(paths.stack, allow_missing=mp.allow_missing_interferograms)
     prepare_metadata_task(paths.stack, log_dir=paths.logs)
     cfg = write_cfg_task(
         paths.mintpy / "smallbaselineApp.cfg",
         stack_dir=paths.stack,
         max_memory_gb=mp.max_memory_gb,
-        num_workers=config.compute.workers,
+        num_workers=jq.jobs if jq else config.compute.workers,
+        cluster=jq.kind if jq else "local",
         reference_lat_lon=(mp.reference_point.lat, mp.reference_point.lon)
         if mp.reference_point
         else None,
@@ -492,7 +501,13 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     run_id = _run_id()
     for step in steps:
         MINTPY_STEP_TASKS[step](
-            step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
+            step,
+            cfg,
+            paths.mintpy,
+            paths.logs,
+            env=mintpy_env,
+            history_file=history_file(config),
+            run_id=run_id,
         )
         progress.advance(step)
     if mp.plot:  # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,6 +117,75 @@ def jobqueue_spec(jq: JobqueueConfig, *, log_dir: Path | None = None) -> dict[st
         "adapt": {"minimum_jobs": jq.min_jobs, "maximum_jobs": jq.jobs},
         "workers": {"count": jq.jobs, "nthreads": jq.cores, "resources": per_worker},
     }
+
+
+def jobqueue_dask_env(spec: dict[str, Any]) -> dict[str, str]:
+    """Environment variables that make a jobqueue ``spec``'s job settings dask-jobqueue's
+    defaults for its kind (``jobqueue.slurm`` ...): MintPy, in a process of its own, opens
+    its cluster from them (``mintpy.compute.cluster: slurm``), so its jobs are sized, queued,
+    charged and logged like the topsStack workers. Dask reads each value as a Python literal."""
+    kind = next(k for k, v in JOBQUEUE_CLASSES.items() if v == spec["cluster_class"])
+    settings = {**spec["cluster_kwargs"], "scheduler_options": {"dashboard_address": ":0"}}
+    return {
+        f"DASK_JOBQUEUE__{kind.upper()}__{key.upper()}": repr(value)
+        for key, value in settings.items()
+    }
+
+
+def jobqueue_issues(jq: JobqueueConfig) -> list[tuple[str, object, str]]:
+    """(field, value, message) for each part of ``jq`` that SLURM rejects, found by
+    ``sbatch --test-only`` with the job script dask-jobqueue writes (nothing is queued). SLURM
+    only says which request cannot be met (e.g. "Requested node configuration is not
+    available"), so on a refusal the script is tested again with one setting at a time set to
+    its smallest value; the setting whose change makes SLURM accept is named. PBS has no such
+    test, and without ``sbatch`` on PATH there is nothing to ask: both give no issues."""
+    sbatch = shutil.which("sbatch")
+    if jq.kind != "slurm" or sbatch is None:
+        return []
+
+    def refusal(**changes: Any) -> str | None:
+        spec = jobqueue_spec(jq.model_copy(update=changes))
+        kwargs = {k: v for k, v in spec["cluster_kwargs"].items() if k != "scheduler_options"}
+        job_cls = importlib.import_module("dask_jobqueue").SLURMCluster.job_cls
+        script = job_cls(scheduler="tcp://127.0.0.1:8786", name="insarflow", **kwargs).job_script()
+        done = subprocess.run(
+            [sbatch, "--test-only"],
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return None if done.returncode == 0 else " ".join(done.stderr.split())
+
+    words = refusal()
+    if words is None:
+        return []
+    smallest: dict[str, dict[str, Any]] = {
+        "queue": {"queue": None},
+        "account": {"account": None},
+        "memory_gb": {"memory_gb": 0.1},
+        "cores": {"cores": 1},
+        "gpus_per_job": {"gpus_per_job": 0},
+        "walltime": {"walltime": "00:01:00"},
+    }
+    culprits = [
+        name
+        for name, change in smallest.items()
+        if getattr(jq, name) != change[name] and refusal(**change) is None
+    ]
+    if not culprits:
+        culprits = ["kind"]
+    return [
+        (
+            f"compute.jobqueue.{name}",
+            getattr(jq, name),
+            f"SLURM refuses the worker job (sbatch --test-only: {words}); give a {name} the "
+            "cluster has (sinfo and scontrol show partition list partitions, their nodes' "
+            "CPUs, memory and GPUs, and time limits)",
+        )
+        for name in culprits
+    ]
 
 
 @contextmanager
