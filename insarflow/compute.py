@@ -156,7 +156,8 @@ def jobqueue_issues(jq: JobqueueConfig) -> list[tuple[str, object, str]]:
             timeout=60,
             check=False,
         )
-        return None if done.returncode == 0 else " ".join(done.stderr.split())
+        said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        return None if done.returncode == 0 else "; ".join(said)
 
     words = refusal()
     if words is None:
@@ -180,9 +181,10 @@ def jobqueue_issues(jq: JobqueueConfig) -> list[tuple[str, object, str]]:
         (
             f"compute.jobqueue.{name}",
             getattr(jq, name),
-            f"SLURM refuses the worker job (sbatch --test-only: {words}); give a {name} the "
-            "cluster has (sinfo and scontrol show partition list partitions, their nodes' "
-            "CPUs, memory and GPUs, and time limits)",
+            f"{getattr(jq, name)!r} is refused by SLURM for the worker job (sbatch "
+            f"--test-only: {words}); give a {name} the cluster has (sinfo and scontrol show "
+            "partition list the partitions, their nodes' CPUs, memory and GPUs, and their "
+            "time limits)",
         )
         for name in culprits
     ]
