@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import h5py
 import pytest
 import xarray as xr
@@ -42,7 +43,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
 ]
 
-DATES = 4
+DATES = 3
 JOB_MEMORY_GB = 2
 # what a worker advertises: 90 % of its job's memory
 WORKER_MB = int(JOB_MEMORY_GB * 1024 * 0.9)
@@ -92,7 +93,7 @@ def data_hashes(work: Path) -> dict[str, str]:
     out = {
         str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted((work / "stack" / "merged").rglob("*"))
-        if p.is_file() and p.suffix not in {".xml", ".vrt"}
+        if p.is_file() and p.suffix not in {".xml", ".vrt", ".rsc"}
     }
     for name, dataset in (("timeseries.h5", "timeseries"), ("velocity.h5", "velocity")):
         with h5py.File(work / "mintpy" / name, "r") as h5:
@@ -155,9 +156,10 @@ def test_job_directives_and_worker_resources_agree(slurm_run: Run, slurm: Single
         assert "#SBATCH --cpus-per-task=2" in script
         assert "#SBATCH -t 00:10:00" in script
         assert f"--resources MEMORY_MB={WORKER_MB},GPU=1" in script
-        assert f" {sys.executable} -m distributed.cli.dask_worker" in f" {script}"
+        assert f"\n{sys.executable} -m distributed.cli.dask_worker " in script
         job = slurm.run("scontrol", "show", "job", job)
-        assert re.search(r"TRES=cpu=2,mem=2G,node=1,billing=2,gres/gpu=1", job), job
+        for granted in ("MinMemoryNode=2G", "NumCPUs=2", "TimeLimit=00:10:00", "gres:gpu:1"):
+            assert granted in job, (granted, job)
     reserved = [int(m) for text in logs.values() for m in re.findall(r"MEMORY_MB=(\d+)", text)]
     assert reserved and max(reserved) <= WORKER_MB
 
@@ -178,7 +180,7 @@ def test_task_runs_of_the_lines_land_in_the_flows_api(slurm_run: Run) -> None:
             nonlocal runs
             runs = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[topsstack[0].id])),
-                limit=500,
+                limit=200,
             )
             return len(runs) >= len(labels)
 
@@ -199,7 +201,7 @@ def test_mintpy_ran_its_parallel_steps_in_slurm_jobs(slurm_run: Run) -> None:
 def test_products_are_identical_to_a_local_run(slurm_run: Run, local_run: Run) -> None:
     on_slurm = data_hashes(slurm_run.config.paths.root)
     local = data_hashes(local_run.config.paths.root)
-    assert len(on_slurm) > 50
+    assert len(on_slurm) > 30
     assert on_slurm == local
 
 
@@ -225,6 +227,7 @@ os.execv(str(real), [str(real), *sys.argv[1:]])
 
 @dataclass
 class LostJob:
+    config: StackConfig
     lines: list[RunLine]
     report: ExecutionReport
     cancelled: str
@@ -264,26 +267,29 @@ def lost_job(
 
     canceller = threading.Thread(target=cancel_a_busy_job, daemon=True)
     canceller.start()
-    report = topsstack_flow(
-        stack_dir=paths.stack,
-        log_dir=paths.logs,
-        memory_budget_mb=2 * WORKER_MB,
-        n_bursts=2,
-        range_looks=config.topsstack.range_looks,
-        azimuth_looks=config.topsstack.azimuth_looks,
-        use_gpu=True,
-        extra_path=[wrapper_bin, simulator_bin],
-        env={
-            "INSARFLOW_TEST_STARTED": str(started),
-            "INSARFLOW_TEST_SIMULATOR_BIN": str(simulator_bin),
-        },
-        cluster=task_runner_kwargs(config.compute, log_dir=paths.logs / "jobs"),
-    )
+    # SLURMCluster forgets a lost job, and submits its replacement, after this timeout (15 s)
+    timeout = dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"})
+    with timeout:
+        report = topsstack_flow(
+            stack_dir=paths.stack,
+            log_dir=paths.logs,
+            memory_budget_mb=2 * WORKER_MB,
+            n_bursts=2,
+            range_looks=config.topsstack.range_looks,
+            azimuth_looks=config.topsstack.azimuth_looks,
+            use_gpu=True,
+            extra_path=[wrapper_bin, simulator_bin],
+            env={
+                "INSARFLOW_TEST_STARTED": str(started),
+                "INSARFLOW_TEST_SIMULATOR_BIN": str(simulator_bin),
+            },
+            cluster=task_runner_kwargs(config.compute, log_dir=paths.logs / "jobs"),
+        )
     canceller.join(timeout=10)
     assert cancelled, "no job was cancelled"
     by_config = {line.config_path.name: line.line_id for line in lines if line.config_path}
     killed = {by_config[r["config"]] for r in records() if r["job"] == cancelled[0]}
-    return LostJob(lines, report, cancelled[0], killed, line_logs(paths.logs))
+    return LostJob(config, lines, report, cancelled[0], killed, line_logs(paths.logs))
 
 
 def test_lines_of_a_cancelled_job_run_again_elsewhere_and_only_they(lost_job: LostJob) -> None:
@@ -311,9 +317,13 @@ def test_lines_of_a_cancelled_job_run_again_elsewhere_and_only_they(lost_job: Lo
 
 def test_a_new_job_replaces_the_cancelled_one(lost_job: LostJob) -> None:
     """min_jobs is 2: the cluster asks SLURM for another worker once one is gone."""
+    # the retried line alone outlasts the (lowered) lost-worker timeout, so the flow was still
+    # running when the replacement was submitted
+    submitted = worker_jobs(lost_job.config)
+    assert len(submitted) == 3, submitted
+    assert lost_job.cancelled in submitted[:2]
     used = {job for text in lost_job.logs.values() for job in job_ids(text)}
-    assert len(used) == 3, used
-    assert max(used, key=int) not in {lost_job.cancelled}
+    assert used <= set(submitted)
 
 
 # ------------------------------------------------------------------------ bad input
