@@ -175,8 +175,16 @@ def jobqueue_issues(jq: JobqueueConfig) -> list[tuple[str, object, str]]:
         for name, change in smallest.items()
         if getattr(jq, name) != change[name] and refusal(**change) is None
     ]
-    if not culprits:
-        culprits = ["kind"]
+    if not culprits:  # no single setting: several at once, or the cluster itself
+        return [
+            (
+                "compute.jobqueue",
+                jq.model_dump(exclude_none=True),
+                f"SLURM refuses the worker job (sbatch --test-only: {words}); compare queue, "
+                "account, cores, memory_gb, gpus_per_job and walltime with what the cluster "
+                "has (sinfo, scontrol show partition)",
+            )
+        ]
     return [
         (
             f"compute.jobqueue.{name}",
