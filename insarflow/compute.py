@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.config
 from distributed import Client
 
 from insarflow.config import ComputeConfig, JobqueueConfig
@@ -115,6 +116,10 @@ def jobqueue_spec(jq: JobqueueConfig, *, log_dir: Path | None = None) -> dict[st
         "cluster_class": JOBQUEUE_CLASSES[jq.kind],
         "cluster_kwargs": kwargs,
         "adapt": {"minimum_jobs": jq.min_jobs, "maximum_jobs": jq.jobs},
+        # Adapt sizes the cluster by the expected run time of queued work; a line of a step
+        # not timed yet counts as a minute, not Dask's 0.5 s (which keeps one job until lines
+        # of each step have finished), so jobs are asked for as soon as lines queue.
+        "dask_config": {"distributed.scheduler.unknown-task-duration": "60s"},
         "workers": {"count": jq.jobs, "nthreads": jq.cores, "resources": per_worker},
     }
 
@@ -210,10 +215,9 @@ def open_client(spec: dict[str, Any], *, scratch_dir: Path | None = None) -> Ite
     kwargs = dict(spec["cluster_kwargs"])
     if scratch_dir is not None and spec["cluster_class"] == "distributed.LocalCluster":
         kwargs["local_directory"] = str(scratch_dir)
-    with (
-        getattr(importlib.import_module(module), name)(**kwargs) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask.config.set(spec.get("dask_config", {})):  # read when the scheduler starts
+        cluster = getattr(importlib.import_module(module), name)(**kwargs)
+    with cluster, Client(cluster) as client:
         if "adapt" in spec:
             cluster.adapt(**spec["adapt"])
         yield client

@@ -1,7 +1,8 @@
 """The simulator stack with ``compute.jobqueue`` on a real single-node SLURM (``slurm`` fixture).
 
 One run of the whole flow (acquire -> products) puts every topsStack line into one of two
-SLURM worker jobs and MintPy's parallel steps into jobs of the same specification; the same
+SLURM worker jobs (the cluster adapts from none as lines queue) and MintPy's parallel steps
+into jobs of the same specification; the same
 stack run on the local cluster gives the same products, byte for byte. A second stack has a
 worker job cancelled (``scancel``) while it runs lines: those lines run again in another job,
 finished ones do not, and the report says what happened. A specification SLURM refuses is
@@ -115,7 +116,9 @@ class Run:
 def slurm_run(
     slurm: SingleNodeSlurm, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Run:
-    config = stack_config(tmp_path_factory.mktemp("on-slurm") / "work", slurm_compute())
+    # no job until lines queue: the cluster adapts from 0 to 2 jobs by itself
+    compute = slurm_compute(min_jobs=0)
+    config = stack_config(tmp_path_factory.mktemp("on-slurm") / "work", compute)
     state = sbas(config, return_state=True)
     return Run(config, state.result(), state.state_details.flow_run_id)
 
@@ -141,7 +144,7 @@ def test_every_line_ran_in_a_slurm_job(slurm_run: Run) -> None:
     used = {line_id: job_ids(text) for line_id, text in logs.items()}
     assert all(len(ids) == 1 for ids in used.values()), used  # each ran once, in a job
     topsstack_jobs = {ids[0] for ids in used.values()}
-    assert len(topsstack_jobs) == 2, "both worker jobs ran lines"
+    assert len(topsstack_jobs) == 2, "the cluster grew from no job to both, and both ran lines"
     assert topsstack_jobs <= set(worker_jobs(slurm_run.config))
 
 
