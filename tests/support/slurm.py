@@ -112,7 +112,7 @@ class SingleNodeSlurm:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env()},
                 cwd=self.root,
-                start_new_session=True,
+                # in this process's group: killing a test run's group (a CI timeout) ends them
             )
 
     def _wait_until(self, condition: str, check: object, timeout_s: float) -> None:
