@@ -11,6 +11,7 @@ import importlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ def jobqueue_spec(jq: JobqueueConfig, *, log_dir: Path | None = None) -> dict[st
         "memory": f"{jq.memory_gb}GB",
         "walltime": jq.walltime,
         "worker_extra_args": ["--resources", _resources_arg(per_worker)],
+        # the flow's own interpreter: a job imports insarflow from the same environment, which
+        # must be at the same path on the compute nodes
+        "python": sys.executable,
         # any free port for the dashboard: several flows may run on one login node
         "scheduler_options": {"allowed_failures": 0, "dashboard_address": ":0"},
     }
