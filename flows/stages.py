@@ -291,7 +291,7 @@ def _orbits(config: StackConfig, safes: list[Path]) -> list[OrbitChoice]:
 @flow(name="topsstack-stage")
 def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> TopsStackResult:
     """Write run files with stackSentinel.py (or the simulator) and execute them as a DAG."""
-    from insarflow.compute import task_runner_kwargs
+    from insarflow.compute import memory_budget_mb, task_runner_kwargs
     from insarflow.flows.topsstack import topsstack_flow
     from insarflow.tasks.bursts import check_area_bursts, reference_scenes
     from insarflow.tasks.topsstack.stack_sentinel import (
@@ -382,7 +382,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     report = topsstack_flow(
         stack_dir=paths.stack,
         log_dir=paths.logs,
-        memory_budget_mb=int(compute.memory_gb * 1024),
+        memory_budget_mb=memory_budget_mb(compute),
         n_bursts=_bursts_per_swath(config) * len(ts.swaths),
         range_looks=ts.range_looks,
         azimuth_looks=ts.azimuth_looks,
@@ -393,7 +393,9 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         extra_path=extra_path,
         env=env,
         scheduler_address=compute.scheduler_address,
-        cluster=task_runner_kwargs(compute) if compute.jobqueue else None,
+        cluster=task_runner_kwargs(compute, log_dir=paths.logs / "jobs")
+        if compute.jobqueue
+        else None,
         learn_memory=compute.learn_memory,
     )
     from insarflow.tasks.report import StageRecord, append_stage_record
@@ -451,6 +453,7 @@ def step_summaries(report: ExecutionReport) -> list[StepSummary]:
 @flow(name="sbas-mintpy")
 def sbas_stage(config: StackConfig) -> SbasStageResult:
     """MintPy smallbaselineApp, one task per step, metadata written without ISCE2."""
+    from insarflow.compute import jobqueue_dask_env, task_runner_kwargs
     from insarflow.tasks.ifgram_append import append_ifgrams_task
     from insarflow.tasks.sbas import (
         MINTPY_STEP_TASKS,
@@ -466,6 +469,13 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
 
     paths = config.paths
     mp = config.mintpy
+    jq = config.compute.jobqueue
+    # with a jobqueue cluster, MintPy's parallel steps run in jobs of the same specification
+    mintpy_env = (
+        jobqueue_dask_env(task_runner_kwargs(config.compute, log_dir=paths.logs / "jobs"))
+        if jq
+        else None
+    )
     network = preflight_task(
         paths.stack,
         allow_missing=mp.allow_missing_interferograms,
@@ -476,7 +486,8 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
         paths.mintpy / "smallbaselineApp.cfg",
         stack_dir=paths.stack,
         max_memory_gb=mp.max_memory_gb,
-        num_workers=config.compute.workers,
+        num_workers=jq.jobs if jq else config.compute.workers,
+        cluster=jq.kind if jq else "local",
         reference_lat_lon=(mp.reference_point.lat, mp.reference_point.lon)
         if mp.reference_point
         else None,
@@ -502,7 +513,13 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     inverted = inversion_stamp(paths.mintpy)
     for step in steps:
         MINTPY_STEP_TASKS[step](
-            step, cfg, paths.mintpy, paths.logs, history_file=history_file(config), run_id=run_id
+            step,
+            cfg,
+            paths.mintpy,
+            paths.logs,
+            env=mintpy_env,
+            history_file=history_file(config),
+            run_id=run_id,
         )
         progress.advance(step)
     if mp.plot:  # MintPy's own figures in mintpy/pic, as its users expect from mintpy.plot

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from insarflow.compute import local_cluster_spec, open_client
+from insarflow.compute import local_cluster_spec, open_client, planned_workers
 from insarflow.engine import execute_stack
 from insarflow.tasks.topsstack.dag import build_dag
 from insarflow.tasks.topsstack.executor import (
@@ -85,6 +85,7 @@ def topsstack_flow(
                 azimuth_looks=azimuth_looks,
                 use_gpu=use_gpu,
                 gpu_ids=range(gpus) if local else None,
+                planned=planned_workers(spec),
                 extra_path=extra_path or (),
                 env=env,
                 learn_memory=learn_memory,

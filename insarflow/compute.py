@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.config
 from distributed import Client
 
-from insarflow.config import ComputeConfig
+from insarflow.config import ComputeConfig, JobqueueConfig
 
 
 def worker_resources(memory_mb: int, gpus: int) -> dict[str, float]:
@@ -26,6 +30,9 @@ def worker_resources(memory_mb: int, gpus: int) -> dict[str, float]:
     if gpus:
         resources["GPU"] = float(gpus)
     return resources
+
+
+JOBQUEUE_CLASSES = {"slurm": "dask_jobqueue.SLURMCluster", "pbs": "dask_jobqueue.PBSCluster"}
 
 
 def _resources_arg(resources: dict[str, float]) -> str:
@@ -53,39 +60,151 @@ def local_cluster_spec(
     }
 
 
-def task_runner_kwargs(compute: ComputeConfig) -> dict[str, Any]:
+def task_runner_kwargs(compute: ComputeConfig, *, log_dir: Path | None = None) -> dict[str, Any]:
     """The cluster of ``compute``: ``{"address": ...}`` of an existing scheduler, or
-    ``{"cluster_class": ..., "cluster_kwargs": ...}`` to start one (see :func:`open_client`)."""
+    ``{"cluster_class": ..., "cluster_kwargs": ...}`` to start one (see :func:`open_client`);
+    batch jobs write their output under ``log_dir``."""
     if compute.scheduler_address:
         return {"address": compute.scheduler_address}
     if compute.jobqueue is not None:
-        jq = compute.jobqueue
-        per_worker = worker_resources(int(jq.memory_gb * 1024 * 0.9), jq.gpus_per_job)
-        cluster_class = {
-            "slurm": "dask_jobqueue.SLURMCluster",
-            "pbs": "dask_jobqueue.PBSCluster",
-        }[jq.kind]
-        kwargs: dict[str, Any] = {
-            "cores": jq.cores,
-            "processes": 1,
-            "memory": f"{jq.memory_gb}GB",
-            "walltime": jq.walltime,
-            "n_workers": jq.jobs,
-            "worker_extra_args": ["--resources", _resources_arg(per_worker)],
-        }
-        if jq.queue:
-            kwargs["queue"] = jq.queue
-        if jq.account:
-            kwargs["account"] = jq.account
-        if jq.gpus_per_job and jq.kind == "slurm":
-            kwargs["job_extra_directives"] = [f"--gres=gpu:{jq.gpus_per_job}"]
-        return {"cluster_class": cluster_class, "cluster_kwargs": kwargs}
+        return jobqueue_spec(compute.jobqueue, log_dir=log_dir)
     return local_cluster_spec(
         memory_mb=int(compute.memory_gb * 1024),
         workers=compute.workers,
         threads_per_worker=compute.threads_per_worker,
         gpus=compute.gpus,
     )
+
+
+def memory_budget_mb(compute: ComputeConfig) -> int:
+    """MB that concurrently running lines may reserve together: ``compute.memory_gb``, or for
+    a jobqueue cluster the ``MEMORY_MB`` its jobs advertise together."""
+    if compute.jobqueue is not None:
+        jq = compute.jobqueue
+        return jq.jobs * int(jobqueue_spec(jq)["workers"]["resources"]["MEMORY_MB"])
+    return int(compute.memory_gb * 1024)
+
+
+def jobqueue_spec(jq: JobqueueConfig, *, log_dir: Path | None = None) -> dict[str, Any]:
+    """A dask-jobqueue cluster of one worker per job, ``jq.cores`` threads (lines at once) each.
+
+    A worker advertises 90 % of its job's memory as ``MEMORY_MB`` (the rest is the worker's
+    own), and ``GPU`` when the job asks for GPUs (``--gres=gpu:N`` on SLURM). The cluster adapts
+    between ``min_jobs`` and ``jobs`` (``"adapt"``); ``"workers"`` is what it has at most, for
+    planning before any job has started. A worker lost with its job (cancelled, out of walltime,
+    node failure) fails the lines it ran (``allowed_failures=0``), so the engine, not Dask,
+    retries them and its report says so.
+    """
+    per_worker = worker_resources(int(jq.memory_gb * 1024 * 0.9), jq.gpus_per_job)
+    kwargs: dict[str, Any] = {
+        "cores": jq.cores,
+        "processes": 1,
+        "memory": f"{jq.memory_gb}GB",
+        "walltime": jq.walltime,
+        "worker_extra_args": ["--resources", _resources_arg(per_worker)],
+        # the flow's own interpreter: a job imports insarflow from the same environment, which
+        # must be at the same path on the compute nodes
+        "python": sys.executable,
+        # any free port for the dashboard: several flows may run on one login node
+        "scheduler_options": {"allowed_failures": 0, "dashboard_address": ":0"},
+    }
+    if log_dir is not None:
+        kwargs["log_directory"] = str(log_dir)
+    if jq.queue:
+        kwargs["queue"] = jq.queue
+    if jq.account:
+        kwargs["account"] = jq.account
+    if jq.gpus_per_job and jq.kind == "slurm":
+        kwargs["job_extra_directives"] = [f"--gres=gpu:{jq.gpus_per_job}"]
+    return {
+        "cluster_class": JOBQUEUE_CLASSES[jq.kind],
+        "cluster_kwargs": kwargs,
+        "adapt": {"minimum_jobs": jq.min_jobs, "maximum_jobs": jq.jobs},
+        # Adapt sizes the cluster by the expected run time of queued work; a line of a step
+        # not timed yet counts as a minute, not Dask's 0.5 s (which keeps one job until lines
+        # of each step have finished), so jobs are asked for as soon as lines queue.
+        "dask_config": {"distributed.scheduler.unknown-task-duration": "60s"},
+        "workers": {"count": jq.jobs, "nthreads": jq.cores, "resources": per_worker},
+    }
+
+
+def jobqueue_dask_env(spec: dict[str, Any]) -> dict[str, str]:
+    """Environment variables that make a jobqueue ``spec``'s job settings dask-jobqueue's
+    defaults for its kind (``jobqueue.slurm`` ...): MintPy, in a process of its own, opens
+    its cluster from them (``mintpy.compute.cluster: slurm``), so its jobs are sized, queued,
+    charged and logged like the topsStack workers. Dask reads each value as a Python literal."""
+    kind = next(k for k, v in JOBQUEUE_CLASSES.items() if v == spec["cluster_class"])
+    settings = {**spec["cluster_kwargs"], "scheduler_options": {"dashboard_address": ":0"}}
+    return {
+        f"DASK_JOBQUEUE__{kind.upper()}__{key.upper()}": repr(value)
+        for key, value in settings.items()
+    }
+
+
+def jobqueue_issues(jq: JobqueueConfig) -> list[tuple[str, object, str]]:
+    """(field, value, message) for each part of ``jq`` that SLURM rejects, found by
+    ``sbatch --test-only`` with the job script dask-jobqueue writes (nothing is queued). SLURM
+    only says which request cannot be met (e.g. "Requested node configuration is not
+    available"), so on a refusal the script is tested again with one setting at a time set to
+    its smallest value; the setting whose change makes SLURM accept is named. PBS has no such
+    test, and without ``sbatch`` on PATH there is nothing to ask: both give no issues."""
+    sbatch = shutil.which("sbatch")
+    if jq.kind != "slurm" or sbatch is None:
+        return []
+
+    def refusal(**changes: Any) -> str | None:
+        spec = jobqueue_spec(jq.model_copy(update=changes))
+        kwargs = {k: v for k, v in spec["cluster_kwargs"].items() if k != "scheduler_options"}
+        job_cls = importlib.import_module("dask_jobqueue").SLURMCluster.job_cls
+        script = job_cls(scheduler="tcp://127.0.0.1:8786", name="insarflow", **kwargs).job_script()
+        done = subprocess.run(
+            [sbatch, "--test-only"],
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        return None if done.returncode == 0 else "; ".join(said)
+
+    words = refusal()
+    if words is None:
+        return []
+    smallest: dict[str, dict[str, Any]] = {
+        "queue": {"queue": None},
+        "account": {"account": None},
+        "memory_gb": {"memory_gb": 0.1},
+        "cores": {"cores": 1},
+        "gpus_per_job": {"gpus_per_job": 0},
+        "walltime": {"walltime": "00:01:00"},
+    }
+    culprits = [
+        name
+        for name, change in smallest.items()
+        if getattr(jq, name) != change[name] and refusal(**change) is None
+    ]
+    if not culprits:  # no single setting: several at once, or the cluster itself
+        return [
+            (
+                "compute.jobqueue",
+                jq.model_dump(exclude_none=True),
+                f"SLURM refuses the worker job (sbatch --test-only: {words}); compare queue, "
+                "account, cores, memory_gb, gpus_per_job and walltime with what the cluster "
+                "has (sinfo, scontrol show partition)",
+            )
+        ]
+    return [
+        (
+            f"compute.jobqueue.{name}",
+            getattr(jq, name),
+            f"{getattr(jq, name)!r} is refused by SLURM for the worker job (sbatch "
+            f"--test-only: {words}); give a {name} the cluster has (sinfo and scontrol show "
+            "partition list the partitions, their nodes' CPUs, memory and GPUs, and their "
+            "time limits)",
+        )
+        for name in culprits
+    ]
 
 
 @contextmanager
@@ -100,11 +219,30 @@ def open_client(spec: dict[str, Any], *, scratch_dir: Path | None = None) -> Ite
     kwargs = dict(spec["cluster_kwargs"])
     if scratch_dir is not None and spec["cluster_class"] == "distributed.LocalCluster":
         kwargs["local_directory"] = str(scratch_dir)
-    with (
-        getattr(importlib.import_module(module), name)(**kwargs) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask.config.set(spec.get("dask_config", {})):  # read when the scheduler starts
+        cluster = getattr(importlib.import_module(module), name)(**kwargs)
+    with cluster, Client(cluster) as client:
+        if "adapt" in spec:
+            cluster.adapt(**spec["adapt"])
         yield client
+
+
+def planned_workers(spec: dict[str, Any]) -> list[Worker] | None:
+    """The workers a cluster ``spec`` will have at most, before they start (None: those that
+    joined are all there will be)."""
+    planned = spec.get("workers")
+    if planned is None:
+        return None
+    resources = {k: float(v) for k, v in planned["resources"].items()}
+    return [
+        Worker(
+            name=f"job {i + 1}",
+            host=f"job {i + 1}",
+            nthreads=planned["nthreads"],
+            resources=resources,
+        )
+        for i in range(planned["count"])
+    ]
 
 
 @dataclass(frozen=True)

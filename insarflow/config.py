@@ -420,10 +420,29 @@ class JobqueueConfig(Model):
     cores: int = Field(default=8, ge=1, description="Cores per job.")
     memory_gb: float = Field(default=32, gt=0, description="Memory per job in GB.")
     walltime: str = Field(default="04:00:00", description="Walltime per job (HH:MM:SS).")
-    jobs: int = Field(default=2, ge=1, description="Number of jobs (workers) to start.")
+    jobs: int = Field(
+        default=2,
+        ge=1,
+        description="Most jobs (one Dask worker each) at once; the cluster adapts between "
+        "min_jobs and this many as lines queue and finish.",
+    )
+    min_jobs: int = Field(
+        default=1,
+        ge=0,
+        description="Jobs kept even when no line waits (a lost job is replaced up to this).",
+    )
     gpus_per_job: int = Field(
         default=0, ge=0, description="GPUs per job, advertised as resource GPU."
     )
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> JobqueueConfig:
+        if self.min_jobs > self.jobs:
+            raise ValueError(
+                f"compute.jobqueue.min_jobs = {self.min_jobs} is more than compute.jobqueue.jobs "
+                f"= {self.jobs}: lower min_jobs or raise jobs"
+            )
+        return self
 
 
 class ComputeConfig(Model):
@@ -435,7 +454,8 @@ class ComputeConfig(Model):
         default=8.0,
         gt=0,
         description="Memory budget (GB) for concurrently running topsStack lines; each line "
-        "reserves its estimate so the sum stays below this.",
+        "reserves its estimate so the sum stays below this (with jobqueue: unused, the budget "
+        "is what its jobs advertise).",
     )
     learn_memory: bool = Field(
         default=True,

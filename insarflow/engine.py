@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
-from distributed import Client
+from distributed import Client, KilledWorker
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
@@ -261,6 +261,17 @@ def line_task(line: RunLine, dispatch: Callable[[], LineResult]) -> LineResult:
 def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
     if isinstance(outcome, LineFailed):
         return outcome
+    if isinstance(outcome, KilledWorker):
+        # its worker went away mid-line (a batch job cancelled or out of walltime, a node
+        # lost): the line itself did nothing wrong, so it may run again on another worker
+        worker = outcome.last_worker
+        return LineFailed(
+            sub.line.line_id,
+            "transient",
+            log_path_for(sub.line, log_dir),
+            "",
+            detail=f"its Dask worker {worker.name} ({worker.address}) was lost while it ran",
+        )
     return LineFailed(
         sub.line.line_id,
         "fatal",
@@ -329,6 +340,7 @@ def execute_stack(
     extra_path: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
     learn_memory: bool = True,
+    planned: Sequence[Worker] | None = None,
 ) -> ExecutionReport:
     """Run every line on the Dask cluster of ``client`` once its upstream lines succeeded and
     :class:`Admission` lets it start; call inside a flow.
@@ -336,12 +348,13 @@ def execute_stack(
     ``gpu_ids``: GPU ids of this machine to hand to GPU lines (a local cluster); None leaves
     GPU placement to the workers' ``GPU`` resources. ``learn_memory``: refine the memory
     estimates from the peak RSS of the lines that ran, kept in the stack directory
-    (:mod:`~insarflow.tasks.topsstack.learned_memory`). Raises :class:`StackFailed` after
-    the lines already running finish when a line fails for good (retries: see
-    ``StackScheduler``).
+    (:mod:`~insarflow.tasks.topsstack.learned_memory`). ``planned``: the workers an adaptive
+    cluster will have at most (:func:`~insarflow.compute.planned_workers`); slots and checks
+    go by them instead of the workers joined so far. Raises :class:`StackFailed` after the
+    lines already running finish when a line fails for good (retries: see ``StackScheduler``).
     """
     logger = get_run_logger()
-    workers = workers_of(client)
+    workers = list(planned) if planned else workers_of(client)
     check_capacity(workers, use_gpu)
     worker_mb = int(min(max(w.resources["MEMORY_MB"] for w in workers), memory_budget_mb))
     learned = LearnedMemory.load(stack_dir) if learn_memory else LearnedMemory()

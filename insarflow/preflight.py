@@ -110,6 +110,13 @@ def preflight(
         report.isce2_version = version
         issues.extend(found)
 
+    jq = config.compute.jobqueue
+    if jq is not None and ("topsstack" in stages or "sbas" in stages):
+        from insarflow.compute import jobqueue_issues
+
+        for field_name, value, message in jobqueue_issues(jq):
+            issue(field_name, value, message)
+
     if "sbas" in stages and config.mintpy.troposphere == "pyaps":
         cdsapirc = Path.home() / ".cdsapirc"
         if not cdsapirc.is_file():

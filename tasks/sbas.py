@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -188,6 +188,7 @@ def write_smallbaseline_cfg(
     stack_dir: Path,
     max_memory_gb: float = 4.0,
     num_workers: int = 1,
+    cluster: Literal["local", "slurm", "pbs"] = "local",
     reference_lat_lon: tuple[float, float] | None = None,
     reference_yx: tuple[int, int] | None = None,
     reference_date: str | None = None,
@@ -205,7 +206,9 @@ def write_smallbaseline_cfg(
     The file is MintPy's full default template with our values filled in, so MintPy
     never replaces it as obsolete. Paths are absolute. ``num_workers`` > 1 turns on a
     local Dask cluster for invert_network/correct_topography; 1 runs without one
-    (a one-worker cluster only costs start-up time). ``reference_lat_lon`` or
+    (a one-worker cluster only costs start-up time). ``cluster`` slurm or pbs: those steps
+    run on ``num_workers`` batch jobs instead, configured by dask-jobqueue's settings of that
+    kind (:func:`insarflow.compute.jobqueue_dask_env`). ``reference_lat_lon`` or
     ``reference_yx`` fix the reference point, neither means MintPy picks one.
     ``reference_date`` is None or 'auto' (MintPy's date of least residual RMS), 'no'
     (the first date) or YYYYMMDD.
@@ -273,7 +276,7 @@ def write_smallbaseline_cfg(
     geom = stack / "merged" / "geom_reference"
     values: dict[str, str] = {
         "mintpy.compute.maxMemory": f"{max_memory_gb:g}",
-        "mintpy.compute.cluster": "local" if num_workers > 1 else "none",
+        "mintpy.compute.cluster": cluster if num_workers > 1 or cluster != "local" else "none",
         "mintpy.compute.numWorker": str(num_workers),
         "mintpy.load.processor": "isce",
         "mintpy.load.updateMode": "yes" if update_mode else "no",

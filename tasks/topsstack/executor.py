@@ -47,8 +47,9 @@ MARKER_DIR = Path(".insarflow") / "done"
 #: Environment variable telling a line how many MB of memory it was granted; its log warns
 #: when the line's peak RSS exceeds it.
 ENV_MEMORY_MB = "INSARFLOW_LINE_MEMORY_MB"
-#: Environment variables worth recording in every line log.
-LOGGED_ENV = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", ENV_MEMORY_MB)
+#: Environment variables worth recording in every line log (SLURM_JOB_ID: the batch job of
+#: the worker that ran it).
+LOGGED_ENV = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", ENV_MEMORY_MB, "SLURM_JOB_ID")
 OOM_GROWTH = 1.5
 
 _OOM_RETURN_CODES = frozenset({137, -9})
@@ -464,6 +465,7 @@ class AttemptRecord:
     memory_mb: int
     outcome: Literal["ran", "skipped", "oom", "transient", "fatal"]
     duration_s: float
+    detail: str = ""  # what went wrong, for a failed attempt
 
 
 @dataclass(frozen=True)
@@ -630,7 +632,14 @@ class StackScheduler:
         """Record a failed attempt; return the retry to submit, or None (the run stops)."""
         sub = self._running.pop(line_id)
         self._attempts.append(
-            AttemptRecord(line_id, sub.attempt, sub.memory_mb, error.kind, duration_s)
+            AttemptRecord(
+                line_id,
+                sub.attempt,
+                sub.memory_mb,
+                error.kind,
+                duration_s,
+                detail=str(error).splitlines()[0],
+            )
         )
         retry: Submission | None = None
         if error.kind != "fatal" and not self._retries.get((line_id, error.kind)):
@@ -734,6 +743,13 @@ def render_report(report: ExecutionReport, lines: Sequence[RunLine]) -> str:
         else f"{i}. `{line_id}`"
         for i, line_id in enumerate(report.critical_path, 1)
     ]
+    failed_attempts = [a for a in report.attempts if a.outcome in ("oom", "transient", "fatal")]
+    if failed_attempts:
+        out += ["", "## Failed attempts", ""]
+        out += [
+            f"- `{a.line_id}` attempt {a.attempt} ({a.outcome}): {a.detail}"
+            for a in failed_attempts
+        ]
     if report.failures:
         out += ["", "## Failures", ""]
         for failure in report.failures:

@@ -132,3 +132,30 @@ def test_update(prefect_harness: Any, run_script: Callable[..., dict[str, str]])
     assert 0 < int(got["update.lines_executed"]) < int(got["update.lines_full_run"])
     assert "update.wall_ratio" in got
     assert {"update.mintpy_ratio_4", "update.products_ratio_4", "update.stages_ratio_4"} <= set(got)
+
+
+def test_slurm(tmp_path: Path) -> None:
+    # starts its own single-node SLURM; in a process of its own like test_limits, and so that
+    # SLURM_CONF never enters this process's environment
+    from tests.support.slurm import unavailable
+
+    reason = unavailable()
+    if reason:
+        if os.environ.get("INSARFLOW_REQUIRE_SLURM") == "1":
+            pytest.fail(f"INSARFLOW_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+    done = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "bench_slurm.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **BENCH_ENV, "TMPDIR": str(tmp_path)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not list(tmp_path.glob("insarflow-bench-*")), "scratch directory left behind"
+    got = figures(done.stdout)
+    for where in ("local", "slurm"):
+        for jobs in (1, 2):
+            assert float(got[f"slurm.{where}_{jobs}_lines_per_min"]) > 0
+    assert "slurm.slurm_over_local_2" in got

@@ -166,6 +166,15 @@ def test_swaths_scalar_or_names_get_a_fix(swaths: Any, message: str) -> None:
     assert issues_of(minimal(topsstack__swaths=swaths)) == [("topsstack.swaths", message)]
 
 
+def test_jobqueue_min_jobs_above_jobs_is_an_error() -> None:
+    [(field, message)] = issues_of(
+        minimal(compute__jobqueue={"kind": "slurm", "jobs": 2, "min_jobs": 3})
+    )
+    assert field == "compute.jobqueue"
+    assert "compute.jobqueue.min_jobs = 3 is more than compute.jobqueue.jobs = 2" in message
+    parse_config(minimal(compute__jobqueue={"kind": "slurm", "jobs": 2, "min_jobs": 2}))
+
+
 def test_use_gpu_without_gpus_is_an_error() -> None:
     fix = "set compute.gpus to the number of GPUs, or set topsstack.use_gpu to false"
     assert issues_of(minimal(topsstack__use_gpu=True)) == [

@@ -360,9 +360,10 @@ def test_slurm_spec_advertises_memory_and_gpu_resources() -> None:
     spec = kwargs["cluster_kwargs"]
     assert spec["worker_extra_args"] == ["--resources", "MEMORY_MB=29491,GPU=1"]
     assert spec["job_extra_directives"] == ["--gres=gpu:1"]
-    assert (spec["n_workers"], spec["processes"], parse_bytes(spec["memory"])) == (3, 1, 32e9)
+    assert (spec["processes"], parse_bytes(spec["memory"])) == (1, 32e9)
+    assert kwargs["adapt"] == {"minimum_jobs": 1, "maximum_jobs": 3}
     # The same arguments render a job script (no cluster, nothing submitted).
-    job_args = {k: v for k, v in spec.items() if k != "n_workers"}
+    job_args = {k: v for k, v in spec.items() if k != "scheduler_options"}
     script = SLURMJob(scheduler="tcp://127.0.0.1:8786", name="insarflow", **job_args).job_script()
     assert "--resources MEMORY_MB=29491,GPU=1" in script
     assert "#SBATCH --gres=gpu:1" in script
