@@ -3,9 +3,10 @@
 One run of the whole flow (acquire -> products) puts every topsStack line into one of two
 SLURM worker jobs (the cluster adapts from none as lines queue) and MintPy's parallel steps
 into jobs of the same specification; the same
-stack run on the local cluster gives the same products, byte for byte. A second stack has a
-worker job cancelled (``scancel``) while it runs lines: those lines run again in another job,
-finished ones do not, and the report says what happened. A specification SLURM refuses is
+stack run on the local cluster gives the same products, byte for byte. Two more stacks each
+lose a worker job while it runs lines, one cancelled (``scancel``), one killed by SLURM for
+its walltime: those lines run again in another job, finished ones do not, the report names
+the lost worker, and a new job replaces it. A specification SLURM refuses is
 reported before anything runs, naming the field and SLURM's words.
 """
 
@@ -17,6 +18,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,8 +214,8 @@ def test_products_are_identical_to_a_local_run(slurm_run: Run, local_run: Run) -
 
 SLOW_STEP = "fullBurst_resample"  # one line per secondary date, all ready at once
 SLOW_S = 6.0
-# Put first on PATH: sleeps in the lines of SLOW_STEP (recording which job runs them), then
-# becomes the simulator's own SentinelWrapper.py.
+# Put first on PATH: sleeps in the lines of SLOW_STEP (recording which job runs them), and on
+# while the hold file exists, then becomes the simulator's own SentinelWrapper.py.
 SLOW_WRAPPER = """\
 import json, os, sys, time
 from pathlib import Path
@@ -223,6 +225,8 @@ if config.startswith("config_{step}_"):
     with open(os.environ["INSARFLOW_TEST_STARTED"], "a", encoding="utf-8") as out:
         out.write(json.dumps({{"config": config, "job": os.environ["SLURM_JOB_ID"]}}) + "\\n")
     time.sleep({seconds})
+    while os.path.exists(os.environ["INSARFLOW_TEST_HOLD"]):
+        time.sleep(0.2)
 real = Path(os.environ["INSARFLOW_TEST_SIMULATOR_BIN"]) / "SentinelWrapper.py"
 os.execv(str(real), [str(real), *sys.argv[1:]])
 """
@@ -233,16 +237,19 @@ class LostJob:
     config: StackConfig
     lines: list[RunLine]
     report: ExecutionReport
-    cancelled: str
-    killed: set[str]  # lines that were running in the cancelled job
+    lost: str  # the worker job SLURM ended mid-stage
+    killed: set[str]  # lines that were running in it
     logs: dict[str, str]
+    job_log: str  # what the lost job wrote (its worker's log, SLURM's last words)
 
 
-@pytest.fixture(scope="module")
-def lost_job(
-    slurm: SingleNodeSlurm, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
+def lose_a_job(
+    slurm: SingleNodeSlurm, root: Path, lose: Callable[[str], None], *, hold: bool
 ) -> LostJob:
-    root = tmp_path_factory.mktemp("lost-job")
+    """The topsStack stage of a small stack on two worker jobs; once a line of SLOW_STEP has
+    run a moment, ``lose`` is called (in a thread) with its job to end that job. With ``hold``
+    the lines of SLOW_STEP wait until ``lose`` has returned, so they are running whenever the
+    job ends."""
     config = stack_config(root / "work", slurm_compute())
     lines = write_run_files(root / "work", lambda work_dir, _dates: config)
     paths = config.paths
@@ -256,20 +263,29 @@ def lost_job(
     simulator_bin = paths.stack / "simulator" / "bin"
     started = root / "started.jsonl"
     started.touch()
-    cancelled: list[str] = []
+    held = root / "hold"
+    if hold:
+        held.touch()
+    lost: list[str] = []
+    errors: list[BaseException] = []
 
     def records() -> list[dict[str, str]]:
         return [json.loads(x) for x in started.read_text().splitlines()]
 
-    def cancel_a_busy_job() -> None:
-        wait_until(lambda: bool(records()), timeout_s=240, what=f"a {SLOW_STEP} line")
-        time.sleep(1.0)  # the job is in the middle of its lines
-        job = records()[0]["job"]
-        slurm.run("scancel", job)
-        cancelled.append(job)
+    def lose_a_busy_job() -> None:
+        try:
+            wait_until(lambda: bool(records()), timeout_s=240, what=f"a {SLOW_STEP} line")
+            time.sleep(1.0)  # the job is in the middle of its lines
+            job = records()[0]["job"]
+            lose(job)
+            lost.append(job)
+        except BaseException as exc:  # raised in the test once the stage has ended
+            errors.append(exc)
+        finally:
+            held.unlink(missing_ok=True)
 
-    canceller = threading.Thread(target=cancel_a_busy_job, daemon=True)
-    canceller.start()
+    loser = threading.Thread(target=lose_a_busy_job, daemon=True)
+    loser.start()
     # SLURMCluster forgets a lost job, and submits its replacement, after this timeout (15 s)
     timeout = dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"})
     with timeout:
@@ -284,20 +300,29 @@ def lost_job(
             extra_path=[wrapper_bin, simulator_bin],
             env={
                 "INSARFLOW_TEST_STARTED": str(started),
+                "INSARFLOW_TEST_HOLD": str(held),
                 "INSARFLOW_TEST_SIMULATOR_BIN": str(simulator_bin),
             },
             cluster=task_runner_kwargs(config.compute, log_dir=paths.logs / "jobs"),
         )
-    canceller.join(timeout=10)
-    assert cancelled, "no job was cancelled"
+    loser.join(timeout=10)
+    if errors:
+        raise errors[0]
+    assert lost, "no job was lost"
     by_config = {line.config_path.name: line.line_id for line in lines if line.config_path}
-    killed = {by_config[r["config"]] for r in records() if r["job"] == cancelled[0]}
-    return LostJob(config, lines, report, cancelled[0], killed, line_logs(paths.logs))
+    killed = {by_config[r["config"]] for r in records() if r["job"] == lost[0]}
+    job_log = "".join(
+        p.read_text(errors="replace")
+        for p in sorted((paths.logs / "jobs").glob(f"dask-worker-{lost[0]}.*"))
+    )
+    return LostJob(config, lines, report, lost[0], killed, line_logs(paths.logs), job_log)
 
 
-def test_lines_of_a_cancelled_job_run_again_elsewhere_and_only_they(lost_job: LostJob) -> None:
+def check_lines_of_the_lost_job_ran_again_elsewhere_and_only_they(lost_job: LostJob) -> None:
+    """Nothing lost, nothing run twice but the lines the lost job was running, each again in
+    another job; the report names the job's worker for each of them."""
     report = lost_job.report
-    assert lost_job.killed, "the cancelled job was running lines"
+    assert lost_job.killed, "the lost job was running lines"
     assert not report.failures
     # nothing lost: every line ran (exactly one result each)
     assert sorted(report.ran) == sorted(line.line_id for line in lost_job.lines)
@@ -306,27 +331,92 @@ def test_lines_of_a_cancelled_job_run_again_elsewhere_and_only_they(lost_job: Lo
     for line_id, text in lost_job.logs.items():
         jobs = job_ids(text)
         if line_id in lost_job.killed:
-            assert jobs[0] == lost_job.cancelled and jobs[1] != lost_job.cancelled, jobs
+            assert jobs[0] == lost_job.lost and jobs[1] != lost_job.lost, jobs
         else:
             assert len(jobs) == 1, (line_id, jobs)  # finished lines did not run again
     failed = [a for a in report.attempts if a.outcome == "transient"]
     assert {a.line_id for a in failed} == lost_job.killed
-    assert all("was lost while it ran" in a.detail for a in failed)
+    # the worker as its job logged it at start
+    name = re.search(r"Worker name:\s+(\S+)", lost_job.job_log)
+    address = re.search(r"Start worker at:\s+(\S+)", lost_job.job_log)
+    assert name and address, lost_job.job_log
+    worker = f"its Dask worker {name[1]} ({address[1]}) was lost while it ran"
+    assert all(a.detail.endswith(worker) for a in failed), [a.detail for a in failed]
     markdown = render_report(report, lost_job.lines)
     assert "## Failed attempts" in markdown
     for line_id in lost_job.killed:
-        assert f"- `{line_id}` attempt 1 (transient): line {line_id} failed" in markdown
+        assert f"- `{line_id}` attempt 1 (transient): line {line_id} failed: {worker}" in markdown
 
 
-def test_a_new_job_replaces_the_cancelled_one(lost_job: LostJob) -> None:
+def check_a_new_job_replaced_the_lost_one(lost_job: LostJob) -> None:
     """min_jobs is 2: the cluster asks SLURM for another worker once one is gone."""
     # the retried line alone outlasts the (lowered) lost-worker timeout, so the flow was still
     # running when the replacement was submitted
     submitted = worker_jobs(lost_job.config)
     assert len(submitted) == 3, submitted
-    assert lost_job.cancelled in submitted[:2]
+    assert lost_job.lost in submitted[:2]
     used = {job for text in lost_job.logs.values() for job in job_ids(text)}
     assert used <= set(submitted)
+
+
+@pytest.fixture(scope="module")
+def cancelled_job(
+    slurm: SingleNodeSlurm, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
+) -> LostJob:
+    def cancel(job: str) -> None:
+        slurm.run("scancel", job)
+
+    return lose_a_job(slurm, tmp_path_factory.mktemp("cancelled-job"), cancel, hold=False)
+
+
+def test_lines_of_a_cancelled_job_run_again_elsewhere_and_only_they(
+    cancelled_job: LostJob,
+) -> None:
+    check_lines_of_the_lost_job_ran_again_elsewhere_and_only_they(cancelled_job)
+
+
+def test_a_new_job_replaces_the_cancelled_one(cancelled_job: LostJob) -> None:
+    check_a_new_job_replaced_the_lost_one(cancelled_job)
+
+
+@pytest.fixture(scope="module")
+def timed_out_job(
+    slurm: SingleNodeSlurm, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
+) -> LostJob:
+    """A worker job killed by SLURM for its walltime while it runs lines: SLURM counts time
+    limits in minutes, so the busy job's limit is lowered to one minute and SLURM ends it once
+    it has run that long (slurmctld looks every 30 s)."""
+
+    def time_out(job: str) -> None:
+        slurm.run("scontrol", "update", f"JobId={job}", "TimeLimit=1")
+        # gone from the queue: its processes, the held lines among them, have ended
+        wait_until(lambda: job not in slurm.jobs(), timeout_s=150, what=f"job {job} ended")
+
+    return lose_a_job(slurm, tmp_path_factory.mktemp("timed-out-job"), time_out, hold=True)
+
+
+def test_slurm_ended_the_job_for_its_walltime(
+    timed_out_job: LostJob, slurm: SingleNodeSlurm
+) -> None:
+    job = timed_out_job.lost
+    state = slurm.run("scontrol", "show", "job", job)
+    assert "JobState=TIMEOUT Reason=TimeLimit" in state, state
+    assert (
+        f"Time limit exhausted for JobId={job}"
+        in (slurm.root / "log" / "slurmctld.log").read_text()
+    )
+    assert f"*** JOB {job} ON {slurm.node} CANCELLED AT " in timed_out_job.job_log
+    assert " DUE TO TIME LIMIT ***" in timed_out_job.job_log
+
+
+def test_lines_of_a_job_out_of_walltime_run_again_elsewhere_and_only_they(
+    timed_out_job: LostJob,
+) -> None:
+    check_lines_of_the_lost_job_ran_again_elsewhere_and_only_they(timed_out_job)
+
+
+def test_a_new_job_replaces_the_one_out_of_walltime(timed_out_job: LostJob) -> None:
+    check_a_new_job_replaced_the_lost_one(timed_out_job)
 
 
 # ------------------------------------------------------------------------ bad input
