@@ -48,8 +48,10 @@ def prefect_harness() -> Iterator[None]:
 
 
 # Test folders whose session fixtures are expensive and shared by several files (a reference
-# run of the whole flow): under pytest-xdist they run on one worker as a whole.
-_SHARED_SESSION_FOLDERS = {"reliability"}
+# run of the whole flow), or that must not run beside each other (cluster: one single-node
+# SLURM on this machine at a time; the SLURM benchmark's smoke test joins the group): under
+# pytest-xdist they run on one worker as a whole.
+_SHARED_SESSION_FOLDERS = {"reliability", "cluster"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

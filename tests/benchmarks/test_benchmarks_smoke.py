@@ -134,6 +134,7 @@ def test_update(prefect_harness: Any, run_script: Callable[..., dict[str, str]])
     assert {"update.mintpy_ratio_4", "update.products_ratio_4", "update.stages_ratio_4"} <= set(got)
 
 
+@pytest.mark.xdist_group("cluster")  # one single-node SLURM at a time (tests/conftest.py)
 def test_slurm(tmp_path: Path) -> None:
     # starts its own single-node SLURM; in a process of its own like test_limits, and so that
     # SLURM_CONF never enters this process's environment

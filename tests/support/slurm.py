@@ -1,8 +1,9 @@
 """A single-node SLURM on 127.0.0.1, started from nothing and stopped by PID.
 
 ``munged``, ``slurmctld`` and ``slurmd`` (Debian packages ``munge`` and ``slurm-wlm``) run in the
-foreground as children of this process, with every file they use under one root directory: the
-munge key and socket, ``slurm.conf`` and ``gres.conf``, state, spool, logs. Nothing under
+foreground as children of this process, with every file they use under one root directory
+(``slurm.conf`` and ``gres.conf``, state, spool, logs) but munge's key and socket, in a short
+directory under ``/tmp`` of their own (a socket path has at most 107 bytes). Nothing under
 ``/etc`` or ``/run`` is touched, so a machine's own SLURM (if any) is left alone; commands find
 this one through ``SLURM_CONF`` (:meth:`SingleNodeSlurm.env`).
 
@@ -20,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -182,8 +184,7 @@ def _children(process: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def _write_config(root: Path, node: str) -> None:
-    munge = root / "munge"
+def _write_config(root: Path, node: str, munge: Path) -> None:
     ctld_port, d_port = _free_port(), _free_port()
     gpu_files = [root / "gpus" / f"gpu{i}" for i in range(GPUS)]
     for path in gpu_files:
@@ -236,13 +237,15 @@ def _write_config(root: Path, node: str) -> None:
 def single_node_slurm(root: Path, *, timeout_s: float = 60) -> Iterator[SingleNodeSlurm]:
     """Start munged, slurmctld and slurmd with everything under ``root``; yield once the node
     is idle; stop them all by PID on exit, whatever happened."""
-    for sub in ("munge", "state", "spool", "log", "jobs"):
+    for sub in ("state", "spool", "log", "jobs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "munge").chmod(0o700)
+    # munged's socket path must fit a Unix socket address (107 bytes): a short directory of
+    # its own rather than under ``root`` (under pytest-xdist and a benchmark's scratch
+    # directory it was 108)
+    munge = Path(tempfile.mkdtemp(prefix="insarflow-munge-", dir="/tmp"))
     node = socket.gethostname().split(".")[0]
-    _write_config(root, node)
+    _write_config(root, node, munge)
     slurm = SingleNodeSlurm(root, node)
-    munge = root / "munge"
     try:
         subprocess.run(
             ["mungekey", "--create", "--keyfile", str(munge / "munge.key")],
@@ -270,3 +273,4 @@ def single_node_slurm(root: Path, *, timeout_s: float = 60) -> Iterator[SingleNo
         yield slurm
     finally:
         slurm.stop()
+        shutil.rmtree(munge, ignore_errors=True)
