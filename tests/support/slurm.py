@@ -2,10 +2,10 @@
 
 ``munged``, ``slurmctld`` and ``slurmd`` (Debian packages ``munge`` and ``slurm-wlm``) run in the
 foreground as children of this process, with every file they use under one root directory
-(``slurm.conf`` and ``gres.conf``, state, spool, logs) but munge's key and socket, in a short
-directory under ``/tmp`` of their own (a socket path has at most 107 bytes). Nothing under
-``/etc`` or ``/run`` is touched, so a machine's own SLURM (if any) is left alone; commands find
-this one through ``SLURM_CONF`` (:meth:`SingleNodeSlurm.env`).
+(``slurm.conf`` and ``gres.conf``, state, logs) but munge's key and socket and slurmd's
+spool, in a short directory under ``/tmp`` of their own (a socket path has at most 107
+bytes). Nothing under ``/etc`` or ``/run`` is touched, so a machine's own SLURM (if any) is
+left alone; commands find this one through ``SLURM_CONF`` (:meth:`SingleNodeSlurm.env`).
 
 The node declares ``CPUS`` cores, ``MEMORY_MB`` of memory and ``GPUS`` GPUs whatever the
 machine has (``SlurmdParameters=config_overrides``), so that job sizes and the limits SLURM
@@ -184,7 +184,8 @@ def _children(process: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def _write_config(root: Path, node: str, munge: Path) -> None:
+def _write_config(root: Path, node: str, short: Path) -> None:
+    munge = short / "munge"
     ctld_port, d_port = _free_port(), _free_port()
     gpu_files = [root / "gpus" / f"gpu{i}" for i in range(GPUS)]
     for path in gpu_files:
@@ -201,7 +202,7 @@ def _write_config(root: Path, node: str, munge: Path) -> None:
         "AuthInfo": f"socket={munge / 'munge.socket'}",
         "CredType": "cred/munge",
         "StateSaveLocation": root / "state",
-        "SlurmdSpoolDir": root / "spool",
+        "SlurmdSpoolDir": short / "spool",
         "SlurmctldPidFile": root / "slurmctld.pid",
         "SlurmdPidFile": root / "slurmd.pid",
         "SlurmctldLogFile": root / "log" / "slurmctld.log",
@@ -237,14 +238,17 @@ def _write_config(root: Path, node: str, munge: Path) -> None:
 def single_node_slurm(root: Path, *, timeout_s: float = 60) -> Iterator[SingleNodeSlurm]:
     """Start munged, slurmctld and slurmd with everything under ``root``; yield once the node
     is idle; stop them all by PID on exit, whatever happened."""
-    for sub in ("state", "spool", "log", "jobs"):
+    for sub in ("state", "log", "jobs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    # munged's socket path must fit a Unix socket address (107 bytes): a short directory of
-    # its own rather than under ``root`` (under pytest-xdist and a benchmark's scratch
-    # directory it was 108)
-    munge = Path(tempfile.mkdtemp(prefix="insarflow-munge-", dir="/tmp"))
+    # munged's socket and slurmd's spool (its step sockets) must fit a Unix socket address
+    # (107 bytes): a short directory of their own rather than under ``root`` (under
+    # pytest-xdist and a benchmark's scratch directory the paths reached 108 and 112)
+    short = Path(tempfile.mkdtemp(prefix="insarflow-slurm-", dir="/tmp"))
+    munge = short / "munge"
+    for sub in (munge, short / "spool"):
+        sub.mkdir(mode=0o700)
     node = socket.gethostname().split(".")[0]
-    _write_config(root, node, munge)
+    _write_config(root, node, short)
     slurm = SingleNodeSlurm(root, node)
     try:
         subprocess.run(
@@ -273,4 +277,4 @@ def single_node_slurm(root: Path, *, timeout_s: float = 60) -> Iterator[SingleNo
         yield slurm
     finally:
         slurm.stop()
-        shutil.rmtree(munge, ignore_errors=True)
+        shutil.rmtree(short, ignore_errors=True)
