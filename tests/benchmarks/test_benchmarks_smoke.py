@@ -43,6 +43,22 @@ def figures(text: str) -> dict[str, str]:
     return dict(re.findall(r"^FIGURE ([\w.]+): (.+)$", text, flags=re.MULTILINE))
 
 
+def run_in_own_process(script: str, tmp_path: Path) -> dict[str, str]:
+    """The figures of ``script --smoke`` run in a process of its own (scratch under
+    ``tmp_path``, which it must leave empty)."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH_DIR / script), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **BENCH_ENV, "TMPDIR": str(tmp_path)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not list(tmp_path.glob("insarflow-bench-*")), "scratch directory left behind"
+    return figures(done.stdout)
+
+
 @pytest.fixture
 def run_script(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
@@ -79,17 +95,7 @@ def test_limits(tmp_path: Path) -> None:
     # starts its own `prefect server start`; both runs against it. In a process of its own:
     # Prefect's concurrency services live for the process and keep the API they first used,
     # so later tests in this process would talk to the stopped benchmark server.
-    done = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "bench_limits.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **BENCH_ENV, "TMPDIR": str(tmp_path)},
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert not list(tmp_path.glob("insarflow-bench-*")), "scratch directory left behind"
-    got = figures(done.stdout)
+    got = run_in_own_process("bench_limits.py", tmp_path)
     assert float(got["limits.without_s"]) > 0
     assert float(got["limits.with_s"]) > 0
     assert "limits.ratio" in got
@@ -145,17 +151,7 @@ def test_slurm(tmp_path: Path) -> None:
         if os.environ.get("INSARFLOW_REQUIRE_SLURM") == "1":
             pytest.fail(f"INSARFLOW_REQUIRE_SLURM=1 but {reason}")
         pytest.skip(reason)
-    done = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "bench_slurm.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **BENCH_ENV, "TMPDIR": str(tmp_path)},
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert not list(tmp_path.glob("insarflow-bench-*")), "scratch directory left behind"
-    got = figures(done.stdout)
+    got = run_in_own_process("bench_slurm.py", tmp_path)
     for where in ("local", "slurm"):
         for jobs in (1, 2):
             assert float(got[f"slurm.{where}_{jobs}_lines_per_min"]) > 0
