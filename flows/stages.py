@@ -455,6 +455,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     """MintPy smallbaselineApp, one task per step, metadata written without ISCE2."""
     from insarflow.compute import jobqueue_dask_env, task_runner_kwargs
     from insarflow.tasks.ifgram_append import append_ifgrams_task
+    from insarflow.tasks.mintpy_runner import SCHEDULER_ENV
     from insarflow.tasks.sbas import (
         MINTPY_STEP_TASKS,
         inversion_stamp,
@@ -470,10 +471,14 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
     paths = config.paths
     mp = config.mintpy
     jq = config.compute.jobqueue
-    # with a jobqueue cluster, MintPy's parallel steps run in jobs of the same specification
+    # MintPy's parallel steps run in jobs of the jobqueue's specification, or on the workers of
+    # the configured scheduler
+    address = config.compute.scheduler_address
     mintpy_env = (
         jobqueue_dask_env(task_runner_kwargs(config.compute, log_dir=paths.logs / "jobs"))
         if jq
+        else {SCHEDULER_ENV: address}
+        if address
         else None
     )
     network = preflight_task(
@@ -487,7 +492,7 @@ def sbas_stage(config: StackConfig) -> SbasStageResult:
         stack_dir=paths.stack,
         max_memory_gb=mp.max_memory_gb,
         num_workers=jq.jobs if jq else config.compute.workers,
-        cluster=jq.kind if jq else "local",
+        cluster=jq.kind if jq else "scheduler" if address else "local",
         reference_lat_lon=(mp.reference_point.lat, mp.reference_point.lon)
         if mp.reference_point
         else None,

@@ -9,6 +9,7 @@ with it).
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,10 @@ from typing import Any
 
 #: The seed of the automatic reference point (see :func:`seed_reference_point`).
 REFERENCE_POINT_SEED = 0
+#: Environment variable with the address of an existing Dask scheduler on which MintPy's
+#: parallel steps run (see :func:`scheduler_cluster`); set by the sbas stage from
+#: ``compute.scheduler_address``.
+SCHEDULER_ENV = "INSARFLOW_DASK_SCHEDULER"
 
 
 def seed_reference_point() -> None:
@@ -45,6 +50,59 @@ def local_only_cluster(work_dir: Path) -> None:
             super().__init__(*args, **kwargs)
 
     distributed.LocalCluster = LocalCluster
+
+
+def scheduler_cluster(address: str) -> None:
+    """MintPy's parallel steps (ifgram_inversion, dem_error) run their chunks on the workers of
+    the existing scheduler at ``address`` instead of a cluster MintPy starts.
+
+    MintPy's ``DaskCluster`` starts a cluster of ``mintpy.compute.cluster``'s type, scales it,
+    and closes it afterwards; here, for type ``local``, it connects a client to ``address``,
+    scales nothing and closes only its client (the scheduler and its workers are not its own).
+    ``numWorker`` (the number of chunks MintPy splits each box into) becomes the total of the
+    scheduler's worker threads when the step starts, at least 2: with one chunk MintPy turns
+    Dask off and inverts in its own process.
+    """
+    from dask.distributed import Client
+    from mintpy.objects import cluster
+
+    base: Any = cluster.DaskCluster
+
+    class SchedulerCluster(base):
+        num_worker: int  # the number of chunks (set by DaskCluster.__init__)
+
+        @staticmethod
+        def format_num_worker(cluster_type: str | None, num_worker: str) -> int:
+            if cluster_type != "local":
+                return int(base.format_num_worker(cluster_type, num_worker))
+            with Client(address) as client:
+                threads = sum(client.nthreads().values())
+            if not threads:
+                raise RuntimeError(
+                    f"the Dask scheduler at {address} (compute.scheduler_address) has no "
+                    f"workers: start some with 'dask worker {address}'"
+                )
+            return max(threads, 2)
+
+        def open(self) -> None:
+            print(f"connect to the Dask scheduler at {address}")
+            self.client = Client(address)
+
+        def run(self, func: Any, func_data: dict[str, Any], results: list[Any]) -> Any:
+            # DaskCluster.run without scaling a cluster or opening a second client
+            box = func_data["box"]
+            sub_boxes, num_split = cluster.split_box2sub_boxes(
+                box, num_split=self.num_worker, dimension="x"
+            )
+            self.num_worker = num_split
+            print(f"split patch into {num_split} sub boxes in x direction for workers")
+            futures, submitted = self.submit_job(func, func_data, sub_boxes)
+            return self.collect_result(futures, results, box, submitted)
+
+        def close(self) -> None:
+            self.client.close()
+
+    cluster.DaskCluster = SchedulerCluster
 
 
 def skip_empty_ambiguity_histogram() -> None:
@@ -87,6 +145,8 @@ def apply_patches(argv: Sequence[str]) -> None:
     seed_reference_point()
     if "--dir" in argv:
         local_only_cluster(Path(argv[list(argv).index("--dir") + 1]))
+    if address := os.environ.get(SCHEDULER_ENV):
+        scheduler_cluster(address)
     if "quick_overview" in argv:
         skip_empty_ambiguity_histogram()
     if "correct_unwrap_error" in argv:

@@ -123,6 +123,8 @@ _REWRITTEN_BY_STEP: dict[str, tuple[str, ...]] = {
 _STATE_DIRNAME = ".insarflow"
 
 ConfigValue = str | int | float | bool
+#: Where MintPy's parallel steps run (see :func:`write_smallbaseline_cfg`).
+ClusterKind = Literal["local", "slurm", "pbs", "scheduler"]
 
 _PAIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
 
@@ -188,7 +190,7 @@ def write_smallbaseline_cfg(
     stack_dir: Path,
     max_memory_gb: float = 4.0,
     num_workers: int = 1,
-    cluster: Literal["local", "slurm", "pbs"] = "local",
+    cluster: ClusterKind = "local",
     reference_lat_lon: tuple[float, float] | None = None,
     reference_yx: tuple[int, int] | None = None,
     reference_date: str | None = None,
@@ -208,7 +210,13 @@ def write_smallbaseline_cfg(
     local Dask cluster for invert_network/correct_topography; 1 runs without one
     (a one-worker cluster only costs start-up time). ``cluster`` slurm or pbs: those steps
     run on ``num_workers`` batch jobs instead, configured by dask-jobqueue's settings of that
-    kind (:func:`insarflow.compute.jobqueue_dask_env`). ``reference_lat_lon`` or
+    kind (:func:`insarflow.compute.jobqueue_dask_env`). ``cluster`` scheduler: those steps
+    run on the workers of the existing scheduler whose address the step's environment
+    carries in ``INSARFLOW_DASK_SCHEDULER``, in as many chunks as they have threads when the
+    step starts (:func:`insarflow.tasks.mintpy_runner.scheduler_cluster`); the file says
+    ``local`` with ``numWorker = all``, which that patch turns into the scheduler
+    (``num_workers`` is not used; plain smallbaselineApp would start a local cluster of all
+    cores). ``reference_lat_lon`` or
     ``reference_yx`` fix the reference point, neither means MintPy picks one.
     ``reference_date`` is None or 'auto' (MintPy's date of least residual RMS), 'no'
     (the first date) or YYYYMMDD.
@@ -272,12 +280,20 @@ def write_smallbaseline_cfg(
             "troposphere_method='no' or 'height_correlation'"
         )
 
+    if cluster not in get_args(ClusterKind):
+        raise ValueError(f"cluster={cluster!r}; use one of {get_args(ClusterKind)}")
+    if cluster == "scheduler":  # reached through MintPy's 'local' type, see the docstring
+        mintpy_cluster, num_worker = "local", "all"
+    else:
+        mintpy_cluster = cluster if num_workers > 1 or cluster != "local" else "none"
+        num_worker = str(num_workers)
+
     ifg_dir = stack / "merged" / "interferograms"
     geom = stack / "merged" / "geom_reference"
     values: dict[str, str] = {
         "mintpy.compute.maxMemory": f"{max_memory_gb:g}",
-        "mintpy.compute.cluster": cluster if num_workers > 1 or cluster != "local" else "none",
-        "mintpy.compute.numWorker": str(num_workers),
+        "mintpy.compute.cluster": mintpy_cluster,
+        "mintpy.compute.numWorker": num_worker,
         "mintpy.load.processor": "isce",
         "mintpy.load.updateMode": "yes" if update_mode else "no",
         "mintpy.load.metaFile": str(stack / "reference" / "IW*.xml"),

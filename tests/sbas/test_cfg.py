@@ -93,6 +93,19 @@ def test_defaults(tmp_path: Path, stack_dir: Path) -> None:
     assert values["mintpy.plot"] == "yes"
 
 
+@pytest.mark.parametrize("num_workers", [1, 8])
+def test_scheduler_cluster(tmp_path: Path, stack_dir: Path, num_workers: int) -> None:
+    """An existing scheduler: MintPy's 'local' type, which the runner turns into the scheduler
+    given in the step's environment, with numWorker 'all' (its threads); even with one local
+    worker configured the parallel steps stay on."""
+    cfg = write_smallbaseline_cfg(
+        tmp_path / "a.cfg", stack_dir=stack_dir, num_workers=num_workers, cluster="scheduler"
+    )
+    values = _read(cfg)
+    assert values["mintpy.compute.cluster"] == "local"
+    assert values["mintpy.compute.numWorker"] == "all"
+
+
 def test_reference_yx(tmp_path: Path, stack_dir: Path) -> None:
     values = _read(
         write_smallbaseline_cfg(tmp_path / "a.cfg", stack_dir=stack_dir, reference_yx=(12, 7))
@@ -144,6 +157,7 @@ def test_pyaps_needs_era5_credentials(tmp_path: Path, stack_dir: Path) -> None:
         ({"troposphere_method": "ERA5"}, "troposphere_method='ERA5'"),
         ({"max_memory_gb": 0}, "max_memory_gb=0 must be > 0"),
         ({"num_workers": 0}, "num_workers=0 must be >= 1"),
+        ({"cluster": "lsf"}, r"cluster='lsf'; use one of \('local', 'slurm', 'pbs', 'scheduler'\)"),
         ({"extra": {"mintpy.deramp": "linear # x"}}, "contain no '#'"),
     ],
 )

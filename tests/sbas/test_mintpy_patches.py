@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mintpy import reference_point, unwrap_error_phase_closure
+from mintpy import dem_error, ifgram_inversion, reference_point, unwrap_error_phase_closure
+from mintpy.cli import dem_error as dem_error_cli
+from mintpy.cli import ifgram_inversion as ifgram_inversion_cli
 from mintpy.objects import cluster, conncomp
 from mintpy.utils import plot, writefile
 
@@ -81,6 +83,71 @@ def test_local_cluster_listens_on_this_machine_only(
         assert local.scheduler_address.startswith("tcp://127.0.0.1:")
         assert local.dashboard_link.startswith("http://127.0.0.1:")
     assert (tmp_path / "dask-scratch").is_dir()
+
+
+# --------------------------------------------------------------------- scheduler_cluster
+
+
+def test_canary_mintpy_reaches_dask_through_dask_cluster() -> None:
+    """Both parallel steps look DaskCluster up in its module when they run, and their command
+    lines size it with DaskCluster.format_num_worker; DaskCluster.run splits the box, scales
+    the cluster it opened, and submits and collects the chunks with its own methods."""
+    for module in (ifgram_inversion, dem_error):
+        assert module.cluster is cluster
+        assert "cluster.DaskCluster(inps.cluster, inps.numWorker" in inspect.getsource(module)
+    for cli in (ifgram_inversion_cli, dem_error_cli):
+        source = inspect.getsource(cli)
+        assert "cluster.DaskCluster.format_num_worker(inps.cluster, inps.numWorker)" in source
+        assert "inps.numWorker == '1'" in source  # one chunk: no Dask
+    run = inspect.getsource(cluster.DaskCluster.run)
+    for call in ("split_box2sub_boxes(", "self.cluster.scale(", "Client(self.cluster)"):
+        assert call in run
+    assert "self.submit_job(func, func_data, sub_boxes)" in run
+    assert "self.collect_result(futures, results, box, submission_time)" in run
+    assert "self.cluster.close()" in inspect.getsource(cluster.DaskCluster.close)
+
+
+@pytest.fixture
+def restore_dask_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster, "DaskCluster", cluster.DaskCluster)
+
+
+@pytest.mark.usefixtures("restore_dask_cluster")
+def test_scheduler_cluster_uses_the_scheduler_threads_and_leaves_it_running() -> None:
+    import dask.distributed
+
+    with dask.distributed.LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as local:
+        mintpy_runner.scheduler_cluster(local.scheduler_address)
+        # numWorker from the scheduler's 4 threads, whatever the cfg or this machine says
+        assert cluster.DaskCluster.format_num_worker("local", "all") == 4
+        assert cluster.DaskCluster.format_num_worker(None, "3") == 3  # no cluster: as MintPy
+
+        def chunk(box: list[int], value: float) -> tuple[np.ndarray, list[int]]:
+            x0, y0, x1, y1 = box
+            return np.full((y1 - y0, x1 - x0), value * x0, np.float32), box
+
+        dask_cluster = cluster.DaskCluster("local", "all")
+        dask_cluster.open()
+        out = dask_cluster.run(chunk, {"box": [0, 0, 40, 3], "value": 2.0}, [np.zeros((3, 40))])
+        dask_cluster.close()
+        assert dask_cluster.num_worker == 4
+        assert [float(v) for v in out[0][0, ::10]] == [0.0, 20.0, 40.0, 60.0]
+        with dask.distributed.Client(local) as client:  # still serving
+            assert client.submit(sum, [1, 2]).result() == 3
+
+
+@pytest.mark.usefixtures("restore_dask_cluster")
+def test_scheduler_without_workers_is_named() -> None:
+    import dask.distributed
+
+    with dask.distributed.LocalCluster(
+        n_workers=0, processes=False, dashboard_address=None
+    ) as empty:
+        mintpy_runner.scheduler_cluster(empty.scheduler_address)
+        with pytest.raises(RuntimeError, match=r"compute\.scheduler_address\) has no workers"):
+            cluster.DaskCluster.format_num_worker("local", "all")
 
 
 # --------------------------------------------------------- skip_empty_ambiguity_histogram

@@ -90,3 +90,30 @@ def test_incomplete_interferogram_stops_the_stage_unless_allowed(
         sbas_stage(config)
     assert (stack.stack_dir / "merged" / "interferograms" / bad).is_dir()
     assert not (config.paths.mintpy / "smallbaselineApp.cfg").exists()
+
+
+def test_scheduler_address_reaches_mintpy_steps(
+    stack: SyntheticStack, monkeypatch: pytest.MonkeyPatch, prefect_harness: None
+) -> None:
+    """compute.scheduler_address: the cfg asks for MintPy's cluster and each step's
+    environment names the scheduler (what the runner connects to, see test_mintpy_dask)."""
+    from mintpy.utils import readfile
+
+    import insarflow.tasks.sbas
+    from insarflow.flows.stages import sbas_stage
+    from insarflow.tasks.mintpy_runner import SCHEDULER_ENV
+
+    envs: dict[str, dict[str, str] | None] = {}
+
+    def step(name: str, *args: Any, env: dict[str, str] | None = None, **kwargs: Any) -> None:
+        envs[name] = env
+
+    monkeypatch.setattr(insarflow.tasks.sbas, "mintpy_steps", lambda **_: ["invert_network"])
+    monkeypatch.setitem(insarflow.tasks.sbas.MINTPY_STEP_TASKS, "invert_network", step)
+    config = _stack_config(stack.stack_dir.parent, {})
+    config.compute.scheduler_address = "tcp://10.0.0.5:8786"
+    with pytest.raises(FileNotFoundError, match="MintPy outputs missing"):
+        sbas_stage(config)
+    assert envs == {"invert_network": {SCHEDULER_ENV: "tcp://10.0.0.5:8786"}}
+    cfg = readfile.read_template(str(config.paths.mintpy / "smallbaselineApp.cfg"))
+    assert (cfg["mintpy.compute.cluster"], cfg["mintpy.compute.numWorker"]) == ("local", "all")
