@@ -29,6 +29,7 @@ SCRIPTS: tuple[tuple[str, bool], ...] = (
     ("bench_export.py", False),
     ("bench_download.py", False),
     ("bench_update.py", True),
+    ("bench_mintpy_dask.py", False),
     ("bench_slurm.py", True),  # starts its own single-node SLURM (root, slurm-wlm, munge)
 )
 

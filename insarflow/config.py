@@ -470,7 +470,10 @@ class ComputeConfig(Model):
         "run at once, each with CUDA_VISIBLE_DEVICES of its own GPU (0..gpus-1).",
     )
     scheduler_address: str | None = Field(
-        default=None, description="Address of an existing Dask scheduler (tcp://host:8786)."
+        default=None,
+        description="Address of an existing Dask scheduler (tcp://host:8786): topsStack lines "
+        "and the chunks of MintPy's invert_network and correct_topography run on its workers "
+        "(which need MintPy installed and the work directory at the same path).",
     )
     jobqueue: JobqueueConfig | None = Field(
         default=None, description="Start a dask-jobqueue cluster instead of a local one."

@@ -140,6 +140,16 @@ def test_update(prefect_harness: Any, run_script: Callable[..., dict[str, str]])
     assert {"update.mintpy_ratio_4", "update.products_ratio_4", "update.stages_ratio_4"} <= set(got)
 
 
+def test_mintpy_dask(run_script: Callable[..., dict[str, str]]) -> None:
+    got = run_script("bench_mintpy_dask.py")
+    for run in ("serial", "local", "scheduler"):
+        assert float(got[f"mintpy_dask.{run}_px_ifg_per_s"]) > 0
+    for run in ("local", "scheduler"):
+        assert float(got[f"mintpy_dask.{run}_speedup"]) > 0
+        # the chunks' inversions are the serial one's, pixel for pixel
+        assert float(got[f"mintpy_dask.{run}_max_diff_m"]) < 1e-6
+
+
 @pytest.mark.xdist_group("cluster")  # one single-node SLURM at a time (tests/conftest.py)
 def test_slurm(tmp_path: Path) -> None:
     # starts its own single-node SLURM; in a process of its own like test_limits, and so that
