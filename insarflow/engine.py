@@ -39,6 +39,7 @@ from insarflow.compute import Worker, check_capacity, cores_per_line, workers_of
 from insarflow.server_slots import IDLE_HOLD_S, Hold, ServerSlots
 from insarflow.tasks.progress import StageProgress
 from insarflow.tasks.progress import log as progress_log
+from insarflow.tasks.topsstack import multicore
 from insarflow.tasks.topsstack.executor import (
     ENV_MEMORY_MB,
     MEMORY_LIMIT,
@@ -80,6 +81,7 @@ class Grant:
     gpu_id: int | None  # CUDA device handed to the line (None: no GPU, or ids not known)
     holds_gpu: bool
     server: Mapping[str, int]  # slots of the Prefect API's limits it occupies, by limit name
+    slots: int = 1  # line slots (their cores) it holds: more for topo and snaphu tiles
 
 
 @dataclass
@@ -92,7 +94,9 @@ class Admission:
     ``server_memory_gb``: slots of its ``insarflow-memory-gb`` limit (None: no such limit).
     A line occupies one slot of ``tag:<its class>`` and its reservation in whole GB of the
     memory limit; it starts only when the stage holds those slots on the API
-    (:meth:`hold`, see :mod:`insarflow.server_slots`) and no other line uses them.
+    (:meth:`hold`, see :mod:`insarflow.server_slots`) and no other line uses them. A line
+    that can use more cores may hold several line slots (:meth:`try_admit`); the slots are
+    counted over the whole cluster, not per host.
     """
 
     memory_mb: int
@@ -109,12 +113,17 @@ class Admission:
         self._memory_in_use = 0
         self._running: Counter[ResourceClass] = Counter()
         self._count = 0
+        self._slots_in_use = 0
         self._held: Counter[str] = Counter()  # API slots the stage holds, by limit name
         self._server_in_use: Counter[str] = Counter()  # ... of them used by running lines
 
     @property
     def running(self) -> int:
         return self._count
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - self._slots_in_use
 
     def _gpu_capacity(self) -> int:
         return len(self.gpu_ids) if self.gpu_ids is not None else self.gpu_slots
@@ -157,7 +166,7 @@ class Admission:
     def fits_here(self, sub: Submission) -> bool:
         """Whether memory, a slot, a GPU and the limits' sizes let ``sub`` start now, whatever
         the stage holds on the API."""
-        if self._count >= self.slots:
+        if self._slots_in_use >= self.slots:
             return False
         if self._count and self._memory_in_use + sub.memory_mb > self.memory_mb:
             return False  # a line bigger than the budget may still run alone
@@ -209,10 +218,12 @@ class Admission:
         """Slots of ``name`` the stage holds that no running line uses."""
         return self._held[name] - self._server_in_use[name]
 
-    def try_admit(self, sub: Submission) -> Grant | None:
-        """Admit ``sub`` if it fits here and the stage holds its API slots; else None."""
+    def try_admit(self, sub: Submission, slots: int = 1) -> Grant | None:
+        """Admit ``sub`` if it fits here and the stage holds its API slots; else None. It gets
+        up to ``slots`` line slots, as many as are free (at least one)."""
         if not self.fits_here(sub) or self.shortfall(sub):
             return None
+        slots = max(1, min(slots, self.free_slots))
         gpu_id: int | None = None
         holds_gpu = self._needs_gpu(sub)
         if holds_gpu:
@@ -221,13 +232,15 @@ class Admission:
             self._gpus_in_use += 1
         server = self.server_needs(sub)
         self._count += 1
+        self._slots_in_use += slots
         self._memory_in_use += sub.memory_mb
         self._running[sub.resource_class] += 1
         self._server_in_use.update(server)
-        return Grant(sub, gpu_id, holds_gpu, server)
+        return Grant(sub, gpu_id, holds_gpu, server, slots)
 
     def release(self, grant: Grant) -> None:
         self._count -= 1
+        self._slots_in_use -= grant.slots
         self._memory_in_use -= grant.sub.memory_mb
         self._running[grant.sub.resource_class] -= 1
         self._server_in_use.subtract(grant.server)
@@ -281,47 +294,50 @@ def _as_failure(sub: Submission, outcome: object, log_dir: Path) -> LineFailed:
     )
 
 
-def _warn_undersized_workers(
+def check_smallest_pieces(
     lines: Sequence[RunLine],
     workers: Sequence[Worker],
     learned: LearnedMemory,
     *,
+    memory_budget_mb: int,
     n_bursts: int,
     range_looks: int,
     azimuth_looks: int,
 ) -> None:
-    """Name each line that needs more MEMORY_MB than any worker advertises (it runs with what
-    the largest worker has, so it may run out of memory)."""
+    """Raise, before any line runs, when some line cannot run in the memory a line can get
+    (the largest worker's MEMORY_MB, within the budget) even in its smallest piece (snaphu's
+    finest tiles; any other line as a whole), naming the lines, their need and the budget."""
     largest = max(workers, key=lambda w: w.resources.get("MEMORY_MB", 0.0))
-    largest_mb = int(largest.resources.get("MEMORY_MB", 0.0))
-    over = [
-        (line, need)
-        for line in lines
-        if (
-            need := learned.estimate_mb(
-                line.step,
-                line.key_kind,
-                line_memory_mb(
-                    line, n_bursts=n_bursts, range_looks=range_looks, azimuth_looks=azimuth_looks
-                ),
-            )
+    available_mb = int(min(largest.resources.get("MEMORY_MB", 0.0), memory_budget_mb))
+    over = []
+    for line in lines:
+        estimate_mb = learned.estimate_mb(
+            line.step,
+            line.key_kind,
+            line_memory_mb(
+                line, n_bursts=n_bursts, range_looks=range_looks, azimuth_looks=azimuth_looks
+            ),
         )
-        > largest_mb
-    ]
-    for line, need in over[:10]:
-        get_run_logger().warning(
-            "line %s needs %d MB but the largest Dask worker, %s, advertises MEMORY_MB=%d: it "
-            "runs with %d MB reserved; give a worker MEMORY_MB=%d or more (remote: `dask worker "
-            "--resources MEMORY_MB=...`; local: raise compute.memory_gb or lower compute.workers)",
-            line.line_id,
-            need,
-            largest.name,
-            largest_mb,
-            largest_mb,
-            need,
+        need_mb = multicore.smallest_piece_mb(
+            line, estimate_mb, n_bursts=n_bursts, looks=range_looks * azimuth_looks
         )
-    if len(over) > 10:
-        get_run_logger().warning("... and %d more lines like these", len(over) - 10)
+        if need_mb > available_mb:
+            over.append(f"{line.line_id} needs {need_mb} MB")
+    if over:
+        where = (
+            f"the largest Dask worker, {largest.name}, advertises MEMORY_MB="
+            f"{int(largest.resources.get('MEMORY_MB', 0.0))}"
+            if available_mb < memory_budget_mb
+            else f"the memory budget is {memory_budget_mb} MB"
+        )
+        raise ValueError(
+            f"{len(over)} line(s) cannot run in the memory a line can get ({where}): "
+            + "; ".join(over[:10])
+            + ("; ..." if len(over) > 10 else "")
+            + ". Raise compute.memory_gb (local cluster, with fewer compute.workers), give a "
+            "worker more MEMORY_MB (remote: `dask worker --resources MEMORY_MB=...`), or use "
+            "more looks (topsstack.range_looks, topsstack.azimuth_looks)"
+        )
 
 
 def execute_stack(
@@ -341,6 +357,7 @@ def execute_stack(
     env: Mapping[str, str] | None = None,
     learn_memory: bool = True,
     planned: Sequence[Worker] | None = None,
+    unwrap_in_tiles: bool = False,
 ) -> ExecutionReport:
     """Run every line on the Dask cluster of ``client`` once its upstream lines succeeded and
     :class:`Admission` lets it start; call inside a flow.
@@ -350,18 +367,22 @@ def execute_stack(
     estimates from the peak RSS of the lines that ran, kept in the stack directory
     (:mod:`~insarflow.tasks.topsstack.learned_memory`). ``planned``: the workers an adaptive
     cluster will have at most (:func:`~insarflow.compute.planned_workers`); slots and checks
-    go by them instead of the workers joined so far. Raises :class:`StackFailed` after the
-    lines already running finish when a line fails for good (retries: see ``StackScheduler``).
+    go by them instead of the workers joined so far. ``unwrap_in_tiles``: snaphu lines may run
+    in tiles with the cores and memory they get (real ISCE2 only,
+    :mod:`~insarflow.tasks.topsstack.multicore`); topo always runs in processes for its cores.
+    Raises :class:`StackFailed` after the lines already running finish when a line fails for
+    good (retries: see ``StackScheduler``).
     """
     logger = get_run_logger()
     workers = list(planned) if planned else workers_of(client)
     check_capacity(workers, use_gpu)
     worker_mb = int(min(max(w.resources["MEMORY_MB"] for w in workers), memory_budget_mb))
     learned = LearnedMemory.load(stack_dir) if learn_memory else LearnedMemory()
-    _warn_undersized_workers(
+    check_smallest_pieces(
         lines,
         workers,
         learned,
+        memory_budget_mb=memory_budget_mb,
         n_bursts=n_bursts,
         range_looks=range_looks,
         azimuth_looks=azimuth_looks,
@@ -403,8 +424,10 @@ def execute_stack(
         server_memory_gb=server_memory_gb,
     )
     base_env = dict(env or {})
-    # An explicit OMP_NUM_THREADS in env wins; otherwise a line uses its share of the cores.
-    base_env.setdefault("OMP_NUM_THREADS", str(cores_per_line(client)))
+    # An explicit OMP_NUM_THREADS in env wins; otherwise a line uses the cores of its slots.
+    explicit_threads = "OMP_NUM_THREADS" in base_env
+    slot_cores = cores_per_line(client)
+    slots_wanted: dict[str, int] = {}  # by line id, asked once the line is ready
     futures: dict[str, PrefectFuture[LineResult]] = {}
     # a line that finished, or a hold of API slots granted or refused
     events: queue.Queue[object] = queue.Queue()
@@ -414,12 +437,27 @@ def execute_stack(
 
     def dispatcher(grant: Grant) -> Callable[[], LineResult]:
         sub = grant.sub
+        cores = grant.slots * slot_cores
         line_env = {**base_env, ENV_MEMORY_MB: str(sub.memory_mb)}
+        line_env.setdefault("OMP_NUM_THREADS", str(cores))
         if grant.gpu_id is not None:
             line_env["CUDA_VISIBLE_DEVICES"] = str(grant.gpu_id)
         resources = sub.dask_resources(gpu=grant.holds_gpu and grant.gpu_id is None)
 
         def dispatch() -> LineResult:
+            try:
+                how = multicore.launch(
+                    sub.line,
+                    cores=cores,
+                    memory_mb=sub.memory_mb,
+                    unwrap_in_tiles=unwrap_in_tiles,
+                )
+            except ValueError as exc:
+                raise LineFailed(
+                    sub.line.line_id, "fatal", log_path_for(sub.line, log_dir), "", detail=str(exc)
+                ) from exc
+            if how is not None and not explicit_threads:
+                line_env.update(how.env)
             future = client.submit(
                 run_line,
                 sub.line,
@@ -428,6 +466,7 @@ def execute_stack(
                 extra_path=list(extra_path),
                 env=line_env,
                 force=sub.force,
+                launch=how,
                 key=f"{sub.line.label}-{uuid.uuid4().hex}",
                 pure=False,
                 resources=resources,
@@ -459,7 +498,15 @@ def execute_stack(
         waiting.sort(key=lambda s: -s.priority)  # stable: topological order within a priority
         held_back = False  # a line that would start here lacks API slots
         for sub in list(waiting):
-            grant = admission.try_admit(sub)
+            line_id = sub.line.line_id
+            if line_id not in slots_wanted:
+                cores = multicore.cores_wanted(
+                    sub.line, n_bursts=n_bursts, unwrap_in_tiles=unwrap_in_tiles
+                )
+                slots_wanted[line_id] = max(1, math.ceil(cores / slot_cores))
+            # more than one slot only when no other waiting line would need it
+            spare = admission.free_slots - (len(waiting) - 1)
+            grant = admission.try_admit(sub, min(slots_wanted[line_id], max(1, spare)))
             if grant is not None:
                 waiting.remove(sub)
                 start(runner, grant)

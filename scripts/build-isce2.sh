@@ -5,7 +5,7 @@
 #
 # SOURCE: an ISCE2 source tarball (.tar.gz) or an unpacked source directory.
 # PREFIX: where it goes. Afterwards:
-#   PREFIX/venv/                  ISCE2's own Python (numpy < 2.4, scipy, h5py, lxml, GDAL + gdal_array)
+#   PREFIX/venv/                  ISCE2's own Python (numpy < 2.4, scipy, h5py, lxml, GDAL + gdal_array, snaphu)
 #   PREFIX/packages/isce/         the isce package (import isce)
 #   PREFIX/share/isce2/topsStack/ topsStack scripts, where conda-forge puts them ($ISCE_STACK)
 #   PREFIX/env.sh                 `source` it to use this ISCE2 (insarflow: isce2.env_script)
@@ -63,8 +63,9 @@ fi
 pip=("$prefix/venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip setuptools wheel
 # numpy 2.4 breaks ISCE2 2.6.5 (Poly2D.polyfit in fullBurst_resample); 2.3 works.
-# shapely: stackSentinel.py; requests: fetchOrbit.py (orbits on the fly, unused by insarflow).
-"${pip[@]}" "numpy>=1.26,<2.4" scipy h5py lxml cython shapely requests
+# shapely: stackSentinel.py; requests: fetchOrbit.py (orbits on the fly, unused by insarflow);
+# snaphu: insarflow's tiled unwrapping (tasks/topsstack/isce_unwrap_tiles.py).
+"${pip[@]}" "numpy>=1.26,<2.4" scipy h5py lxml cython shapely requests snaphu
 # Built in pip's isolation the bindings silently lack osgeo.gdal_array: build them here.
 "${pip[@]}" --no-build-isolation "gdal==$gdal_version"
 "$prefix/venv/bin/python" -c "from osgeo import gdal_array" \

@@ -5,8 +5,8 @@ GDAL bindings with ``osgeo.gdal_array``; so stackSentinel.py, every run-file lin
 ISCE2's dem.py run with an environment of their own: the one a shell script sets up
 (``isce2.env_script``: the ``env.sh`` of ``make isce2``, or conda activation lines), or
 the current one when no script is given. :func:`probe_isce2` builds that environment once
-and checks, before any download or processing, that its ``python3`` imports ``isce`` and
-``osgeo.gdal_array`` and that ``stackSentinel.py`` is there.
+and checks, before any download or processing, that its ``python3`` imports ``isce``,
+``osgeo.gdal_array`` and ``snaphu`` (tiled unwrapping) and that ``stackSentinel.py`` is there.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ try:
     info["gdal"] = gdal.__version__
 except Exception as exc:
     info["error"] = f"{type(exc).__name__}: {exc}"
+try:
+    import snaphu
+    info["snaphu"] = snaphu.__version__
+except Exception as exc:
+    info["snaphu_error"] = f"{type(exc).__name__}: {exc}"
 with open(sys.argv[1], "w") as out:
     json.dump(info, out)
 print("python", sys.executable, "numpy", info.get("numpy"), "isce2", info.get("isce2_version"),
@@ -143,6 +148,13 @@ def probe_isce2(
         raise IsceNotFoundError(
             f"ISCE2 environment from {where}: python3 ({info.get('python', '?')}) cannot "
             f"import isce and osgeo.gdal_array ({info.get('error', 'no answer')}). " + INSTALL_HINT
+        )
+    if "snaphu" not in info:
+        raise IsceNotFoundError(
+            f"ISCE2 environment from {where}: python3 ({info.get('python', '?')}) cannot import "
+            f"snaphu ({info.get('snaphu_error', 'no answer')}), which unwraps pairs in tiles "
+            "(tasks/topsstack/isce_unwrap_tiles.py); install it there: `python3 -m pip install "
+            "snaphu` or `conda install -c conda-forge snaphu` (`make isce2` does it)"
         )
     env: dict[str, str] = info["environ"]
     try:

@@ -32,6 +32,7 @@ from insarflow.tasks.shell import CommandResult, run_command
 from insarflow.tasks.topsstack import steps
 from insarflow.tasks.topsstack.dag import critical_path, topological_order
 from insarflow.tasks.topsstack.learned_memory import LearnedMemory
+from insarflow.tasks.topsstack.multicore import Launch, without_processes
 from insarflow.tasks.topsstack.resources import (
     LIMITED_CLASSES,
     ResourceClass,
@@ -81,6 +82,7 @@ class LineResult:
     peak_rss_mb: float
     log_path: Path | None
     finished_at: str
+    launched: str = ""  # how it ran when not as written (multicore.Launch.note)
 
 
 class LineFailed(RuntimeError):
@@ -152,7 +154,8 @@ def classify_failure(result: CommandResult) -> FailureKind:
 
 
 def line_fingerprint(line: RunLine) -> str:
-    """sha256 of the line's command and of its config file's content (when it has one)."""
+    """sha256 of the line's command and of its config file's content (when it has one), its
+    ``numProcess`` aside (:func:`~insarflow.tasks.topsstack.multicore.without_processes`)."""
     digest = hashlib.sha256()
     for arg in line.command:
         digest.update(arg.encode())
@@ -160,7 +163,7 @@ def line_fingerprint(line: RunLine) -> str:
     if line.config_path is not None:
         digest.update(b"\0config\0")
         try:
-            digest.update(Path(line.config_path).read_bytes())
+            digest.update(without_processes(Path(line.config_path).read_bytes()))
         except FileNotFoundError:
             digest.update(b"<missing>")
     return digest.hexdigest()
@@ -291,11 +294,14 @@ def run_line(
     extra_path: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
     force: bool = False,
+    launch: Launch | None = None,
 ) -> LineResult:
     """Run one run-file line in ``stack_dir`` unless it is already done.
 
     ``env`` holds variables set on top of the current environment; ``force`` reruns a done
-    line (used when an upstream line re-ran, so its inputs changed). Raises :class:`LineFailed`.
+    line (used when an upstream line re-ran, so its inputs changed); ``launch``: the command
+    to run instead of the line's own, for the cores and memory it was granted
+    (:mod:`~insarflow.tasks.topsstack.multicore`). Raises :class:`LineFailed`.
     """
     if not force and is_line_done(line, stack_dir):
         return skipped_result(line)
@@ -304,9 +310,12 @@ def run_line(
     full_env = {**os.environ, **(env or {})}
     log_path = log_path_for(line, log_dir)
     _write_log_header(log_path, line, full_env, extra_path)
+    if launch is not None:
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"### launched: {launch.note}\n")
     try:
         result = run_command(
-            line.command,
+            launch.command if launch is not None else line.command,
             log_path=log_path,
             cwd=stack_dir,
             env=full_env,
@@ -358,6 +367,7 @@ def run_line(
         peak_rss_mb=result.peak_rss_mb,
         log_path=log_path,
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        launched=launch.note if launch is not None else "",
     )
 
 
@@ -617,7 +627,8 @@ class StackScheduler:
     def succeeded(self, line_id: str, result: LineResult) -> None:
         sub = self._running.pop(line_id)
         self._results[line_id] = result
-        if self.learned is not None and result.status == "ran":
+        # a line launched otherwise (tiles, processes) says nothing of the step's model
+        if self.learned is not None and result.status == "ran" and not result.launched:
             line = sub.line
             model_mb = self.memory_mb[line_id]
             if self.learned.observe(line.step, line.key_kind, model_mb, result.peak_rss_mb):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import stat
 import sys
 from collections import defaultdict
@@ -33,11 +32,12 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from insarflow.compute import task_runner_kwargs, workers_of
 from insarflow.config import ComputeConfig, JobqueueConfig
-from insarflow.engine import _warn_undersized_workers
+from insarflow.engine import check_smallest_pieces
 from insarflow.flows.stages import scene_spec_for
 from insarflow.flows.topsstack import topsstack_flow
 from insarflow.simulator.acquisition import make_synthetic_acquisitions
 from insarflow.simulator.steps import install_simulator_bin
+from insarflow.tasks.topsstack import multicore
 from insarflow.tasks.topsstack.executor import ExecutionReport, line_memory_mb
 from insarflow.tasks.topsstack.learned_memory import LearnedMemory
 from insarflow.tasks.topsstack.resources import resource_class
@@ -299,45 +299,57 @@ def test_memory_reservations_are_respected_per_worker(run: Run) -> None:
     assert len(heavy) > 10
 
 
-def test_a_line_bigger_than_every_worker_is_named_with_its_need_and_the_worker(
-    run: Run, cluster: Cluster, caplog: pytest.LogCaptureFixture
+def test_a_line_bigger_than_every_worker_stops_the_stage_naming_its_need_and_the_worker(
+    run: Run, cluster: Cluster
 ) -> None:
-    """The same two worker processes, asked for a stack of 60 bursts per swath: lines whose
-    estimate exceeds the largest worker's MEMORY_MB are named in the run log."""
-    many_bursts = 60
+    """The same two worker processes, asked for a stack of 20 bursts: before any line runs, the
+    stage stops naming the lines whose smallest piece exceeds the largest worker's MEMORY_MB,
+    their need and the worker; snaphu lines count in their finest tiles."""
+    many_bursts = 20
 
     @flow
     def check() -> None:
         with Client(cluster.address, timeout=60) as client:
-            _warn_undersized_workers(
+            check_smallest_pieces(
                 run.lines,
                 workers_of(client),
                 LearnedMemory(),  # nothing learned: the model's estimates
+                memory_budget_mb=10**6,
                 n_bursts=many_bursts,
                 range_looks=9,
                 azimuth_looks=3,
             )
 
-    caplog.set_level(logging.WARNING)
-    check()
+    with pytest.raises(ValueError) as caught:
+        check()
+    message = str(caught.value)
     over = [
         line
         for line in run.lines
-        if line_memory_mb(line, n_bursts=many_bursts, range_looks=9, azimuth_looks=3) > WORKER_MB
+        if multicore.smallest_piece_mb(
+            line,
+            line_memory_mb(line, n_bursts=many_bursts, range_looks=9, azimuth_looks=3),
+            n_bursts=many_bursts,
+            looks=27,
+        )
+        > WORKER_MB
     ]
     assert over, "the check needs lines bigger than a worker"
-    warnings = [r.getMessage() for r in caplog.records if "advertises MEMORY_MB" in r.getMessage()]
-    assert len(warnings) == min(len(over), 10)
     need = line_memory_mb(over[0], n_bursts=many_bursts, range_looks=9, azimuth_looks=3)
-    assert any(
-        w.startswith(f"line {over[0].line_id} needs {need} MB but the largest Dask worker, ")
-        and f"advertises MEMORY_MB={WORKER_MB}" in w
-        and ("gpu-worker" in w or "cpu-worker" in w)
-        for w in warnings
-    ), warnings
+    assert f"{over[0].line_id} needs {need} MB" in message
+    assert f"advertises MEMORY_MB={WORKER_MB}" in message
+    assert "gpu-worker" in message or "cpu-worker" in message
+    assert "compute.memory_gb" in message and "MEMORY_MB=" in message
     # lines within a worker's memory are not named
     fitting = [line for line in run.lines if line not in over]
-    assert not any(f"line {line.line_id} needs" in w for line in fitting for w in warnings)
+    assert not any(f"{line.line_id} needs" in message for line in fitting)
+    # nor are snaphu lines, whose finest tiles fit where one piece would not
+    unwrap = [line for line in run.lines if line.step == "unwrap"]
+    assert unwrap and all(
+        line_memory_mb(line, n_bursts=many_bursts, range_looks=9, azimuth_looks=3) > WORKER_MB
+        for line in unwrap
+    )
+    assert not any(f"{line.line_id} needs" in message for line in unwrap)
 
 
 def test_slurm_spec_advertises_memory_and_gpu_resources() -> None:

@@ -75,6 +75,16 @@ def test_missing_gdal_array_is_named_with_the_fix(tmp_path: Path) -> None:
     assert "make isce2" in message
 
 
+def test_missing_snaphu_is_named_with_the_fix(tmp_path: Path) -> None:
+    env_sh = fake_isce2(tmp_path / "prefix", snaphu=False)
+    with pytest.raises(IsceNotFoundError) as info:
+        probe_isce2(env_sh, log_path=tmp_path / "probe.log", base_env=dict(os.environ))
+    message = str(info.value)
+    assert f"isce2.env_script {env_sh}" in message
+    assert "cannot import snaphu (ImportError: No module named snaphu)" in message
+    assert "pip install snaphu" in message
+
+
 def test_missing_env_script_is_named(tmp_path: Path) -> None:
     with pytest.raises(
         IsceNotFoundError, match=r"isce2.env_script: .*nowhere/env.sh does not exist"

@@ -1,0 +1,170 @@
+"""Lines on more than one core: snaphu's tiles chosen per pair, topo's processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from insarflow.tasks.isce_io import ConfigFunction, write_isce_raster
+from insarflow.tasks.topsstack import multicore, snaphu_tiles
+from insarflow.tasks.topsstack.executor import line_fingerprint
+from insarflow.tasks.topsstack.runfiles import RunLine
+
+PAIR = (1104, 5045)  # the real-ISCE2 benchmark pair: 2 swaths x 2 bursts at 3 x 9 looks
+
+
+# --------------------------------------------------------------------------- tiles
+
+
+def test_one_piece_on_one_core_is_the_line_as_written() -> None:
+    need = snaphu_tiles.one_piece_mb(*PAIR)
+    assert snaphu_tiles.choose_tiling(*PAIR, memory_mb=need, cores=1) is None
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4])
+@pytest.mark.parametrize("memory_mb", [1200, 1600, 2000, 3000, 8000])
+def test_tiles_fit_the_reservation_and_use_the_cores(memory_mb: int, cores: int) -> None:
+    tiles = snaphu_tiles.choose_tiling(*PAIR, memory_mb=memory_mb, cores=cores)
+    if tiles is None:
+        assert cores == 1 and snaphu_tiles.one_piece_mb(*PAIR) <= memory_mb
+        return
+    assert tiles.memory_mb <= memory_mb
+    assert tiles.rows * tiles.cols > 1
+    if memory_mb >= 3000:  # room for a tile per core
+        assert tiles.nproc == cores and tiles.rows * tiles.cols >= cores
+    # fewest tiles: no coarser grid with as many processes fits
+    coarser = [
+        t
+        for rows, cols in snaphu_tiles.grids(*PAIR)
+        if rows * cols < tiles.rows * tiles.cols
+        and (t := snaphu_tiles.tiling(*PAIR, rows, cols, tiles.nproc)).memory_mb <= memory_mb
+        and t.nproc == tiles.nproc
+    ]
+    assert not coarser, (tiles, coarser)
+
+
+def test_below_one_piece_tiles_need_less_the_finer_they_are() -> None:
+    one_piece = snaphu_tiles.one_piece_mb(*PAIR)
+    tiles = snaphu_tiles.choose_tiling(*PAIR, memory_mb=one_piece // 2, cores=1)
+    assert tiles is not None and tiles.nproc == 1 and tiles.memory_mb <= one_piece // 2
+    coarse = snaphu_tiles.tiling(*PAIR, 1, 2, 1).memory_mb
+    fine = snaphu_tiles.tiling(*PAIR, 4, 8, 1).memory_mb
+    assert fine < coarse < one_piece
+
+
+def test_a_budget_below_the_finest_tiles_is_refused_with_the_numbers() -> None:
+    smallest = snaphu_tiles.smallest_mb(*PAIR)
+    with pytest.raises(ValueError) as info:
+        snaphu_tiles.choose_tiling(*PAIR, memory_mb=smallest - 1, cores=2)
+    message = str(info.value)
+    assert f"{PAIR[0]} x {PAIR[1]} pixels" in message
+    assert f"at least {smallest} MB" in message and f"but {smallest - 1} MB" in message
+    assert snaphu_tiles.choose_tiling(*PAIR, memory_mb=smallest, cores=1) is not None
+
+
+def test_tiles_keep_a_least_size_and_overlap() -> None:
+    for rows, cols in snaphu_tiles.grids(*PAIR):
+        t = snaphu_tiles.tiling(*PAIR, rows, cols, 1)
+        assert rows == 1 or PAIR[0] / rows >= snaphu_tiles.MIN_TILE_PX
+        assert cols == 1 or PAIR[1] / cols >= snaphu_tiles.MIN_TILE_PX
+        assert (t.overlap[0] >= snaphu_tiles.MIN_OVERLAP_PX) == (rows > 1)
+        assert (t.overlap[1] >= snaphu_tiles.MIN_OVERLAP_PX) == (cols > 1)
+
+
+# --------------------------------------------------------------------------- launches
+
+
+def _unwrap_line(tmp_path: Path, **params: str) -> RunLine:
+    pair = tmp_path / "merged" / "interferograms" / "20210401_20210413"
+    pair.mkdir(parents=True)
+    ifg = pair / "filt_fine.int"
+    write_isce_raster(ifg, np.ones((600, 900), np.complex64))
+    values = {
+        "ifg": str(ifg),
+        "unw": str(pair / "filt_fine.unw"),
+        "coh": str(pair / "filt_fine.cor"),
+        "nomcf": "False",
+        "rlks": "9",
+        "alks": "3",
+        "rmfilter": "False",
+        "method": "snaphu",
+        **params,
+    }
+    config = tmp_path / "configs" / "config_igram_unw_20210401_20210413"
+    return RunLine(
+        step_number=11,
+        step="unwrap",
+        key="20210401_20210413",
+        key_kind="pair",
+        command=("SentinelWrapper.py", "-c", str(config)),
+        run_file=tmp_path / "run_files" / "run_11_unwrap",
+        config_path=config,
+        functions=(ConfigFunction(1, "unwrap", values),),
+        outputs=(),
+    )
+
+
+def test_an_unwrap_line_on_two_cores_runs_the_tile_script_with_its_pair(tmp_path: Path) -> None:
+    line = _unwrap_line(tmp_path)
+    assert multicore.cores_wanted(line, n_bursts=4, unwrap_in_tiles=True) > 1
+    how = multicore.launch(line, cores=2, memory_mb=4000, unwrap_in_tiles=True)
+    assert how is not None
+    params = line.functions[0].params
+    assert how.command[:2] == ("python3", str(multicore.UNWRAP_SCRIPT))
+    args = how.command[2:]
+    for flag, value in (("--ifg", "ifg"), ("--unw", "unw"), ("--coh", "coh")):
+        assert args[args.index(flag) + 1] == params[value]
+    assert args[args.index("--nproc") + 1] == "2" and "--nomcf" not in args
+    rows, cols = int(args[args.index("--tiles") + 1]), int(args[args.index("--tiles") + 2])
+    assert rows * cols >= 2
+    assert "600 x 900 pixels with 2 core(s) and 4000 MB reserved" in how.note
+    # one core and room for one piece: ISCE2's own unwrap.py
+    assert multicore.launch(line, cores=1, memory_mb=4000, unwrap_in_tiles=True) is None
+
+
+@pytest.mark.parametrize(
+    "params", [{"method": "icu"}, {"rmfilter": "True"}], ids=["icu", "filter removal"]
+)
+def test_unwrap_lines_the_script_cannot_do_run_as_written(
+    tmp_path: Path, params: dict[str, str]
+) -> None:
+    line = _unwrap_line(tmp_path, **params)
+    assert multicore.cores_wanted(line, n_bursts=4, unwrap_in_tiles=True) == 1
+    assert multicore.launch(line, cores=2, memory_mb=100, unwrap_in_tiles=True) is None
+
+
+def test_the_simulator_unwraps_in_one_piece(tmp_path: Path) -> None:
+    line = _unwrap_line(tmp_path)
+    assert multicore.cores_wanted(line, n_bursts=4, unwrap_in_tiles=False) == 1
+    assert multicore.launch(line, cores=2, memory_mb=100, unwrap_in_tiles=False) is None
+
+
+def test_topo_gets_its_cores_as_processes_and_stays_done(tmp_path: Path) -> None:
+    config = tmp_path / "config_reference"
+    config.write_text(
+        "[Function-2]\ntopo : \nreference : /r\ndem : /d\ngeom_referenceDir : /g\n"
+        "numProcess : 1\n##########################\n"
+    )
+    line = RunLine(
+        step_number=1,
+        step="unpack_topo_reference",
+        key="reference",
+        key_kind="reference",
+        command=("SentinelWrapper.py", "-c", str(config)),
+        run_file=tmp_path / "run_01_unpack_topo_reference",
+        config_path=config,
+        functions=(ConfigFunction(2, "topo", {"numProcess": "1"}),),
+        outputs=(),
+    )
+    fingerprint = line_fingerprint(line)
+    assert multicore.cores_wanted(line, n_bursts=4, unwrap_in_tiles=False) == 4
+    how = multicore.launch(line, cores=2, memory_mb=2000, unwrap_in_tiles=False)
+    assert how is not None and how.command == line.command
+    assert "numProcess : 2\n" in config.read_text()
+    assert how.env == {"OMP_NUM_THREADS": "1"}
+    # the marker of a topo line that ran with other processes still matches
+    assert line_fingerprint(line) == fingerprint
+    multicore.launch(line, cores=1, memory_mb=2000, unwrap_in_tiles=False)
+    assert "numProcess : 1\n" in config.read_text() and line_fingerprint(line) == fingerprint
