@@ -29,7 +29,12 @@ SCRIPT_MB = (80.0, 20.0)
 TILE_MB = (70.0, 400.0)
 WHOLE_IMAGE_MB = (50.0, 100.0)
 MIN_TILE_PX = 200  # tile side (rows or columns, before overlap) below which tiles stop helping
-MAX_TILES_PER_SIDE = 8
+MAX_TILES_PER_SIDE = 12
+# Tile size (pixels, overlap included) beyond which snaphu slows down per pixel: its time grows
+# faster than the pixels (one 5.6 Mpx pair on one core: 168 s in one piece, 67 s in 8 tiles
+# of 0.8 Mpx; on 2 cores 111 s in 2 tiles, 41 s in 8, 37 s in 18 of 0.35 Mpx, 39 s in 32).
+# Smaller tiles gain little more and add seams; a pair this small stays in one piece.
+TARGET_TILE_PX = 1_000_000
 MIN_OVERLAP_PX = 64  # snaphu's tiles must share enough pixels to be assembled without seams
 
 
@@ -43,6 +48,7 @@ class Tiling:
     overlap: tuple[int, int]
     nproc: int
     memory_mb: int
+    tile_pixels: int
 
     def describe(self) -> str:
         return (
@@ -72,7 +78,7 @@ def tiling(length: int, width: int, rows: int, cols: int, nproc: int) -> Tiling:
     nproc = max(1, min(nproc, rows * cols))
     script = _mb(SCRIPT_MB, length * width)
     peak = script + max(nproc * _mb(TILE_MB, tile_pixels), _mb(WHOLE_IMAGE_MB, length * width))
-    return Tiling(rows, cols, overlap, nproc, math.ceil(peak))
+    return Tiling(rows, cols, overlap, nproc, math.ceil(peak), tile_pixels)
 
 
 def grids(length: int, width: int) -> list[tuple[int, int]]:
@@ -112,11 +118,14 @@ def _fit(
 def choose_tiling(length: int, width: int, *, memory_mb: int, cores: int) -> Tiling | None:
     """The tiles for a pair of ``length`` x ``width`` pixels given ``memory_mb`` and ``cores``.
 
-    None: one piece on one core (ISCE2's own line) fits and nothing more would use the
-    cores. Otherwise the most tiles at a time (up to ``cores``), then the fewest tiles, that
-    fit the memory. Raises ValueError when even the finest tiles one at a time do not fit.
+    None: one piece on one core (ISCE2's own line), for a pair no bigger than a tile that
+    fits. Otherwise the tiles that fit the memory with the most of them at a time (up to
+    ``cores``), then the fewest tiles of at most ``TARGET_TILE_PX`` (or the finest tiles when
+    none is that small). Raises ValueError when even the finest tiles one at a time do not
+    fit.
     """
-    if cores <= 1 and one_piece_mb(length, width) <= memory_mb:
+    pixels = length * width
+    if cores <= 1 and pixels <= TARGET_TILE_PX and one_piece_mb(length, width) <= memory_mb:
         return None
     fitting = [
         fit
@@ -129,5 +138,6 @@ def choose_tiling(length: int, width: int, *, memory_mb: int, cores: int) -> Til
             f"{smallest_mb(length, width)} MB (its finest tiles, one at a time) but "
             f"{memory_mb} MB is reserved"
         )
-    best = max(fitting, key=lambda t: t.nproc)  # the first (fewest tiles) of the most parallel
+    small = [t for t in fitting if t.tile_pixels <= TARGET_TILE_PX] or fitting[-1:]
+    best = max(small, key=lambda t: t.nproc)  # the first (fewest tiles) of the most parallel
     return None if best.rows * best.cols == 1 else best

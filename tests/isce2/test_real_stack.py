@@ -145,7 +145,9 @@ def user_stack(
     return path
 
 
-def test_real_stack_runs_resumes_and_reruns_nothing(user_stack: Path) -> None:
+def test_real_stack_runs_resumes_and_reruns_nothing(
+    user_stack: Path, isce2_env_script: Path
+) -> None:
     root = user_stack.parent
     user = root / "user"
     before = {name: _digest(user / name) for name in ("SLC", "orbits")}
@@ -198,6 +200,95 @@ def test_real_stack_runs_resumes_and_reruns_nothing(user_stack: Path) -> None:
     assert again.returncode == 0, log.read_text()[-3000:]
     assert _markers(stack_dir) == after
     assert _mintpy_state(root / "work" / "mintpy") == mintpy_before
+
+    # 4. A pair unwrapped again on a budget too small for one piece: it runs in tiles.
+    _check_unwrap_in_tiles(stack_dir, root / "tiles", isce2_env_script)
+
+
+def _tiles_stack(stack_dir: Path, root: Path, pair: str) -> Path:
+    """A stack of one run file, the finished ``stack_dir``'s unwrap line of ``pair``, with
+    copies of its inputs (the reference's metadata shared)."""
+    stack = root / "stack"
+    source = stack_dir / "merged" / "interferograms" / pair
+    target = stack / "merged" / "interferograms" / pair
+    target.mkdir(parents=True)
+    for path in source.glob("filt_fine.*"):
+        if not path.name.startswith(("filt_fine.int", "filt_fine.cor")):
+            continue
+        if path.suffix in (".xml", ".vrt"):  # headers name their raster's path
+            (target / path.name).write_text(path.read_text().replace(str(stack_dir), str(stack)))
+        else:
+            (target / path.name).write_bytes(path.read_bytes())
+    (stack / "reference").symlink_to(stack_dir / "reference")
+    config = stack / "configs" / f"config_igram_unw_{pair}"
+    config.parent.mkdir()
+    original = stack_dir / "configs" / config.name
+    config.write_text(original.read_text().replace(str(stack_dir), str(stack)))
+    (stack / "run_files").mkdir()
+    (stack / "run_files" / "run_11_unwrap").write_text(f"SentinelWrapper.py -c {config}\n")
+    return stack
+
+
+def _check_unwrap_in_tiles(stack_dir: Path, root: Path, isce2_env_script: Path) -> None:
+    """One pair of the finished stack unwrapped again, first by its line as written (ISCE2's
+    unwrap.py, one piece), then through the topsStack flow on one worker thread with a budget
+    between the finest tiles' need and one piece's: the line completes in tiles within its
+    reservation, its log names the tiling, and the unwrapped phase agrees with one piece on
+    coherent pixels (the same components, one multiple of 2 pi per component)."""
+    from insarflow.flows.topsstack import topsstack_flow
+    from insarflow.tasks.isce2_env import probe_isce2
+    from insarflow.tasks.isce_io import read_isce_info, read_isce_raster
+    from insarflow.tasks.shell import run_command
+    from insarflow.tasks.topsstack import snaphu_tiles
+    from insarflow.tasks.topsstack.runfiles import parse_run_files
+
+    pair = "20210401_20210413"
+    stack = _tiles_stack(stack_dir, root, pair)
+    ifg = stack / "merged" / "interferograms" / pair / "filt_fine.int"
+    unw = ifg.with_name("filt_fine.unw")
+    isce2 = probe_isce2(isce2_env_script, log_path=root / "isce2-env.log")
+    (line,) = parse_run_files(stack)
+    run_command(line.command, log_path=root / "one-piece.log", cwd=stack, env=isce2.env)
+    one_piece = read_isce_raster(unw, band=2)
+    one_piece_labels = read_isce_raster(Path(f"{unw}.conncomp"), band=1)
+    for output in unw.parent.glob("filt_fine.unw*"):
+        output.unlink()
+
+    info = read_isce_info(ifg)
+    budget = (
+        snaphu_tiles.one_piece_mb(info.length, info.width)
+        + snaphu_tiles.smallest_mb(info.length, info.width)
+    ) // 2
+    report = topsstack_flow(
+        stack_dir=stack,
+        log_dir=root / "logs",
+        memory_budget_mb=budget,
+        n_bursts=2,
+        range_looks=18,
+        azimuth_looks=6,
+        n_workers=1,
+        threads_per_worker=1,
+        env=isce2.env,
+        learn_memory=False,
+        unwrap_in_tiles=True,
+    )
+    (result,) = report.results.values()
+    assert result.status == "ran" and result.launched.startswith("snaphu in "), result
+    log_text = (root / "logs" / "unwrap" / f"{pair}.log").read_text()
+    assert "### launched: snaphu in " in log_text and f"{budget} MB reserved" in log_text
+    assert f"INSARFLOW_LINE_MEMORY_MB={budget}" in log_text
+    assert result.peak_rss_mb <= budget, (result.peak_rss_mb, budget)
+
+    tiled = read_isce_raster(unw, band=2)
+    labels = read_isce_raster(Path(f"{unw}.conncomp"), band=1)
+    coherence = read_isce_raster(ifg.with_name("filt_fine.cor"), band=1)
+    coherent = (coherence >= 0.5) & (labels > 0) & (one_piece_labels > 0)
+    assert coherent.mean() > 0.5, "the speckle must be coherent"
+    cycles = np.rint((tiled - one_piece) / (2 * np.pi))[coherent]
+    for label in np.unique(one_piece_labels[coherent]):
+        in_component = cycles[one_piece_labels[coherent] == label]
+        values, counts = np.unique(in_component, return_counts=True)
+        assert counts.max() >= 0.999 * in_component.size, (label, values, counts)
 
 
 def _check_known_velocity(ds: xr.Dataset) -> None:

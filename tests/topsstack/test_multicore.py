@@ -18,29 +18,32 @@ PAIR = (1104, 5045)  # the real-ISCE2 benchmark pair: 2 swaths x 2 bursts at 3 x
 # --------------------------------------------------------------------------- tiles
 
 
-def test_one_piece_on_one_core_is_the_line_as_written() -> None:
-    need = snaphu_tiles.one_piece_mb(*PAIR)
-    assert snaphu_tiles.choose_tiling(*PAIR, memory_mb=need, cores=1) is None
+def test_a_pair_no_bigger_than_a_tile_on_one_core_is_the_line_as_written() -> None:
+    small = (473, 1201)  # the real-ISCE2 test's pairs: 0.57 Mpx
+    need = snaphu_tiles.one_piece_mb(*small)
+    assert snaphu_tiles.choose_tiling(*small, memory_mb=need, cores=1) is None
+    two = snaphu_tiles.choose_tiling(*small, memory_mb=need * 2, cores=2)
+    assert two is not None and two.nproc == 2  # a second core: two tiles at once
+    tight = snaphu_tiles.choose_tiling(*small, memory_mb=need - 1, cores=1)
+    assert tight is not None and tight.memory_mb < need  # no room for one piece: tiles
 
 
 @pytest.mark.parametrize("cores", [1, 2, 4])
 @pytest.mark.parametrize("memory_mb", [1200, 1600, 2000, 3000, 8000])
-def test_tiles_fit_the_reservation_and_use_the_cores(memory_mb: int, cores: int) -> None:
+def test_tiles_fit_the_reservation_use_the_cores_and_stay_small(memory_mb: int, cores: int) -> None:
     tiles = snaphu_tiles.choose_tiling(*PAIR, memory_mb=memory_mb, cores=cores)
-    if tiles is None:
-        assert cores == 1 and snaphu_tiles.one_piece_mb(*PAIR) <= memory_mb
-        return
+    assert tiles is not None  # 5.6 Mpx: tiles are faster even on one core
     assert tiles.memory_mb <= memory_mb
-    assert tiles.rows * tiles.cols > 1
-    if memory_mb >= 3000:  # room for a tile per core
+    assert tiles.tile_pixels <= snaphu_tiles.TARGET_TILE_PX
+    if memory_mb >= 2000:  # room for a tile per core
         assert tiles.nproc == cores and tiles.rows * tiles.cols >= cores
-    # fewest tiles: no coarser grid with as many processes fits
+    # fewest tiles: no coarser grid of small enough tiles fits with as many at a time
     coarser = [
         t
         for rows, cols in snaphu_tiles.grids(*PAIR)
         if rows * cols < tiles.rows * tiles.cols
         and (t := snaphu_tiles.tiling(*PAIR, rows, cols, tiles.nproc)).memory_mb <= memory_mb
-        and t.nproc == tiles.nproc
+        and t.tile_pixels <= snaphu_tiles.TARGET_TILE_PX
     ]
     assert not coarser, (tiles, coarser)
 
@@ -120,7 +123,7 @@ def test_an_unwrap_line_on_two_cores_runs_the_tile_script_with_its_pair(tmp_path
     rows, cols = int(args[args.index("--tiles") + 1]), int(args[args.index("--tiles") + 2])
     assert rows * cols >= 2
     assert "600 x 900 pixels with 2 core(s) and 4000 MB reserved" in how.note
-    # one core and room for one piece: ISCE2's own unwrap.py
+    # one core and room for one piece of a pair this small: ISCE2's own unwrap.py
     assert multicore.launch(line, cores=1, memory_mb=4000, unwrap_in_tiles=True) is None
 
 
