@@ -8,7 +8,8 @@ RSS of the whole process tree):
 * ``one piece``: the line as written (ISCE2's ``unwrap.py``, snaphu 1.4.2, one core);
 * ``cores``: what the engine launches for the line with ``--cores`` cores and ``--memory-mb``
   reserved (``tasks/topsstack/multicore.py``);
-* ``small budget``: one core and half of what one piece needs, so only tiles fit.
+* ``small budget``: one core and half of what one piece needs (at least what the finest tiles
+  need), so only tiles fit.
 
 Printed per way: tiling, wall time, peak MB against the reservation, and agreement with one
 piece on coherent pixels (coherence >= ``--coherence`` and a connected component in both):
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         info = read_isce_info(Path(copied["ifg"]))
         length, width = info.length, info.width
         one_piece_mb = snaphu_tiles.one_piece_mb(length, width)
-        small_mb = one_piece_mb // 2
+        small_mb = max(one_piece_mb // 2, snaphu_tiles.smallest_mb(length, width))
         ways = [Way("one piece (ISCE2 unwrap.py)", _one_piece_command(copied), one_piece_mb, None)]
         for name, cores, memory_mb in (
             (f"{args.cores} cores, {args.memory_mb} MB", args.cores, args.memory_mb),

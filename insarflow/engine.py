@@ -303,6 +303,7 @@ def check_smallest_pieces(
     n_bursts: int,
     range_looks: int,
     azimuth_looks: int,
+    unwrap_in_tiles: bool,
 ) -> None:
     """Raise, before any line runs, when some line cannot run in the memory a line can get
     (the largest worker's MEMORY_MB, within the budget) even in its smallest piece (snaphu's
@@ -319,7 +320,11 @@ def check_smallest_pieces(
             ),
         )
         need_mb = multicore.smallest_piece_mb(
-            line, estimate_mb, n_bursts=n_bursts, looks=range_looks * azimuth_looks
+            line,
+            estimate_mb,
+            n_bursts=n_bursts,
+            looks=range_looks * azimuth_looks,
+            unwrap_in_tiles=unwrap_in_tiles,
         )
         if need_mb > available_mb:
             over.append(f"{line.line_id} needs {need_mb} MB")
@@ -386,6 +391,7 @@ def execute_stack(
         n_bursts=n_bursts,
         range_looks=range_looks,
         azimuth_looks=azimuth_looks,
+        unwrap_in_tiles=unwrap_in_tiles,
     )
     scheduler = plan_scheduler(
         lines,

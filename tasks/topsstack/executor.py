@@ -153,9 +153,10 @@ def classify_failure(result: CommandResult) -> FailureKind:
 # --------------------------------------------------------------------------- markers
 
 
-def line_fingerprint(line: RunLine) -> str:
+def line_fingerprint(line: RunLine, *, with_processes: bool = False) -> str:
     """sha256 of the line's command and of its config file's content (when it has one), its
-    ``numProcess`` aside (:func:`~insarflow.tasks.topsstack.multicore.without_processes`)."""
+    ``numProcess`` aside (:func:`~insarflow.tasks.topsstack.multicore.without_processes`);
+    ``with_processes``: that line included, as markers written before it was left out have it."""
     digest = hashlib.sha256()
     for arg in line.command:
         digest.update(arg.encode())
@@ -163,7 +164,8 @@ def line_fingerprint(line: RunLine) -> str:
     if line.config_path is not None:
         digest.update(b"\0config\0")
         try:
-            digest.update(without_processes(Path(line.config_path).read_bytes()))
+            config = Path(line.config_path).read_bytes()
+            digest.update(config if with_processes else without_processes(config))
         except FileNotFoundError:
             digest.update(b"<missing>")
     return digest.hexdigest()
@@ -217,7 +219,10 @@ def is_line_done(line: RunLine, stack_dir: Path) -> bool:
         marker = json.loads(marker_path(line, stack_dir).read_text())
     except (FileNotFoundError, ValueError):
         return False
-    if not isinstance(marker, dict) or marker.get("fingerprint") != line_fingerprint(line):
+    if not isinstance(marker, dict) or marker.get("fingerprint") not in (
+        line_fingerprint(line),
+        line_fingerprint(line, with_processes=True),  # a marker of an earlier version
+    ):
         return False
     return not missing_outputs(line, stack_dir)
 

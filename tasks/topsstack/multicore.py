@@ -165,11 +165,13 @@ def _topo_launch(line: RunLine, *, cores: int) -> Launch | None:
     )
 
 
-def smallest_piece_mb(line: RunLine, estimate_mb: int, *, n_bursts: int, looks: int) -> int:
-    """The least memory ``line`` can run in: its estimate, or for a snaphu line the finest
-    tiles of its pair (its size from the interferogram when it exists, else from the bursts
-    and looks)."""
-    params = _snaphu_unwrap(line)
+def smallest_piece_mb(
+    line: RunLine, estimate_mb: int, *, n_bursts: int, looks: int, unwrap_in_tiles: bool
+) -> int:
+    """The least memory ``line`` can run in: its estimate, or for a snaphu line that may run in
+    tiles the finest tiles of its pair (its size from the interferogram when it exists, else
+    from the bursts and looks)."""
+    params = _snaphu_unwrap(line) if unwrap_in_tiles else None
     if params is None:
         return estimate_mb
     size = _pair_size(params)

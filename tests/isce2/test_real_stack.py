@@ -204,6 +204,9 @@ def test_real_stack_runs_resumes_and_reruns_nothing(
     # 4. A pair unwrapped again on a budget too small for one piece: it runs in tiles.
     _check_unwrap_in_tiles(stack_dir, root / "tiles", isce2_env_script)
 
+    # 5. The benchmarks of a real run's work directory run on this one.
+    _check_real_run_benchmarks(root / "work", isce2_env_script)
+
 
 def _tiles_stack(stack_dir: Path, root: Path, pair: str) -> Path:
     """A stack of one run file, the finished ``stack_dir``'s unwrap line of ``pair``, with
@@ -289,6 +292,37 @@ def _check_unwrap_in_tiles(stack_dir: Path, root: Path, isce2_env_script: Path) 
         in_component = cycles[one_piece_labels[coherent] == label]
         values, counts = np.unique(in_component, return_counts=True)
         assert counts.max() >= 0.999 * in_component.size, (label, values, counts)
+
+
+def _check_real_run_benchmarks(work_dir: Path, isce2_env_script: Path) -> None:
+    """bench_unwrap (one piece against tiles) and bench_memory (estimates against peaks)."""
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    unwrap = subprocess.run(
+        [
+            *(sys.executable, str(benchmarks / "bench_unwrap.py"), str(work_dir)),
+            *("--isce2-env", str(isce2_env_script), "--cores", "2", "--memory-mb", "4000"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert unwrap.returncode == 0, unwrap.stdout[-2000:] + unwrap.stderr[-3000:]
+    rows = [
+        r.split("|") for r in unwrap.stdout.splitlines() if r.startswith("| ") and "---" not in r
+    ]
+    ways = {cells[1].strip(): cells for cells in rows[1:]}  # rows[0]: the header
+    assert len(ways) == 3 and "one piece (ISCE2 unwrap.py)" in ways, unwrap.stdout
+    for cells in ways.values():
+        assert float(cells[7]) >= 0.999, unwrap.stdout  # agreement with one piece
+        assert float(cells[5]) <= float(cells[6]), unwrap.stdout  # peak within the reservation
+    memory = subprocess.run(
+        [sys.executable, str(benchmarks / "bench_memory.py"), str(work_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert memory.returncode == 0, memory.stdout[-2000:] + memory.stderr[-3000:]
+    assert "unwrap" in memory.stdout
 
 
 def _check_known_velocity(ds: xr.Dataset) -> None:

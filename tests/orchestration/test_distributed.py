@@ -318,6 +318,7 @@ def test_a_line_bigger_than_every_worker_stops_the_stage_naming_its_need_and_the
                 n_bursts=many_bursts,
                 range_looks=9,
                 azimuth_looks=3,
+                unwrap_in_tiles=True,
             )
 
     with pytest.raises(ValueError) as caught:
@@ -331,6 +332,7 @@ def test_a_line_bigger_than_every_worker_stops_the_stage_naming_its_need_and_the
             line_memory_mb(line, n_bursts=many_bursts, range_looks=9, azimuth_looks=3),
             n_bursts=many_bursts,
             looks=27,
+            unwrap_in_tiles=True,
         )
         > WORKER_MB
     ]

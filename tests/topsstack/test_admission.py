@@ -194,3 +194,16 @@ def test_gpu_lines_get_the_gpu_they_reserved(run: Run) -> None:
 def test_each_line_uses_its_share_of_the_cores(run: Run) -> None:
     share = str(max(1, (os.cpu_count() or 1) // (WORKERS * THREADS)))
     assert {run.header(ln.line_id, "OMP_NUM_THREADS") for ln in run.stack.lines} == {share}
+
+
+def test_topo_alone_takes_the_free_slots_as_processes(run: Run) -> None:
+    """topo starts with no other line waiting: it holds every free line slot, up to one per
+    burst, runs that many processes (its config's numProcess), one OpenMP thread each."""
+    topo = next(ln for ln in run.stack.lines if ln.step == "unpack_topo_reference")
+    processes = min(N_BURSTS, WORKERS * THREADS)
+    assert processes > 1
+    log = log_path_for(topo, run.stack.log_dir).read_text()
+    assert f"### launched: topo in {processes} processes (1 OpenMP thread(s) each)" in log
+    assert run.header(topo.line_id, "OMP_NUM_THREADS") == "1"
+    assert topo.config_path is not None
+    assert f"numProcess : {processes}\n" in topo.config_path.read_text()

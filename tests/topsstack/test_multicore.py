@@ -171,3 +171,64 @@ def test_topo_gets_its_cores_as_processes_and_stays_done(tmp_path: Path) -> None
     assert line_fingerprint(line) == fingerprint
     multicore.launch(line, cores=1, memory_mb=2000, unwrap_in_tiles=False)
     assert "numProcess : 1\n" in config.read_text() and line_fingerprint(line) == fingerprint
+
+
+def test_the_smallest_piece_of_a_snaphu_line_is_its_finest_tiles(tmp_path: Path) -> None:
+    line = _unwrap_line(tmp_path)
+    tiles = multicore.smallest_piece_mb(line, 5000, n_bursts=4, looks=27, unwrap_in_tiles=True)
+    assert tiles == snaphu_tiles.smallest_mb(600, 900) < 5000
+    whole = multicore.smallest_piece_mb(line, 5000, n_bursts=4, looks=27, unwrap_in_tiles=False)
+    assert whole == 5000  # the simulator's unwrap runs whole
+
+
+def test_admission_grants_free_slots_to_a_line_that_asks() -> None:
+    from insarflow.engine import Admission
+    from insarflow.tasks.topsstack.executor import Submission
+
+    def sub(name: str) -> Submission:
+        line = RunLine(11, "unwrap", name, "pair", ("x",), Path("r"), None, (), ())
+        return Submission(line, 1, 100, "cpu", 0, False)
+
+    admission = Admission(memory_mb=10_000, slots=3)
+    wide = admission.try_admit(sub("a"), slots=5)
+    assert wide is not None and wide.slots == 3 and admission.free_slots == 0
+    assert admission.try_admit(sub("b")) is None  # every slot is held
+    admission.release(wide)
+    assert admission.free_slots == 3
+    one = admission.try_admit(sub("b"))
+    assert one is not None and one.slots == 1
+    assert admission.try_admit(sub("c"), slots=5).slots == 2  # type: ignore[union-attr]
+
+
+def test_a_topo_marker_written_before_processes_were_ignored_still_counts(
+    tmp_path: Path,
+) -> None:
+    """Markers of earlier versions hashed the whole config, numProcess included: a finished
+    stack stays finished (topo re-run would force every line after it)."""
+    from insarflow.tasks.topsstack.executor import is_line_done, marker_path
+
+    config = tmp_path / "configs" / "config_reference"
+    config.parent.mkdir()
+    config.write_text("[Function-2]\ntopo : \nnumProcess : 1\n")
+    output = tmp_path / "geom_reference" / "IW1" / "hgt.rdr"
+    output.parent.mkdir(parents=True)
+    output.write_text("h")
+    line = RunLine(
+        1,
+        "unpack_topo_reference",
+        "reference",
+        "reference",
+        ("SentinelWrapper.py", "-c", str(config)),
+        tmp_path / "run_files" / "run_01_unpack_topo_reference",
+        config,
+        (ConfigFunction(2, "topo", {"numProcess": "1"}),),
+        (output,),
+    )
+    marker = marker_path(line, tmp_path)
+    marker.parent.mkdir(parents=True)
+    legacy = line_fingerprint(line, with_processes=True)
+    assert legacy != line_fingerprint(line)
+    marker.write_text(f'{{"fingerprint": "{legacy}"}}')
+    assert is_line_done(line, tmp_path)
+    config.write_text("[Function-2]\ntopo : \nnumProcess : 1\ndem : /other\n")
+    assert not is_line_done(line, tmp_path)  # a changed config is still a changed line
