@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +160,7 @@ def _agreement(
     return float(share), f"{mapped} of {total}", seams
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work_dir", type=Path)
     parser.add_argument("--isce2-env", type=Path, default=os.environ.get("INSARFLOW_ISCE2_ENV"))
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{out.seconds / base.seconds:.2f}x | {out.peak_mb:.0f} | {out.way.reserved_mb} | "
                 f"{share:.4f} | {mapped} | {seams} |"
             )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

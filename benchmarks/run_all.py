@@ -3,6 +3,8 @@
 The scripts run in this process, one after another, and the ones that use Prefect share one
 throwaway Prefect API started here (``--prefect-api current`` uses the configured one). A
 failing script is reported and the others still run; the exit status is 1 if any failed.
+``--real-work-dir`` adds the scripts that read a finished real-ISCE2 run (``bench_memory``;
+``bench_unwrap``, with ``--isce2-env``).
 """
 
 from __future__ import annotations
@@ -52,10 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="+", metavar="SCRIPT", help="run only these scripts (e.g. bench_export)"
     )
+    parser.add_argument(
+        "--real-work-dir", type=Path, help="work directory of a finished real-ISCE2 run"
+    )
+    parser.add_argument("--isce2-env", type=Path, help="ISCE2's env.sh, for bench_unwrap")
     bl.add_prefect_api_argument(parser)
     args = parser.parse_args(argv)
+    real = [("bench_memory.py", False), ("bench_unwrap.py", False)] if args.real_work_dir else []
     wanted = [
-        (s, p) for s, p in SCRIPTS if not args.only or Path(s).stem in args.only or s in args.only
+        (s, p)
+        for s, p in (*SCRIPTS, *real)
+        if not args.only or Path(s).stem in args.only or s in args.only
     ]
     if not wanted:
         parser.error(f"--only: no such script; choose from {[Path(s).stem for s, _ in SCRIPTS]}")
@@ -67,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for script, uses_prefect in wanted:
             t0 = time.perf_counter()
             script_args = common + (["--prefect-api", "current"] if uses_prefect else [])
+            if (script, False) in real:  # these take the run, not a size
+                script_args = [str(args.real_work_dir)]
+                if script == "bench_unwrap.py" and args.isce2_env:
+                    script_args += ["--isce2-env", str(args.isce2_env)]
             try:
                 status = load_main(script)(script_args)
             except Exception:
