@@ -503,15 +503,28 @@ def execute_stack(
         waiting[:] = [scheduler.refreshed(sub) for sub in waiting]  # what was learned meanwhile
         waiting.sort(key=lambda s: -s.priority)  # stable: topological order within a priority
         held_back = False  # a line that would start here lacks API slots
-        for sub in list(waiting):
-            line_id = sub.line.line_id
-            if line_id not in slots_wanted:
+        for sub in waiting:
+            if sub.line.line_id not in slots_wanted:
                 cores = multicore.cores_wanted(
                     sub.line, n_bursts=n_bursts, unwrap_in_tiles=unwrap_in_tiles
                 )
-                slots_wanted[line_id] = max(1, math.ceil(cores / slot_cores))
-            # more than one slot only when no other waiting line would need it
-            spare = admission.free_slots - (len(waiting) - 1)
+                slots_wanted[sub.line.line_id] = max(1, math.ceil(cores / slot_cores))
+        for sub in list(waiting):
+            line_id = sub.line.line_id
+            # A line that can use more cores may take the free slots no other waiting line has a
+            # claim to first: lines of longer downstream chains, and of as long ones that can use
+            # more cores too (they share). Single-core lines of no longer chains wait (topo goes
+            # before a secondary date's unpacking: the steps after need both).
+            others = sum(
+                1
+                for w in waiting
+                if w is not sub
+                and (
+                    w.priority > sub.priority
+                    or (w.priority == sub.priority and slots_wanted[w.line.line_id] > 1)
+                )
+            )
+            spare = admission.free_slots - others
             grant = admission.try_admit(sub, min(slots_wanted[line_id], max(1, spare)))
             if grant is not None:
                 waiting.remove(sub)
