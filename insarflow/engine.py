@@ -251,6 +251,32 @@ class Admission:
             self._free_gpus.sort()
 
 
+def slots_to_offer(
+    sub: Submission,
+    waiting: Sequence[Submission],
+    slots_wanted: Mapping[str, int],
+    free_slots: int,
+) -> int:
+    """Line slots to offer ``sub`` (it gets at least one if any is free): what it can use, within
+    the free slots no other waiting line has a claim to first. Claims: lines of longer
+    downstream chains, and of as long ones that can use more cores too (they share).
+    Single-core lines of no longer chains wait (topo goes before a secondary date's
+    unpacking: the steps after need both)."""
+    wanted = slots_wanted[sub.line.line_id]
+    if wanted <= 1:
+        return 1
+    claims = sum(
+        1
+        for w in waiting
+        if w is not sub
+        and (
+            w.priority > sub.priority
+            or (w.priority == sub.priority and slots_wanted[w.line.line_id] > 1)
+        )
+    )
+    return min(wanted, max(1, free_slots - claims))
+
+
 @dataclass(frozen=True)
 class LineDone:
     """An attempt's task run finished."""
@@ -510,22 +536,9 @@ def execute_stack(
                 )
                 slots_wanted[sub.line.line_id] = max(1, math.ceil(cores / slot_cores))
         for sub in list(waiting):
-            line_id = sub.line.line_id
-            # A line that can use more cores may take the free slots no other waiting line has a
-            # claim to first: lines of longer downstream chains, and of as long ones that can use
-            # more cores too (they share). Single-core lines of no longer chains wait (topo goes
-            # before a secondary date's unpacking: the steps after need both).
-            others = sum(
-                1
-                for w in waiting
-                if w is not sub
-                and (
-                    w.priority > sub.priority
-                    or (w.priority == sub.priority and slots_wanted[w.line.line_id] > 1)
-                )
+            grant = admission.try_admit(
+                sub, slots_to_offer(sub, waiting, slots_wanted, admission.free_slots)
             )
-            spare = admission.free_slots - others
-            grant = admission.try_admit(sub, min(slots_wanted[line_id], max(1, spare)))
             if grant is not None:
                 waiting.remove(sub)
                 start(runner, grant)

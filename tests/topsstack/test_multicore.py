@@ -232,3 +232,30 @@ def test_a_topo_marker_written_before_processes_were_ignored_still_counts(
     assert is_line_done(line, tmp_path)
     config.write_text("[Function-2]\ntopo : \nnumProcess : 1\ndem : /other\n")
     assert not is_line_done(line, tmp_path)  # a changed config is still a changed line
+
+
+def test_slots_offered_to_a_line_that_can_use_more_cores() -> None:
+    from insarflow.engine import slots_to_offer
+    from insarflow.tasks.topsstack.executor import Submission
+
+    def sub(step: str, key: str, priority: int) -> Submission:
+        line = RunLine(1, step, key, "date", ("x",), Path("r"), None, (), ())
+        return Submission(line, 1, 100, "cpu", priority, False)
+
+    topo = sub("unpack_topo_reference", "reference", 9)
+    unpack = sub("unpack_secondary_slc", "20210413", 9)  # as long a chain, one core
+    longer = sub("fullBurst_geo2rdr", "20210425", 10)
+    unwrap_a, unwrap_b = sub("unwrap", "a_b", 0), sub("unwrap", "a_c", 0)
+    wanted = {s.line.line_id: 1 for s in (unpack, longer)}
+    wanted |= {topo.line.line_id: 4, unwrap_a.line.line_id: 2, unwrap_b.line.line_id: 2}
+    # topo goes before the unpacking of a secondary date: it takes both free slots
+    assert slots_to_offer(topo, [topo, unpack], wanted, 2) == 2
+    # ... but leaves one to a line of a longer chain
+    assert slots_to_offer(topo, [longer, topo, unpack], wanted, 2) == 1
+    # two pairs that can both use more cores share; the last one alone takes them all
+    assert slots_to_offer(unwrap_a, [unwrap_a, unwrap_b], wanted, 2) == 1
+    assert slots_to_offer(unwrap_b, [unwrap_b], wanted, 2) == 2
+    # never more than it can use, never none, and a single-core line gets one
+    assert slots_to_offer(topo, [topo], wanted, 16) == 4
+    assert slots_to_offer(topo, [topo, longer], wanted, 1) == 1
+    assert slots_to_offer(unpack, [unpack], wanted, 8) == 1
