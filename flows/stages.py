@@ -397,7 +397,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         if compute.jobqueue
         else None,
         learn_memory=compute.learn_memory,
-        unwrap_in_tiles=config.engine == "isce2",
+        real_isce2=config.engine == "isce2",
     )
     from insarflow.tasks.report import StageRecord, append_stage_record
 

@@ -52,14 +52,14 @@ def topsstack_flow(
     scheduler_address: str | None = None,
     cluster: dict[str, Any] | None = None,
     learn_memory: bool = True,
-    unwrap_in_tiles: bool = False,
+    real_isce2: bool = False,
 ) -> ExecutionReport:
     """Execute the run files of ``stack_dir`` as a dependency graph on a Dask cluster: an
     existing scheduler, a ``cluster`` spec (``compute.task_runner_kwargs``), or a local one of
     ``n_workers`` x ``threads_per_worker`` sharing the budget and this machine's ``gpus``.
     ``learn_memory``: refine memory estimates from the lines that ran (compute.learn_memory).
-    ``unwrap_in_tiles``: snaphu lines may unwrap in tiles (real ISCE2: its Python needs the
-    ``snaphu`` package)."""
+    ``real_isce2``: the lines are real ISCE2's (snaphu lines may unwrap in tiles, its Python
+    needs the ``snaphu`` package; a line too big even in its smallest piece stops the stage)."""
     lines = parse_run_files(stack_dir)
     dag = build_dag(lines)
     local = not (scheduler_address or cluster)
@@ -92,7 +92,7 @@ def topsstack_flow(
                 extra_path=extra_path or (),
                 env=env,
                 learn_memory=learn_memory,
-                unwrap_in_tiles=unwrap_in_tiles,
+                real_isce2=real_isce2,
             )
         except StackFailed as exc:
             publish_report(exc.report, lines)

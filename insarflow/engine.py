@@ -329,11 +329,13 @@ def check_smallest_pieces(
     n_bursts: int,
     range_looks: int,
     azimuth_looks: int,
-    unwrap_in_tiles: bool,
+    real_isce2: bool,
 ) -> None:
     """Raise, before any line runs, when some line cannot run in the memory a line can get
     (the largest worker's MEMORY_MB, within the budget) even in its smallest piece (snaphu's
-    finest tiles; any other line as a whole), naming the lines, their need and the budget."""
+    finest tiles; any other line as a whole), naming the lines, their need and the budget.
+    Without ``real_isce2`` (the simulator, whose lines need far less than the model of real
+    ISCE2's) the same message is a warning and those lines run with what there is."""
     largest = max(workers, key=lambda w: w.resources.get("MEMORY_MB", 0.0))
     available_mb = int(min(largest.resources.get("MEMORY_MB", 0.0), memory_budget_mb))
     over = []
@@ -350,7 +352,7 @@ def check_smallest_pieces(
             estimate_mb,
             n_bursts=n_bursts,
             looks=range_looks * azimuth_looks,
-            unwrap_in_tiles=unwrap_in_tiles,
+            unwrap_in_tiles=real_isce2,
         )
         if need_mb > available_mb:
             over.append(f"{line.line_id} needs {need_mb} MB")
@@ -361,7 +363,7 @@ def check_smallest_pieces(
             if available_mb < memory_budget_mb
             else f"the memory budget is {memory_budget_mb} MB"
         )
-        raise ValueError(
+        message = (
             f"{len(over)} line(s) cannot run in the memory a line can get ({where}): "
             + "; ".join(over[:10])
             + ("; ..." if len(over) > 10 else "")
@@ -369,6 +371,9 @@ def check_smallest_pieces(
             "worker more MEMORY_MB (remote: `dask worker --resources MEMORY_MB=...`), or use "
             "more looks (topsstack.range_looks, topsstack.azimuth_looks)"
         )
+        if real_isce2:
+            raise ValueError(message)
+        get_run_logger().warning("%s", message)
 
 
 def execute_stack(
@@ -388,7 +393,7 @@ def execute_stack(
     env: Mapping[str, str] | None = None,
     learn_memory: bool = True,
     planned: Sequence[Worker] | None = None,
-    unwrap_in_tiles: bool = False,
+    real_isce2: bool = False,
 ) -> ExecutionReport:
     """Run every line on the Dask cluster of ``client`` once its upstream lines succeeded and
     :class:`Admission` lets it start; call inside a flow.
@@ -398,9 +403,10 @@ def execute_stack(
     estimates from the peak RSS of the lines that ran, kept in the stack directory
     (:mod:`~insarflow.tasks.topsstack.learned_memory`). ``planned``: the workers an adaptive
     cluster will have at most (:func:`~insarflow.compute.planned_workers`); slots and checks
-    go by them instead of the workers joined so far. ``unwrap_in_tiles``: snaphu lines may run
-    in tiles with the cores and memory they get (real ISCE2 only,
-    :mod:`~insarflow.tasks.topsstack.multicore`); topo always runs in processes for its cores.
+    go by them instead of the workers joined so far. ``real_isce2``: the lines are real ISCE2's:
+    snaphu lines may run in tiles with the cores and memory they get
+    (:mod:`~insarflow.tasks.topsstack.multicore`; topo always runs in processes for its cores),
+    and a line too big even in its smallest piece stops the stage (:func:`check_smallest_pieces`).
     Raises :class:`StackFailed` after the lines already running finish when a line fails for
     good (retries: see ``StackScheduler``).
     """
@@ -417,7 +423,7 @@ def execute_stack(
         n_bursts=n_bursts,
         range_looks=range_looks,
         azimuth_looks=azimuth_looks,
-        unwrap_in_tiles=unwrap_in_tiles,
+        real_isce2=real_isce2,
     )
     scheduler = plan_scheduler(
         lines,
@@ -482,7 +488,7 @@ def execute_stack(
                     sub.line,
                     cores=cores,
                     memory_mb=sub.memory_mb,
-                    unwrap_in_tiles=unwrap_in_tiles,
+                    unwrap_in_tiles=real_isce2,
                 )
             except ValueError as exc:
                 raise LineFailed(
@@ -532,7 +538,7 @@ def execute_stack(
         for sub in waiting:
             if sub.line.line_id not in slots_wanted:
                 cores = multicore.cores_wanted(
-                    sub.line, n_bursts=n_bursts, unwrap_in_tiles=unwrap_in_tiles
+                    sub.line, n_bursts=n_bursts, unwrap_in_tiles=real_isce2
                 )
                 slots_wanted[sub.line.line_id] = max(1, math.ceil(cores / slot_cores))
         for sub in list(waiting):

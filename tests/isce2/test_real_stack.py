@@ -273,7 +273,7 @@ def _check_unwrap_in_tiles(stack_dir: Path, root: Path, isce2_env_script: Path) 
         threads_per_worker=1,
         env=isce2.env,
         learn_memory=False,
-        unwrap_in_tiles=True,
+        real_isce2=True,
     )
     (result,) = report.results.values()
     assert result.status == "ran" and result.launched.startswith("snaphu in "), result

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import stat
 import sys
 from collections import defaultdict
@@ -300,15 +301,16 @@ def test_memory_reservations_are_respected_per_worker(run: Run) -> None:
 
 
 def test_a_line_bigger_than_every_worker_stops_the_stage_naming_its_need_and_the_worker(
-    run: Run, cluster: Cluster
+    run: Run, cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same two worker processes, asked for a stack of 20 bursts: before any line runs, the
     stage stops naming the lines whose smallest piece exceeds the largest worker's MEMORY_MB,
-    their need and the worker; snaphu lines count in their finest tiles."""
+    their need and the worker; snaphu lines count in their finest tiles. With the simulator's
+    lines (not real ISCE2's) the same words are a warning."""
     many_bursts = 20
 
     @flow
-    def check() -> None:
+    def check(real_isce2: bool = True) -> None:
         with Client(cluster.address, timeout=60) as client:
             check_smallest_pieces(
                 run.lines,
@@ -318,12 +320,19 @@ def test_a_line_bigger_than_every_worker_stops_the_stage_naming_its_need_and_the
                 n_bursts=many_bursts,
                 range_looks=9,
                 azimuth_looks=3,
-                unwrap_in_tiles=True,
+                real_isce2=real_isce2,
             )
 
     with pytest.raises(ValueError) as caught:
         check()
     message = str(caught.value)
+    caplog.clear()
+    caplog.set_level(logging.WARNING)
+    check(real_isce2=False)
+    warnings = [
+        r.getMessage() for r in caplog.records if "cannot run in the memory" in r.getMessage()
+    ]
+    assert len(warnings) == 1 and "filter_coherence" in warnings[0]
     over = [
         line
         for line in run.lines
