@@ -117,7 +117,7 @@ def test_scheduler_cluster_uses_the_scheduler_threads_and_leaves_it_running() ->
     import dask.distributed
 
     with dask.distributed.LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
     ) as local:
         mintpy_runner.scheduler_cluster(local.scheduler_address)
         # numWorker from the scheduler's 4 threads, whatever the cfg or this machine says
@@ -143,7 +143,7 @@ def test_scheduler_without_workers_is_named() -> None:
     import dask.distributed
 
     with dask.distributed.LocalCluster(
-        n_workers=0, processes=False, dashboard_address=None
+        n_workers=0, processes=False, dashboard_address="127.0.0.1:0"
     ) as empty:
         mintpy_runner.scheduler_cluster(empty.scheduler_address)
         with pytest.raises(RuntimeError, match=r"compute\.scheduler_address\) has no workers"):

@@ -64,7 +64,9 @@ def stack(
     prefect_harness: None, fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Stack:
     stack = make_stack(tmp_path_factory.mktemp("learned"), fixtures_dir)
-    stack.write_plan(allocate_mb={ln.line_id: ALLOCATE_MB for ln in stack.lines if ln.step == STEP})
+    step = [ln.line_id for ln in stack.lines if ln.step == STEP]
+    # held 4 s: the 0.5 s RSS sampler of a loaded machine sees it
+    stack.write_plan(sleeps=dict.fromkeys(step, 4.0), allocate_mb=dict.fromkeys(step, ALLOCATE_MB))
     stack.run(workers=1, threads=1, learn_memory=True)
     return stack
 
