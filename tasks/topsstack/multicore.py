@@ -1,9 +1,10 @@
 """Lines that can use more cores than one line slot gives: topo's bursts and snaphu's tiles.
 
-Admission (:mod:`insarflow.engine`) may grant such a line several line slots, when they are
-free and no other waiting line needs them; the line then runs with a command of its own for
-those cores and its memory reservation (:func:`launch`), while it stays the run-file line
-for everything else (completion marker and its fingerprint, log, retries):
+Admission (:mod:`insarflow.engine`) may grant such a line several line slots, the free ones
+no more urgent waiting line has a claim to (``engine.slots_to_offer``); the line then runs
+with a command of its own for those cores and its memory reservation (:func:`launch`), while
+it stays the run-file line for everything else (completion marker and its fingerprint, log,
+retries):
 
 * ``unpack_topo_reference``: topo runs the reference's bursts in ``numProcess`` processes
   (``topo.py``'s pool); the line's config gets ``numProcess`` = its cores (at most one per
@@ -11,8 +12,9 @@ for everything else (completion marker and its fingerprint, log, retries):
   ``OMP_NUM_THREADS`` = its share of them.
 * ``unwrap`` with snaphu: the pair is unwrapped in the tiles
   :func:`~insarflow.tasks.topsstack.snaphu_tiles.choose_tiling` picks for its size, the
-  reservation and the cores, by ``isce_unwrap_tiles.py`` in ISCE2's Python. When one piece
-  on one core fits, the line runs as written (ISCE2's own ``unwrap.py``).
+  reservation and the cores, by ``isce_unwrap_tiles.py`` in ISCE2's Python. A pair no
+  bigger than a tile, on one core with room for one piece, runs as written (ISCE2's own
+  ``unwrap.py``).
 
 Every other line runs as written on one slot, ``OMP_NUM_THREADS`` = the cores of that slot.
 """
