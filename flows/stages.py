@@ -398,6 +398,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
         else None,
         learn_memory=compute.learn_memory,
         real_isce2=config.engine == "isce2",
+        split_swaths=config.engine == "isce2" and ts.split_swaths,
     )
     from insarflow.tasks.report import StageRecord, append_stage_record
 

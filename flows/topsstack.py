@@ -22,6 +22,7 @@ from insarflow.tasks.topsstack.executor import (
     render_report,
 )
 from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
+from insarflow.tasks.topsstack.swath_pieces import split_by_swath
 
 REPORT_KEY = "topsstack-report"
 
@@ -53,15 +54,20 @@ def topsstack_flow(
     cluster: dict[str, Any] | None = None,
     learn_memory: bool = True,
     real_isce2: bool = False,
+    split_swaths: bool = False,
 ) -> ExecutionReport:
     """Execute the run files of ``stack_dir`` as a dependency graph on a Dask cluster: an
     existing scheduler, a ``cluster`` spec (``compute.task_runner_kwargs``), or a local one of
     ``n_workers`` x ``threads_per_worker`` sharing the budget and this machine's ``gpus``.
     ``learn_memory``: refine memory estimates from the lines that ran (compute.learn_memory).
     ``real_isce2``: the lines are real ISCE2's (snaphu lines may unwrap in tiles, its Python
-    needs the ``snaphu`` package; a line too big even in its smallest piece stops the stage)."""
+    needs the ``snaphu`` package; a line too big even in its smallest piece stops the stage).
+    ``split_swaths``: lines that loop over swaths run as one task per swath (real ISCE2 only:
+    the pieces run through ISCE2's own Python, :mod:`~insarflow.tasks.topsstack.swath_pieces`)."""
     lines = parse_run_files(stack_dir)
     dag = build_dag(lines)
+    if split_swaths:
+        lines, dag = split_by_swath(lines, dag)
     local = not (scheduler_address or cluster)
     spec = (
         {"address": scheduler_address}

@@ -283,6 +283,12 @@ class TopsStackConfig(Model):
         default=0.85, ge=0.0, le=1.0, description="NESD: coherence threshold for ESD (-e)."
     )
     use_gpu: bool = Field(default=False, description="Run topo/geo2rdr on a GPU (--useGPU).")
+    split_swaths: bool = Field(
+        default=True,
+        description="engine isce2: run each secondary unpack, geo2rdr, resample and burst "
+        "interferogram line as one task per swath (the same files; swaths in parallel); "
+        "false: each line whole, as stackSentinel wrote it.",
+    )
     ion_param_file: Path | None = Field(
         default=None,
         description="Ionosphere parameter file (--param_ion); enables run_17..run_24.",

@@ -214,7 +214,10 @@ def output_problem(line: RunLine, stack_dir: Path) -> str | None:
 
 
 def is_line_done(line: RunLine, stack_dir: Path) -> bool:
-    """True when a marker with the current fingerprint exists and the outputs still check out."""
+    """True when a marker with the current fingerprint exists and the outputs still check out;
+    a swath piece also when its whole line is done (finished before lines were split)."""
+    if line.whole is not None and is_line_done(line.whole, stack_dir):
+        return True
     try:
         marker = json.loads(marker_path(line, stack_dir).read_text())
     except (FileNotFoundError, ValueError):
@@ -310,8 +313,11 @@ def run_line(
     """
     if not force and is_line_done(line, stack_dir):
         return skipped_result(line)
-    # A stale marker must not survive a run that gets killed halfway.
+    # A stale marker must not survive a run that gets killed halfway; nor may the marker of
+    # the whole line a piece belongs to, which would count the piece done.
     marker_path(line, stack_dir).unlink(missing_ok=True)
+    if line.whole is not None:
+        marker_path(line.whole, stack_dir).unlink(missing_ok=True)
     full_env = {**os.environ, **(env or {})}
     log_path = log_path_for(line, log_dir)
     _write_log_header(log_path, line, full_env, extra_path)
@@ -442,8 +448,9 @@ def downstream_depth(dag: Mapping[str, Iterable[str]]) -> dict[str, int]:
 
 
 def line_memory_mb(line: RunLine, *, n_bursts: int, range_looks: int, azimuth_looks: int) -> int:
-    """Memory (MB) to reserve for ``line``."""
-    return estimate_memory_mb(line.step, line.key_kind, n_bursts, range_looks, azimuth_looks)
+    """Memory (MB) to reserve for ``line`` (a swath piece: its share of the bursts)."""
+    bursts = max(1, math.ceil(n_bursts / line.of_swaths))
+    return estimate_memory_mb(line.step, line.key_kind, bursts, range_looks, azimuth_looks)
 
 
 def oom_retry_memory_mb(memory_mb: int, cap_mb: int | None) -> int:

@@ -60,6 +60,10 @@ class RunLine:
     written by geo2rdr and resample), and the list is empty where the step writes
     into an existing folder (``subband_and_resamp``), so existence alone never proves
     a line done.
+
+    A line split by swath (:mod:`~insarflow.tasks.topsstack.swath_pieces`) becomes one line per
+    swath: key ``<key>_IW<n>``, ``swath`` = n, ``whole`` = the run-file line it is a piece of,
+    ``of_swaths`` = how many swaths that line covers (its bursts are shared among them).
     """
 
     step_number: int
@@ -71,6 +75,9 @@ class RunLine:
     config_path: Path | None
     functions: tuple[ConfigFunction, ...]
     outputs: tuple[Path, ...]
+    swath: int | None = None
+    whole: RunLine | None = None
+    of_swaths: int = 1
 
     @property
     def line_id(self) -> str:

@@ -1,0 +1,160 @@
+"""Real ISCE2 2.6.5 lines split by swath: the same bytes as the lines as written, resumable per
+piece.
+
+Two dates made from the real SAFE in ``../shared/fixtures/safe_pixels/`` (IW1 and IW2, two
+bursts each) go through ``insarflow run config.yaml --until topsstack`` with the engine's
+default ``topsstack.split_swaths``: the secondary's unpack, geo2rdr and resample lines and the
+pair's burst interferogram line each run as one task per swath
+(``tasks/topsstack/swath_pieces.py``). Then one piece's completion marker is dropped: the rerun
+runs that piece and what needs it, and no piece of the other swath. Last, the four lines run
+again as stackSentinel wrote them (ISCE2's own loop over both swaths) and every file they
+write is compared with what the pieces wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .known_deformation import GaussianBowl, swath_annotation
+from .safe_stack import annotation_dem, make_safe_stack
+from .test_real_stack import INSARFLOW, _env, _markers
+
+pytestmark = [pytest.mark.isce2, pytest.mark.timeout(2400)]  # about 10 minutes on 2 cores
+
+BBOX = (47.05, 47.10, 11.22, 11.30)  # S N W E: two bursts of IW1 and two of IW2
+DEM_SNWE = (46.8, 47.5, 10.0, 12.6)  # both swaths' bursts
+BOWL = GaussianBowl(lat=47.07, lon=11.5, sigma_km=6.0, peak_m_per_year=-0.5)
+SECONDARY, PAIR = "20210413", "20210401_20210413"
+# step -> (key, the folder of the stack its line writes)
+SPLIT = {
+    "unpack_secondary_slc": (SECONDARY, f"secondarys/{SECONDARY}"),
+    "fullBurst_geo2rdr": (SECONDARY, f"coreg_secondarys/{SECONDARY}"),
+    "fullBurst_resample": (SECONDARY, f"coreg_secondarys/{SECONDARY}"),
+    "generate_burst_igram": (PAIR, f"interferograms/{PAIR}"),
+}
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _run_topsstack(config: Path, log: Path) -> None:
+    with log.open("a") as out:
+        done = subprocess.run(
+            [str(INSARFLOW), "run", str(config), "--until", "topsstack"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=1800,
+            env=_env(config.parent),
+        )
+    assert done.returncode == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def two_swaths(
+    tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path, isce2_env_script: Path
+) -> Path:
+    root = tmp_path_factory.mktemp("real-isce2-swaths")
+    (root / "home").mkdir()
+    user = root / "user"
+    stack = make_safe_stack(
+        next((fixtures_dir / "safe_pixels").glob("*.zip")),
+        user / "SLC",
+        user / "orbits",
+        dates=2,
+        offsets_m=(0.0, 0.004),
+        deformation=BOWL,
+        polarization="vh",
+    )
+    with zipfile.ZipFile(stack.safes[0]) as safe:
+        members = {name: safe.read(name) for name in safe.namelist() if name.endswith(".xml")}
+    annotation_dem(user / "dem.tif", DEM_SNWE, swath_annotation(members, 1, "vh"))
+    config = {
+        "name": "real-isce2-swaths",
+        "work_dir": str(root / "work"),
+        "engine": "isce2",
+        "area": {"bbox": list(BBOX)},
+        "acquisition": {
+            "track": 168,
+            "start": "2021-03-25",
+            "end": "2021-04-20",
+            "polarization": "vh",
+            "platforms": ["S1B"],
+        },
+        "inputs": {
+            "slc_dir": str(user / "SLC"),
+            "orbit_dir": str(user / "orbits"),
+            "dem": str(user / "dem.tif"),
+            "download_missing": False,
+        },
+        "isce2": {"env_script": str(isce2_env_script)},
+        "topsstack": {
+            "swaths": [1, 2],
+            "coregistration": "geometry",
+            "connections": 1,
+            "azimuth_looks": 6,
+            "range_looks": 18,
+        },
+        "compute": {"workers": 2, "memory_gb": 16},
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_lines_split_by_swath_write_the_same_bytes_and_resume_per_piece(
+    two_swaths: Path, isce2_env_script: Path
+) -> None:
+    from insarflow.tasks.isce2_env import probe_isce2
+    from insarflow.tasks.shell import run_command
+    from insarflow.tasks.topsstack.runfiles import parse_run_files
+
+    root = two_swaths.parent
+    stack_dir = root / "work" / "stack"
+    log = root / "run.log"
+
+    # 1. The stage runs the four lines as one task per swath.
+    _run_topsstack(two_swaths, log)
+    first = _markers(stack_dir)
+    for step, (key, _) in SPLIT.items():
+        assert {f"{step}-{key}_IW1", f"{step}-{key}_IW2"} <= first.keys(), sorted(first)
+        assert f"{step}-{key}" not in first
+    piece_log = (root / "work" / "logs" / "fullBurst_geo2rdr" / f"{SECONDARY}_IW2.log").read_text()
+    assert "isce_swath.py: swath 2 of: SentinelWrapper.py -c" in piece_log
+    assert "unwrap-" + PAIR in first  # the stage went to its end
+
+    # 2. A piece whose marker is gone runs again, with what needs it; the other swath does not.
+    (stack_dir / ".insarflow" / "done" / f"fullBurst_resample-{SECONDARY}_IW2.json").unlink()
+    _run_topsstack(two_swaths, log)
+    again = _markers(stack_dir)
+    assert again.keys() == first.keys()
+    reran = {label for label in first if again[label] != first[label]}
+    assert {f"fullBurst_resample-{SECONDARY}_IW2", f"generate_burst_igram-{PAIR}_IW2"} <= reran
+    assert not any(label.endswith("_IW1") for label in reran), sorted(reran)
+    assert f"fullBurst_geo2rdr-{SECONDARY}_IW2" not in reran
+
+    # 3. The lines as written (ISCE2 looping over both swaths) write the same bytes.
+    folders = sorted({stack_dir / folder for _, folder in SPLIT.values()})
+    by_pieces = {folder: _tree(folder) for folder in folders}
+    assert all(len(files) > 4 for files in by_pieces.values()), by_pieces
+    for folder in folders:
+        folder.rename(folder.with_name(folder.name + ".pieces"))
+    isce2 = probe_isce2(isce2_env_script, log_path=root / "isce2-env.log")
+    lines = {(ln.step, ln.key): ln for ln in parse_run_files(stack_dir)}
+    for step, (key, _) in SPLIT.items():  # in run-file order
+        line = lines[(step, key)]
+        run_command(line.command, log_path=root / "as-written.log", cwd=stack_dir, env=isce2.env)
+    for folder in folders:
+        assert _tree(folder) == by_pieces[folder], folder
