@@ -1,11 +1,12 @@
 """Memory estimates against measured peaks, per topsStack step, before and after learning.
 
 Reads a finished run's work directory (``stack/run_files``, the lines' logs under ``logs/`` and
-their completion markers): each line's reservation (``INSARFLOW_LINE_MEMORY_MB`` in its log
-header: the model's estimate when the run did not learn), its measured peak RSS and when it
-finished. Then replays :class:`~insarflow.tasks.topsstack.learned_memory.LearnedMemory` in
-that order: each line is reserved from what the lines of its step that finished before it
-taught (the first line of a step keeps the model's estimate), exactly as the engine does.
+their completion markers; the pieces of lines split by swath too): each line's reservation
+(``INSARFLOW_LINE_MEMORY_MB`` in its log header: the model's estimate when the run did not
+learn), its measured peak RSS and when it finished. Then replays
+:class:`~insarflow.tasks.topsstack.learned_memory.LearnedMemory` in that order: each line is
+reserved from what the lines of its step that finished before it taught (the first line of a
+step keeps the model's estimate), exactly as the engine does.
 
 Printed per step: lines, peak RSS (largest), estimate / peak before learning (the model) and
 after (learned; lines after the first only), and the sum of all reservations before vs after.
@@ -26,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib as bl
 
+from insarflow.tasks.topsstack.dag import build_dag
 from insarflow.tasks.topsstack.executor import ENV_MEMORY_MB, log_path_for, marker_path
 from insarflow.tasks.topsstack.learned_memory import LearnedMemory
 from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
+from insarflow.tasks.topsstack.swath_pieces import split_by_swath
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,9 @@ def measured_lines(work_dir: Path) -> list[Measured]:
     """The lines of ``work_dir`` that ran, in the order they finished."""
     stack_dir, log_dir = work_dir / "stack", work_dir / "logs"
     out: list[Measured] = []
-    for line in parse_run_files(stack_dir):
+    lines = parse_run_files(stack_dir)
+    pieces = [ln for ln in split_by_swath(lines, build_dag(lines))[0] if ln.swath is not None]
+    for line in [*lines, *pieces]:  # whole lines, and the swath pieces of a split run
         marker, log = marker_path(line, stack_dir), log_path_for(line, log_dir)
         if not (marker.is_file() and log.is_file()):
             continue

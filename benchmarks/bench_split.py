@@ -129,10 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         a, b = digests(whole_dir / "stack"), digests(work / "stack")
         same = sum(1 for k in a if b.get(k) == a[k])
         differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-        bl.figure("topsstack stage wall s (whole lines)", f"{whole_s:.1f}")
-        bl.figure("topsstack stage wall s (split by swath)", f"{split_s:.1f}")
-        bl.figure("split / whole", bl.ratio(split_s, whole_s))
-        bl.figure("byte-identical product files", f"{same} of {len(a | b)}")
+        bl.figure("split.whole_lines_s", f"{whole_s:.1f}")
+        bl.figure("split.by_swath_s", f"{split_s:.1f}")
+        bl.figure("split.by_swath_over_whole", bl.ratio(split_s, whole_s))
+        bl.figure("split.identical_files", f"{same} of {len(a | b)}")
         for name in differ[:20]:
             print(f"   differs: {name}")
         return 1 if differ else 0

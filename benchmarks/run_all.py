@@ -4,14 +4,23 @@ The scripts run in this process, one after another, and the ones that use Prefec
 throwaway Prefect API started here (``--prefect-api current`` uses the configured one). A
 failing script is reported and the others still run; the exit status is 1 if any failed.
 ``--real-work-dir`` adds the scripts that read a finished real-ISCE2 run (``bench_memory``;
-``bench_unwrap``, with ``--isce2-env``).
+``bench_unwrap``, with ``--isce2-env``); ``--real-config`` the one that runs a real-ISCE2
+stack's topsStack stage twice, lines split by swath and whole (``bench_split``), first: without
+``--real-work-dir``, the other two then read its split run. So one run prints the real engine's
+figures: split vs whole stage time, estimate / peak memory per step, the unwrap peak against
+its reservation and (``bench_mintpy_dask``) the MintPy inversion speedup::
+
+    python benchmarks/run_all.py --only bench_mintpy_dask bench_split bench_memory bench_unwrap \
+        --real-config CONFIG --isce2-env ENV_SH
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -58,9 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--real-work-dir", type=Path, help="work directory of a finished real-ISCE2 run"
     )
     parser.add_argument("--isce2-env", type=Path, help="ISCE2's env.sh, for bench_unwrap")
+    parser.add_argument(
+        "--real-config",
+        type=Path,
+        help="config of a real-ISCE2 stack of 2+ swaths, for bench_split",
+    )
     bl.add_prefect_api_argument(parser)
     args = parser.parse_args(argv)
-    real = [("bench_memory.py", False), ("bench_unwrap.py", False)] if args.real_work_dir else []
+    real_work_dir = args.real_work_dir
+    real = [("bench_split.py", False)] if args.real_config else []
+    split_scratch = Path(tempfile.mkdtemp(prefix="insarflow-bench-split-")) if real else None
+    if split_scratch is not None and real_work_dir is None:
+        real_work_dir = split_scratch / "work"  # bench_split's split run
+    if real_work_dir is not None:
+        real += [("bench_memory.py", False), ("bench_unwrap.py", False)]
     wanted = [
         (s, p)
         for s, p in (*SCRIPTS, *real)
@@ -76,8 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for script, uses_prefect in wanted:
             t0 = time.perf_counter()
             script_args = common + (["--prefect-api", "current"] if uses_prefect else [])
-            if (script, False) in real:  # these take the run, not a size
-                script_args = [str(args.real_work_dir)]
+            if script == "bench_split.py":
+                script_args = [str(args.real_config), "--scratch", str(split_scratch)]
+            elif (script, False) in real:  # these take the run, not a size
+                script_args = [str(real_work_dir)]
                 if script == "bench_unwrap.py" and args.isce2_env:
                     script_args += ["--isce2-env", str(args.isce2_env)]
             try:
@@ -95,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["script", "seconds", "status"],
     )
     print(f"   total {time.perf_counter() - start:.1f} s")
+    if split_scratch is not None:
+        shutil.rmtree(split_scratch, ignore_errors=True)
     return 1 if failed else 0
 
 
