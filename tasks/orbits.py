@@ -162,6 +162,22 @@ def find_local_orbit(
     return max(candidates, key=lambda o: o.created) if candidates else None
 
 
+def orbit_in_use(safe: str | Path, orbit_dir: Path, margin_s: float = 60.0) -> str:
+    """Name of the orbit file in ``orbit_dir`` that unpacking ``safe`` reads: the newest precise
+    orbit covering it, else the newest restituted one (the preference of :func:`select_orbit`
+    and of ISCE2's reader); "" when none covers it or ``safe`` is not a SAFE name."""
+    try:
+        scene = parse_safe_name(safe)
+    except OrbitError:
+        return ""
+    kinds: tuple[OrbitKind, ...] = ("precise", "restituted")
+    for kind in kinds:
+        found = find_local_orbit(scene, orbit_dir, kind, timedelta(seconds=margin_s))
+        if found is not None:
+            return found.path.name
+    return ""
+
+
 def _adopt(paths: Sequence[Path], orbit_dir: Path) -> None:
     """Move freshly downloaded EOFs into ``orbit_dir`` (atomic rename), keeping ESA names."""
     orbit_dir.mkdir(parents=True, exist_ok=True)

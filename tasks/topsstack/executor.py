@@ -28,6 +28,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from insarflow import atomic
+from insarflow.tasks.orbits import orbit_in_use
 from insarflow.tasks.shell import CommandResult, run_command
 from insarflow.tasks.topsstack import steps
 from insarflow.tasks.topsstack.dag import critical_path, topological_order
@@ -171,6 +172,19 @@ def line_fingerprint(line: RunLine, *, with_processes: bool = False) -> str:
     return digest.hexdigest()
 
 
+def orbits_read(line: RunLine) -> list[str]:
+    """The orbit file each scene of ``line``'s unpacking (``Sentinel1_TOPS``) reads from its
+    ``orbitdir``; empty for other lines. Kept in the completion marker: a precise orbit that
+    arrives for a scene unpacked with a restituted one makes the line, and so what needs it,
+    run again (the config names the folder, not the file, so its fingerprint cannot tell)."""
+    return [
+        orbit_in_use(safe, Path(fn.params["orbitdir"]))
+        for fn in line.functions
+        if fn.name == "Sentinel1_TOPS" and fn.params.get("orbitdir")
+        for safe in fn.params.get("dirname", "").split()
+    ]
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text.replace(":", "__"))
 
@@ -214,8 +228,9 @@ def output_problem(line: RunLine, stack_dir: Path) -> str | None:
 
 
 def is_line_done(line: RunLine, stack_dir: Path) -> bool:
-    """True when a marker with the current fingerprint exists and the outputs still check out;
-    a swath piece also when its whole line is done (finished before lines were split)."""
+    """True when a marker with the current fingerprint and the orbits the line reads now
+    (:func:`orbits_read`) exists and the outputs still check out; a swath piece also when its
+    whole line is done (finished before lines were split)."""
     if line.whole is not None and is_line_done(line.whole, stack_dir):
         return True
     try:
@@ -227,6 +242,8 @@ def is_line_done(line: RunLine, stack_dir: Path) -> bool:
         line_fingerprint(line, with_processes=True),  # a marker of an earlier version
     ):
         return False
+    if "orbits" in marker and marker["orbits"] != orbits_read(line):
+        return False  # markers of earlier versions did not record them
     return not missing_outputs(line, stack_dir)
 
 
@@ -237,6 +254,7 @@ def write_marker(line: RunLine, stack_dir: Path, result: CommandResult) -> Path:
     record = {
         "line_id": line.line_id,
         "fingerprint": line_fingerprint(line),
+        "orbits": orbits_read(line),
         "returncode": result.returncode,
         "duration_s": round(result.duration_s, 3),
         "peak_rss_mb": round(result.peak_rss_mb, 1),

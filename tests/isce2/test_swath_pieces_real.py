@@ -25,7 +25,12 @@ from .known_deformation import GaussianBowl, swath_annotation
 from .safe_stack import annotation_dem, make_safe_stack
 from .test_real_stack import INSARFLOW, _env, _markers
 
-pytestmark = [pytest.mark.isce2, pytest.mark.timeout(2400)]  # about 10 minutes on 2 cores
+pytestmark = [
+    pytest.mark.isce2,
+    pytest.mark.timeout(2400),  # about 10 minutes on 2 cores
+    # rasterio/rioxarray transforms go through affine's deprecated matmul path.
+    pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
+]
 
 BBOX = (47.05, 47.10, 11.22, 11.30)  # S N W E: two bursts of IW1 and two of IW2
 DEM_SNWE = (46.8, 47.5, 10.0, 12.6)  # both swaths' bursts
