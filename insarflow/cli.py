@@ -225,9 +225,11 @@ def plan_cmd(
     table = Table(title=f"topsStack run files ({cfg.topsstack.coregistration})")
     table.add_column("run file")
     table.add_column("lines", justify="right")
+    table.add_column("tasks", justify="right")  # a line split by swath is one task per swath
     for name, count in plan.steps:
-        table.add_row(name, str(count))
-    table.add_row("[bold]total[/bold]", f"[bold]{plan.total_lines}[/bold]")
+        table.add_row(name, str(count), str(plan.tasks(name, count)))
+    tasks = sum(plan.tasks(name, count) for name, count in plan.steps)
+    table.add_row("[bold]total[/bold]", f"[bold]{plan.total_lines}[/bold]", f"[bold]{tasks}[/bold]")
     console.print(table)
     scale = " (the simulator's synthetic scene)" if cfg.engine == "simulator" else ""
     console.print(

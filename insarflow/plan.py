@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from insarflow.config import StackConfig
 from insarflow.tasks.topsstack import steps
 from insarflow.tasks.topsstack.steps import StackCounts
+from insarflow.tasks.topsstack.swath_pieces import SPLIT_STEPS
 
 BURSTS_PER_SWATH = 9  # a Sentinel-1 IW slice; used when real bursts are not known yet
 SAFE_ZIP_GB = 4.5  # a dual-pol IW SLC zip
@@ -91,6 +92,12 @@ class StackPlan:
     slc_gb: float = 0.0
     peak_memory_mb: int = 0
     dates_are_estimated: bool = False
+    swath_pieces: int = 1  # tasks per line of a step split by swath (topsstack.split_swaths)
+
+    def tasks(self, run_file: str, lines: int) -> int:
+        """Tasks the engine runs for ``lines`` lines of ``run_file`` (``run_NN_<step>``)."""
+        split = run_file.split("_", 2)[2] in SPLIT_STEPS
+        return lines * (self.swath_pieces if split else 1)
 
     @property
     def processing_bytes(self) -> int:
@@ -190,4 +197,5 @@ def plan_stack(config: StackConfig, dates: list[str] | None = None) -> StackPlan
         slc_gb=round(slc_gb, 1),
         peak_memory_mb=peak,
         dates_are_estimated=estimated,
+        swath_pieces=len(ts.swaths) if ts.split_swaths else 1,
     )

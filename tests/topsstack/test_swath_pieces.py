@@ -293,3 +293,28 @@ def test_launcher_without_the_wrapper_on_path_says_so(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "SentinelWrapper.py is not on PATH; source ISCE2's env.sh" in done.stderr
+
+
+def test_plan_counts_a_task_per_swath_for_split_lines() -> None:
+    from insarflow.config import StackConfig
+    from insarflow.plan import plan_stack
+
+    config = StackConfig.model_validate(
+        {
+            "name": "s",
+            "work_dir": "/tmp/s",
+            "engine": "isce2",
+            "area": {"bbox": [34.0, 34.6, 116.5, 117.95]},
+            "acquisition": {"track": 142, "start": "2025-04-06", "end": "2025-05-12"},
+            "topsstack": {"coregistration": "geometry", "connections": 2},
+        }
+    )
+    dates = ["20250406", "20250418", "20250430", "20250512"]
+    plan = plan_stack(config, dates)
+    tasks = {name: plan.tasks(name, n) for name, n in plan.steps}
+    assert tasks["run_04_fullBurst_geo2rdr"] == 3 * 3  # 3 secondaries x 3 swaths
+    assert tasks["run_08_generate_burst_igram"] == 5 * 3
+    assert tasks["run_11_unwrap"] == 5
+    config.topsstack.split_swaths = False
+    plan = plan_stack(config, dates)
+    assert sum(plan.tasks(name, n) for name, n in plan.steps) == plan.total_lines == 44
