@@ -9,7 +9,8 @@ same paths, so their files can be compared byte for byte.
 
 Printed: the wall time of each run and their ratio; per step, the tasks, the summed line time
 and the span from its first start to its last end (from the completion markers); and how many
-files of the stack are byte-identical between the two runs (logs and markers aside).
+files of the stack are identical between the two runs (logs and markers aside): byte for
+byte, ISCE2's product shelves by the data they pickle (``isce_io.product_digests``).
 
     python benchmarks/bench_split.py CONFIG [--scratch DIR] [--keep]
 """
@@ -17,7 +18,6 @@ files of the stack are byte-identical between the two runs (logs and markers asi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +35,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib as bl
+
+from insarflow.tasks.isce_io import product_digests
 
 INSARFLOW = Path(sys.executable).with_name("insarflow")
 #: What the two runs are expected to differ in: bookkeeping, not ISCE2 products.
@@ -79,16 +81,6 @@ def step_figures(stack_dir: Path) -> dict[str, tuple[int, float, float]]:
     }
 
 
-def digests(stack_dir: Path) -> dict[str, str]:
-    """sha256 of every product file of the stack, by relative path."""
-    out = {}
-    for path in sorted(stack_dir.rglob("*")):
-        rel = path.relative_to(stack_dir)
-        if path.is_file() and not path.is_symlink() and rel.parts[0] not in NOT_PRODUCTS:
-            out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="a real-ISCE2 stack config (engine: isce2)")
@@ -126,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows,
             ["step", "whole tasks", "line s", "span s", "split tasks", "line s", "span s"],
         )
-        a, b = digests(whole_dir / "stack"), digests(work / "stack")
+        a = product_digests(whole_dir / "stack", NOT_PRODUCTS)
+        b = product_digests(work / "stack", NOT_PRODUCTS)
         same = sum(1 for k in a if b.get(k) == a[k])
         differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
         bl.figure("split.whole_lines_s", f"{whole_s:.1f}")

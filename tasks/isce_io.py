@@ -288,3 +288,71 @@ def read_isce_raster(path: Path, band: int | None = None) -> npt.NDArray[np.gene
     if band is None:
         return cube
     return np.ascontiguousarray(cube[band - 1])
+
+
+# ISCE2's topsStack saves each product twice: ``IW<n>.xml`` (what every later step reads) and a
+# Python shelve beside it, ``IW<n>.xml.data`` (``.dat``/``.dir``/``.bak`` files when that
+# Python's dbm is the dumb one, as in ISCE2's venv), that pickles the product object.
+# The pickle holds the memory addresses (``id()``) its objects had in the writing process, and
+# pickle's memo numbering follows which equal strings happened to be one object there: two runs
+# of the same line write different bytes for the same data. Compare shelves by this instead.
+SHELVE_SUFFIXES = (".xml.data", ".xml.data.dat", ".xml.data.dir", ".xml.data.bak")
+_ADDRESS_MIN = 2**32  # integers this large in an ISCE2 product pickle are object addresses
+
+
+def shelve_fingerprint(path: Path) -> str:
+    """sha256 of the data pickled in an ISCE2 product shelve (``<xml>.data``, without suffix):
+    opcodes and values, with memo bookkeeping resolved and object addresses left out."""
+    import dbm
+    import hashlib
+    import pickletools
+
+    digest = hashlib.sha256()
+    with dbm.open(str(path), "r") as shelf:  # the format of the Python that wrote it
+        for key in sorted(shelf.keys()):
+            name = key.encode() if isinstance(key, str) else key
+            digest.update(name + b"\0")
+            memo: dict[object, object] = {}
+            tokens: list[object] = []
+            for op, arg, _ in pickletools.genops(shelf[key]):
+                if op.name in ("FRAME", "PROTO", "STOP"):
+                    continue
+                if op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                    index = len(memo) if op.name == "MEMOIZE" else arg
+                    last = tokens[-1] if tokens else None
+                    # a memoized string is the string again; anything else the place it was built
+                    memo[index] = (
+                        last if isinstance(last, tuple) and last[0] == "str" else len(tokens)
+                    )
+                    continue
+                if op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    found = memo[arg]
+                    tokens.append(found if isinstance(found, tuple) else ("ref", found))
+                    continue
+                if isinstance(arg, str):
+                    tokens.append(("str", arg))
+                elif isinstance(arg, int) and abs(arg) >= _ADDRESS_MIN:
+                    tokens.append((op.name, "<address>"))
+                else:
+                    tokens.append((op.name, repr(arg)))
+            digest.update(repr(tokens).encode())
+    return digest.hexdigest()
+
+
+def product_digests(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under ``folder`` by relative path (first parts in ``skip`` left
+    out); an ISCE2 product shelve counts once, by :func:`shelve_fingerprint`."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or path.is_symlink() or rel.parts[0] in skip:
+            continue
+        if path.name.endswith(SHELVE_SUFFIXES):
+            if path.name.endswith((".xml.data", ".xml.data.dat")):  # one entry per shelve
+                shelf = path if path.name.endswith(".data") else path.with_suffix("")
+                out[str(rel)] = "shelve " + shelve_fingerprint(shelf)
+            continue
+        out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

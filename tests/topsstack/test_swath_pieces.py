@@ -318,3 +318,43 @@ def test_plan_counts_a_task_per_swath_for_split_lines() -> None:
     config.topsstack.split_swaths = False
     plan = plan_stack(config, dates)
     assert sum(plan.tasks(name, n) for name, n in plan.steps) == plan.total_lines == 44
+
+
+# ----------------------------------------------------------------------------- product shelves
+
+
+class _Product:
+    """Stands in for an ISCE2 product: it keeps the ``id()`` of its parts, as ISCE2's do."""
+
+    def __init__(self, names: list[str], value: float) -> None:
+        self.names = names
+        self.value = value
+        self.part_ids = [id(name) for name in names]
+
+
+def _shelve(path: Path, product: _Product) -> Path:
+    """A shelve as ISCE2's Python writes one (dbm's dumb format: .dat, .dir, .bak)."""
+    import dbm.dumb
+    import shelve
+
+    path.parent.mkdir(parents=True)
+    with shelve.Shelf(dbm.dumb.open(str(path), "c")) as db:
+        db["data"] = product
+    return path
+
+
+def test_shelves_compare_by_their_data_not_addresses_or_memo(tmp_path: Path) -> None:
+    from insarflow.tasks.isce_io import product_digests, shelve_fingerprint
+
+    shared = "isceobj.Sensor.TOPS.BurstSLC"
+    one = _shelve(tmp_path / "a" / "IW1.xml.data", _Product([shared, shared], 1.5))
+    # the same data built another way: equal strings that are two objects, other addresses
+    other = _Product(["isceobj.Sensor.TOPS." + "BurstSLC", "".join(["isceobj.", shared[8:]])], 1.5)
+    two = _shelve(tmp_path / "b" / "IW1.xml.data", other)
+    assert one.with_suffix(".data.dat").read_bytes() != two.with_suffix(".data.dat").read_bytes()
+    assert shelve_fingerprint(one) == shelve_fingerprint(two)
+    assert product_digests(tmp_path / "a") == product_digests(tmp_path / "b")
+    assert list(product_digests(tmp_path / "a")) == ["IW1.xml.data.dat"]
+    # other data is another fingerprint
+    three = _shelve(tmp_path / "c" / "IW1.xml.data", _Product([shared, shared], 2.5))
+    assert shelve_fingerprint(three) != shelve_fingerprint(one)
