@@ -6,8 +6,9 @@ its ``swaths``), ``geo2rdr``, ``resamp_withCarrier`` and ``generateIgram`` (over
 folders ``s1a_isce_utils.getSwathList`` finds). Each pass of those loops reads and writes only
 its own swath's files (``<dir>/IW<n>/`` and ``<dir>/IW<n>.xml``). A piece runs the line as
 written through ``isce_swath.py`` in ISCE2's Python, which narrows the loop to one swath: the
-pass that runs is the same code on the same paths, so the files are the same bytes the whole
-line writes for that swath (the real-ISCE2 test compares them).
+pass that runs is the same code on the same paths, so the files are those the whole line
+writes for that swath (the real-ISCE2 test compares them byte for byte; ISCE2's product
+shelves, which pickle memory addresses, by their data: ``isce_io.product_digests``).
 
 The dependency graph follows the swaths: a piece needs the same swath's piece of a split line
 it needs (and the whole of any other line); a line that needs a split line needs all its pieces.

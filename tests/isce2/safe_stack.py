@@ -259,3 +259,67 @@ def annotation_dem(path: Path, snwe: tuple[float, float, float, float], annotati
         return np.where(np.isfinite(linear), linear, nearest)
 
     return write_geotiff_dem(path, snwe, heights_of, step=3 / 3600)
+
+
+def user_stack_config(
+    root: Path,
+    source_zip: Path,
+    isce2_env_script: Path,
+    *,
+    name: str,
+    dates: int,
+    offsets_m: tuple[float, ...],
+    deformation: GaussianBowl,
+    polarization: str,
+    bbox: tuple[float, float, float, float],
+    dem_snwe: tuple[float, float, float, float],
+    end: str,
+    topsstack: dict[str, object],
+    mintpy: dict[str, object] | None = None,
+) -> Path:
+    """A user's folders under ``root/user`` (SLC/, orbits/, a DEM from the IW1 annotation's
+    heights) and ``root/config.yaml`` taking them through ``inputs.*`` with real ISCE2, no
+    downloads (6 x 18 looks unless ``topsstack`` says otherwise; 2 workers, 16 GB)."""
+    import yaml
+
+    (root / "home").mkdir()
+    user = root / "user"
+    stack = make_safe_stack(
+        source_zip,
+        user / "SLC",
+        user / "orbits",
+        dates=dates,
+        offsets_m=offsets_m,
+        deformation=deformation,
+        polarization=polarization,
+    )
+    with zipfile.ZipFile(stack.safes[0]) as safe:
+        members = {n: safe.read(n) for n in safe.namelist() if n.endswith(".xml")}
+    annotation_dem(user / "dem.tif", dem_snwe, swath_annotation(members, 1, polarization))
+    config: dict[str, object] = {
+        "name": name,
+        "work_dir": str(root / "work"),
+        "engine": "isce2",
+        "area": {"bbox": list(bbox)},
+        "acquisition": {
+            "track": 168,
+            "start": "2021-03-25",
+            "end": end,
+            "polarization": polarization,
+            "platforms": ["S1B"],
+        },
+        "inputs": {
+            "slc_dir": str(user / "SLC"),
+            "orbit_dir": str(user / "orbits"),
+            "dem": str(user / "dem.tif"),
+            "download_missing": False,
+        },
+        "isce2": {"env_script": str(isce2_env_script)},
+        "topsstack": {"coregistration": "geometry", "azimuth_looks": 6, "range_looks": 18}
+        | topsstack,
+        "compute": {"workers": 2, "memory_gb": 16},
+        **({"mintpy": mintpy} if mintpy else {}),
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

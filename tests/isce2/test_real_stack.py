@@ -24,18 +24,16 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-import yaml
 
 from tests.e2e.metrics import velocity_metrics
 
-from .known_deformation import GaussianBowl, swath_annotation
-from .safe_stack import annotation_dem, make_safe_stack
+from .known_deformation import GaussianBowl
+from .safe_stack import user_stack_config
 
 pytestmark = [
     pytest.mark.isce2,
@@ -96,53 +94,21 @@ def user_stack(
     tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path, isce2_env_script: Path
 ) -> Path:
     """A user's folders (SLC/, orbits/, dem.tif) and a config pointing at them."""
-    root = tmp_path_factory.mktemp("real-isce2")
-    (root / "home").mkdir()
-    source = next((fixtures_dir / "safe_pixels").glob("*.zip"))
-    user = root / "user"
-    stack = make_safe_stack(
-        source,
-        user / "SLC",
-        user / "orbits",
+    return user_stack_config(
+        tmp_path_factory.mktemp("real-isce2"),
+        next((fixtures_dir / "safe_pixels").glob("*.zip")),
+        isce2_env_script,
+        name="real-isce2",
         dates=3,
         offsets_m=ORBIT_OFFSETS_M,
         deformation=BOWL,
+        polarization="vv",
+        bbox=BBOX,
+        dem_snwe=DEM_SNWE,
+        end="2021-05-01",
+        topsstack={"swaths": [1], "connections": 2},
+        mintpy={"extra": {"mintpy.topographicResidual": "no"}},
     )
-    with zipfile.ZipFile(stack.safes[0]) as safe:
-        members = {name: safe.read(name) for name in safe.namelist() if name.endswith(".xml")}
-    annotation_dem(user / "dem.tif", DEM_SNWE, swath_annotation(members, 1, "vv"))
-    config = {
-        "name": "real-isce2",
-        "work_dir": str(root / "work"),
-        "engine": "isce2",
-        "area": {"bbox": list(BBOX)},
-        "acquisition": {
-            "track": 168,
-            "start": "2021-03-25",
-            "end": "2021-05-01",
-            "polarization": "vv",
-            "platforms": ["S1B"],
-        },
-        "inputs": {
-            "slc_dir": str(user / "SLC"),
-            "orbit_dir": str(user / "orbits"),
-            "dem": str(user / "dem.tif"),
-            "download_missing": False,
-        },
-        "isce2": {"env_script": str(isce2_env_script)},
-        "topsstack": {
-            "swaths": [1],
-            "coregistration": "geometry",
-            "connections": 2,
-            "azimuth_looks": 6,
-            "range_looks": 18,
-        },
-        "compute": {"workers": 2, "memory_gb": 16},
-        "mintpy": {"extra": {"mintpy.topographicResidual": "no"}},
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def test_real_stack_runs_resumes_and_reruns_nothing(

@@ -17,14 +17,12 @@ between any two runs of a line), compared by the data they pickle
 from __future__ import annotations
 
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-from .known_deformation import GaussianBowl, swath_annotation
-from .safe_stack import annotation_dem, make_safe_stack
+from .known_deformation import GaussianBowl
+from .safe_stack import user_stack_config
 from .test_real_stack import INSARFLOW, _env, _markers
 
 pytestmark = [
@@ -64,52 +62,20 @@ def _run_topsstack(config: Path, log: Path) -> None:
 def two_swaths(
     tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path, isce2_env_script: Path
 ) -> Path:
-    root = tmp_path_factory.mktemp("real-isce2-swaths")
-    (root / "home").mkdir()
-    user = root / "user"
-    stack = make_safe_stack(
+    return user_stack_config(
+        tmp_path_factory.mktemp("real-isce2-swaths"),
         next((fixtures_dir / "safe_pixels").glob("*.zip")),
-        user / "SLC",
-        user / "orbits",
+        isce2_env_script,
+        name="real-isce2-swaths",
         dates=2,
         offsets_m=(0.0, 0.004),
         deformation=BOWL,
         polarization="vh",
+        bbox=BBOX,
+        dem_snwe=DEM_SNWE,
+        end="2021-04-20",
+        topsstack={"swaths": [1, 2], "connections": 1},
     )
-    with zipfile.ZipFile(stack.safes[0]) as safe:
-        members = {name: safe.read(name) for name in safe.namelist() if name.endswith(".xml")}
-    annotation_dem(user / "dem.tif", DEM_SNWE, swath_annotation(members, 1, "vh"))
-    config = {
-        "name": "real-isce2-swaths",
-        "work_dir": str(root / "work"),
-        "engine": "isce2",
-        "area": {"bbox": list(BBOX)},
-        "acquisition": {
-            "track": 168,
-            "start": "2021-03-25",
-            "end": "2021-04-20",
-            "polarization": "vh",
-            "platforms": ["S1B"],
-        },
-        "inputs": {
-            "slc_dir": str(user / "SLC"),
-            "orbit_dir": str(user / "orbits"),
-            "dem": str(user / "dem.tif"),
-            "download_missing": False,
-        },
-        "isce2": {"env_script": str(isce2_env_script)},
-        "topsstack": {
-            "swaths": [1, 2],
-            "coregistration": "geometry",
-            "connections": 1,
-            "azimuth_looks": 6,
-            "range_looks": 18,
-        },
-        "compute": {"workers": 2, "memory_gb": 16},
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def test_lines_split_by_swath_write_the_same_bytes_and_resume_per_piece(

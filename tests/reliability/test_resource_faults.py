@@ -27,12 +27,10 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from insarflow.flows.topsstack import topsstack_flow
 from insarflow.tasks.diskspace import InsufficientDiskSpaceError, check_free_space, free_bytes
 from insarflow.tasks.download import DownloadItem, bytes_still_needed, download_files
 from insarflow.tasks.export import export_zarr
 from insarflow.tasks.topsstack.executor import (
-    ExecutionReport,
     StackFailed,
     is_line_done,
     log_path_for,
@@ -41,7 +39,7 @@ from insarflow.tasks.topsstack.executor import (
 from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
 from tests.products.synthetic import build_mintpy_dir
 from tests.reliability.helpers import FIGURES, command_headers
-from tests.simulator.helpers import SimStack, prepare, small_spec, stack_sentinel_subprocess
+from tests.simulator.helpers import SimStack, run_stack, small_stack
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:affine")
 
@@ -86,28 +84,6 @@ def wrap_line(bin_dir: Path, sim: SimStack, target: str, condition: str, action:
     )
     script.chmod(0o755)
     return bin_dir
-
-
-def small_stack(root: Path) -> SimStack:
-    """3 dates, one swath of 2 bursts, geometry coregistration: 27 run-file lines."""
-    sim = prepare(root, small_spec(3))
-    stack_sentinel_subprocess(sim, "-C", "geometry", "-c", "1", "-n", "1")
-    return sim
-
-
-def run_stack(sim: SimStack, logs: Path, extra: list[Path]) -> ExecutionReport:
-    return topsstack_flow(
-        stack_dir=sim.stack,
-        log_dir=logs,
-        memory_budget_mb=8000,
-        n_bursts=2,
-        range_looks=9,
-        azimuth_looks=3,
-        n_workers=1,
-        threads_per_worker=2,
-        extra_path=[*extra, sim.bin],
-        learn_memory=False,  # the retry's reservation is checked against the model's estimate
-    )
 
 
 def test_line_killed_like_the_oom_killer_is_retried_with_more_memory(

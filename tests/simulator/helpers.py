@@ -16,6 +16,7 @@ from insarflow.simulator.acquisition import dem_name, make_synthetic_acquisition
 from insarflow.simulator.scene import SceneSpec
 from insarflow.simulator.steps import install_simulator_bin, run_script
 from insarflow.tasks.shell import CommandResult, run_command
+from insarflow.tasks.topsstack.executor import ExecutionReport
 
 
 def small_spec(count: int = 4, **overrides: Any) -> SceneSpec:
@@ -124,3 +125,29 @@ def tree_hashes(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def small_stack(root: Path) -> SimStack:
+    """3 dates, one swath of 2 bursts, geometry coregistration: 27 run-file lines."""
+    sim = prepare(root, small_spec(3))
+    stack_sentinel_subprocess(sim, "-C", "geometry", "-c", "1", "-n", "1")
+    return sim
+
+
+def run_stack(sim: SimStack, logs: Path, extra: list[Path]) -> ExecutionReport:
+    """The topsStack flow on ``sim`` (one worker of 2 threads, the model's memory estimates),
+    with ``extra`` before the stand-ins on PATH."""
+    from insarflow.flows.topsstack import topsstack_flow
+
+    return topsstack_flow(
+        stack_dir=sim.stack,
+        log_dir=logs,
+        memory_budget_mb=8000,
+        n_bursts=2,
+        range_looks=9,
+        azimuth_looks=3,
+        n_workers=1,
+        threads_per_worker=2,
+        extra_path=[*extra, sim.bin],
+        learn_memory=False,  # the retry's reservation is checked against the model's estimate
+    )

@@ -6,52 +6,35 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from insarflow.flows.topsstack import topsstack_flow
 from insarflow.tasks.topsstack.dag import build_dag, descendants
-from insarflow.tasks.topsstack.executor import ExecutionReport, marker_path
+from insarflow.tasks.topsstack.executor import marker_path
 from insarflow.tasks.topsstack.runfiles import parse_run_files
-from tests.simulator.helpers import SimStack, prepare, small_spec, stack_sentinel_subprocess
-
-
-def _run(sim: SimStack, logs: Path) -> ExecutionReport:
-    return topsstack_flow(
-        stack_dir=sim.stack,
-        log_dir=logs,
-        memory_budget_mb=8000,
-        n_bursts=2,
-        range_looks=9,
-        azimuth_looks=3,
-        n_workers=1,
-        threads_per_worker=2,
-        extra_path=[sim.bin],
-        learn_memory=False,
-    )
+from tests.simulator.helpers import run_stack, small_stack
 
 
 def test_precise_orbit_replacing_a_restituted_one_reruns_what_reads_it(
     tmp_path: Path, prefect_harness: None
 ) -> None:
-    sim = prepare(tmp_path / "sim", small_spec(3))
+    sim = small_stack(tmp_path / "sim")
     precise = sorted((sim.root / "orbits").glob("*_POEORB_*.EOF"))
     assert len(precise) == 3
     # The last date was processed while only a restituted orbit existed.
     restituted = precise[2].with_name(precise[2].name.replace("POEORB", "RESORB"))
     precise[2].rename(restituted)
-    stack_sentinel_subprocess(sim, "-C", "geometry", "-c", "1", "-n", "1")
     lines = parse_run_files(sim.stack)
     date = sorted(ln.key for ln in lines if ln.step == "unpack_secondary_slc")[-1]
     unpack = next(ln for ln in lines if ln.step == "unpack_secondary_slc" and ln.key == date)
-    first = _run(sim, tmp_path / "logs")
+    first = run_stack(sim, tmp_path / "logs", [])
     assert len(first.ran) == len(lines)
     marker = json.loads(marker_path(unpack, sim.stack).read_text())
     assert marker["orbits"] == [restituted.name]
 
     # Nothing changed: nothing runs.
-    assert _run(sim, tmp_path / "logs").ran == []
+    assert run_stack(sim, tmp_path / "logs", []).ran == []
 
     # The precise orbit arrives beside the restituted one.
     restituted.with_name(precise[2].name).write_bytes(restituted.read_bytes())
-    second = _run(sim, tmp_path / "logs")
+    second = run_stack(sim, tmp_path / "logs", [])
     dag = build_dag(lines)
     expected = {unpack.line_id} | descendants(dag, unpack.line_id)
     assert set(second.ran) == expected
@@ -67,4 +50,4 @@ def test_precise_orbit_replacing_a_restituted_one_reruns_what_reads_it(
     marker.pop("orbits")
     marker_path(unpack, sim.stack).write_text(json.dumps(marker))
     restituted.unlink()
-    assert _run(sim, tmp_path / "logs").ran == []
+    assert run_stack(sim, tmp_path / "logs", []).ran == []
