@@ -3,7 +3,8 @@
 Reads a finished run's work directory (``stack/run_files``, the lines' logs under ``logs/`` and
 their completion markers; the pieces of lines split by swath too): each line's reservation
 (``INSARFLOW_LINE_MEMORY_MB`` in its log header: the model's estimate when the run did not
-learn), its measured peak RSS and when it finished. Then replays
+learn, ``compute.learn_memory: false`` as bench_split runs it; a note says when it did), its
+measured peak RSS and when it finished. Then replays
 :class:`~insarflow.tasks.topsstack.learned_memory.LearnedMemory` in that order: each line is
 reserved from what the lines of its step that finished before it taught (the first line of a
 step keeps the model's estimate), exactly as the engine does.
@@ -29,7 +30,7 @@ import benchlib as bl
 
 from insarflow.tasks.topsstack.dag import build_dag
 from insarflow.tasks.topsstack.executor import ENV_MEMORY_MB, log_path_for, marker_path
-from insarflow.tasks.topsstack.learned_memory import LearnedMemory
+from insarflow.tasks.topsstack.learned_memory import LEARNED_FILE, LearnedMemory
 from insarflow.tasks.topsstack.runfiles import RunLine, parse_run_files
 from insarflow.tasks.topsstack.swath_pieces import split_by_swath
 
@@ -71,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no finished line with a measured peak under {args.work_dir}")
     bl.header("bench_memory: topsStack memory estimate / measured peak, before and after learning")
     print(f"   {args.work_dir}: {len(lines)} lines with a measured peak")
+    if (args.work_dir / "stack" / LEARNED_FILE).is_file():
+        print(
+            "   note: this run learned (compute.learn_memory), so a line's reservation after "
+            "the first of its step was already learned: 'model / peak' is what it reserved"
+        )
     learned = LearnedMemory()
     after: dict[str, list[float]] = {}
     before: dict[str, list[float]] = {}
@@ -78,14 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     total_before = total_after = 0
     for m in lines:
         step = f"{m.line.step_number:02d} {m.line.step} ({m.line.key_kind})"
-        estimate = learned.estimate_mb(m.line.step, m.line.key_kind, m.reserved_mb)
+        estimate = learned.estimate_mb(m.line.step, m.line.key_kind, m.reserved_mb, key=m.line.key)
         before.setdefault(step, []).append(m.reserved_mb / m.peak_mb)
         if step in peaks:  # a line after the first of its step
             after.setdefault(step, []).append(estimate / m.peak_mb)
         peaks[step] = max(peaks.get(step, 0.0), m.peak_mb)
         total_before += m.reserved_mb
         total_after += estimate
-        learned.observe(m.line.step, m.line.key_kind, m.reserved_mb, m.peak_mb)
+        learned.observe(m.line.step, m.line.key_kind, m.reserved_mb, m.peak_mb, key=m.line.key)
 
     def span(ratios: list[float]) -> str:
         return f"{min(ratios):.1f}-{max(ratios):.1f}" if ratios else "-"

@@ -346,6 +346,7 @@ def check_smallest_pieces(
             line_memory_mb(
                 line, n_bursts=n_bursts, range_looks=range_looks, azimuth_looks=azimuth_looks
             ),
+            key=line.key,
         )
         need_mb = multicore.smallest_piece_mb(
             line,

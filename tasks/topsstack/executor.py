@@ -649,7 +649,7 @@ class StackScheduler:
         model_mb = self.memory_mb[line.line_id]
         if self.learned is None:
             return model_mb
-        return self.learned.estimate_mb(line.step, line.key_kind, model_mb)
+        return self.learned.estimate_mb(line.step, line.key_kind, model_mb, key=line.key)
 
     def _ready(self, line: RunLine) -> bool:
         return all(up in self._results for up in self.dag[line.line_id])
@@ -661,7 +661,9 @@ class StackScheduler:
         if self.learned is not None and result.status == "ran" and not result.launched:
             line = sub.line
             model_mb = self.memory_mb[line_id]
-            if self.learned.observe(line.step, line.key_kind, model_mb, result.peak_rss_mb):
+            if self.learned.observe(
+                line.step, line.key_kind, model_mb, result.peak_rss_mb, key=line.key
+            ):
                 self.learned_changed = True
         self._attempts.append(
             AttemptRecord(line_id, sub.attempt, sub.memory_mb, result.status, result.duration_s)

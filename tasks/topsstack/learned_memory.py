@@ -3,7 +3,8 @@ of the lines of its step still to run.
 
 The registry's model (:func:`~insarflow.tasks.topsstack.steps.estimate_memory_mb`) scales a
 step's memory with the bursts and looks of the stack but is a conservative constant per step.
-Here every line that ran teaches the ratio peak RSS / model estimate of its step and key kind;
+Here every line that ran teaches the ratio peak RSS / model estimate of its step and key kind
+(of itself alone where the lines of a kind are different products: :data:`PER_LINE_KINDS`);
 the largest ratio seen, times :data:`MARGIN`, then scales the model for the remaining lines of
 that step and kind, so a learned reservation follows the stack's bursts and looks as the model
 does, and never falls below what a line of the same estimate was measured to need. The ratios
@@ -26,10 +27,14 @@ LEARNED_FILE = Path(".insarflow") / "learned_memory.json"
 MARGIN = 1.5
 #: No learned reservation is smaller (interpreter and library start-up of a tiny line).
 FLOOR_MB = 100
+#: Key kinds whose lines are not alike: each geometry layer merge is a different raster
+#: (lat/lon in float64, the shadow mask in bytes; peaks 25-225 MB on one stack), so what one
+#: layer used says nothing of the next; such a line learns only for its own rerun or update.
+PER_LINE_KINDS = frozenset({"layer"})
 
 
-def _key(step: str, key_kind: str) -> str:
-    return f"{step}/{key_kind}"
+def _key(step: str, key_kind: str, key: str) -> str:
+    return f"{step}/{key_kind}/{key}" if key_kind in PER_LINE_KINDS else f"{step}/{key_kind}"
 
 
 @dataclass
@@ -59,11 +64,11 @@ class LearnedMemory:
         text = json.dumps({"ratios": self.ratios, "lines": self.lines}, indent=1, sort_keys=True)
         write_text(path, text + "\n", skip_unchanged=True)
 
-    def observe(self, step: str, key_kind: str, model_mb: int, peak_mb: float) -> bool:
-        """Learn from a line that ran; True when the step's estimate changed."""
+    def observe(self, step: str, key_kind: str, model_mb: int, peak_mb: float, *, key: str) -> bool:
+        """Learn from a line (run-file ``key``) that ran; True when the estimate changed."""
         if model_mb <= 0 or peak_mb <= 0:
             return False  # nothing measured
-        key = _key(step, key_kind)
+        key = _key(step, key_kind, key)
         self.lines[key] = self.lines.get(key, 0) + 1
         ratio = peak_mb / model_mb
         if ratio <= self.ratios.get(key, 0.0):
@@ -71,9 +76,9 @@ class LearnedMemory:
         self.ratios[key] = ratio
         return True
 
-    def estimate_mb(self, step: str, key_kind: str, model_mb: int) -> int:
-        """The reservation for a line whose model estimate is ``model_mb``."""
-        ratio = self.ratios.get(_key(step, key_kind))
+    def estimate_mb(self, step: str, key_kind: str, model_mb: int, *, key: str) -> int:
+        """The reservation for a line (run-file ``key``) whose model estimate is ``model_mb``."""
+        ratio = self.ratios.get(_key(step, key_kind, key))
         if ratio is None:
             return model_mb
         return max(FLOOR_MB, math.ceil(model_mb * ratio * MARGIN))

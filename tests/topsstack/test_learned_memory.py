@@ -26,6 +26,7 @@ from insarflow.tasks.topsstack.learned_memory import (
 from .test_executor import AZIMUTH_LOOKS, N_BURSTS, RANGE_LOOKS, Stack, make_stack
 
 STEP = "fullBurst_resample"
+KEY = "20210413"  # a date
 ALLOCATE_MB = 300
 
 
@@ -42,17 +43,27 @@ def peak_rss_mb(stack: Stack, line_id: str) -> float:
 
 def test_estimates_never_fall_below_what_was_measured(tmp_path: Path) -> None:
     learned = LearnedMemory()
-    assert learned.estimate_mb(STEP, "date", 2000) == 2000  # nothing learned: the model
-    assert learned.observe(STEP, "date", 2000, 400.0)
-    assert not learned.observe(STEP, "date", 2000, 300.0)  # a smaller ratio changes nothing
-    assert learned.estimate_mb(STEP, "date", 2000) == math.ceil(400 * MARGIN)
-    assert learned.estimate_mb(STEP, "date", 4000) == math.ceil(800 * MARGIN)  # scales like it
-    assert learned.estimate_mb(STEP, "pair", 2000) == 2000  # another key kind: not learned
-    assert learned.observe("unwrap", "pair", 2000, 5000.0)  # above the model: it grows
-    assert learned.estimate_mb("unwrap", "pair", 2000) == 7500
-    assert not learned.observe("unwrap", "pair", 2000, 0.0)  # nothing measured
-    assert learned.observe("tiny", "date", 2000, 1.0)
-    assert learned.estimate_mb("tiny", "date", 2000) == FLOOR_MB
+    assert learned.estimate_mb(STEP, "date", 2000, key=KEY) == 2000  # nothing learned: the model
+    assert learned.observe(STEP, "date", 2000, 400.0, key=KEY)
+    assert not learned.observe(
+        STEP, "date", 2000, 300.0, key=KEY
+    )  # a smaller ratio changes nothing
+    assert learned.estimate_mb(STEP, "date", 2000, key="20210425") == math.ceil(
+        400 * MARGIN
+    )  # any date
+    assert learned.estimate_mb(STEP, "date", 4000, key=KEY) == math.ceil(
+        800 * MARGIN
+    )  # scales like it
+    assert learned.estimate_mb(STEP, "pair", 2000, key=KEY) == 2000  # another key kind: not learned
+    assert learned.observe("unwrap", "pair", 2000, 5000.0, key=KEY)  # above the model: it grows
+    assert learned.estimate_mb("unwrap", "pair", 2000, key=KEY) == 7500
+    assert not learned.observe("unwrap", "pair", 2000, 0.0, key=KEY)  # nothing measured
+    assert learned.observe("tiny", "date", 2000, 1.0, key=KEY)
+    assert learned.estimate_mb("tiny", "date", 2000, key=KEY) == FLOOR_MB
+    # geometry layers are different rasters: one layer teaches its own reruns, not the others
+    assert learned.observe("merge_reference_secondary_slc", "layer", 300, 225.0, key="lat")
+    assert learned.estimate_mb("merge_reference_secondary_slc", "layer", 300, key="lat") == 338
+    assert learned.estimate_mb("merge_reference_secondary_slc", "layer", 300, key="hgt") == 300
     learned.save(tmp_path)
     assert LearnedMemory.load(tmp_path) == learned
     (tmp_path / LEARNED_FILE).write_text("{not json")
@@ -92,7 +103,8 @@ def test_later_lines_of_a_step_are_reserved_from_the_earlier_ones(stack: Stack) 
 def test_a_rerun_starts_from_what_the_stack_learned(stack: Stack) -> None:
     learned = LearnedMemory.load(stack.stack_dir)
     first = step_lines(stack)[0]
-    expected = learned.estimate_mb(STEP, stack.line(first).key_kind, model_mb(stack, first))
+    line = stack.line(first)
+    expected = learned.estimate_mb(STEP, line.key_kind, model_mb(stack, first), key=line.key)
     assert expected < model_mb(stack, first)
     marker_path(stack.line(first), stack.stack_dir).unlink()
     stack.run(workers=1, threads=1, learn_memory=True)
