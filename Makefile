@@ -20,8 +20,9 @@ install: $(BIN)/insarflow
 demo: install
 	$(BIN)/insarflow demo --workdir ./insarflow-demo
 
-# Two workers (pytest-xdist); a test file stays on one worker (tests/conftest.py).
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+# Two workers (pytest-xdist); a test file stays on one worker, and the workers take the
+# files in the order tests/conftest.py gives them (the real-ISCE2 tests first).
+PYTEST_ARGS ?= -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
