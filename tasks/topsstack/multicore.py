@@ -9,7 +9,8 @@ retries):
 * ``unpack_topo_reference``: topo runs the reference's bursts in ``numProcess`` processes
   (``topo.py``'s pool); the line's config gets ``numProcess`` = its cores (at most one per
   burst), which its completion marker ignores (:func:`without_processes`), and each process
-  ``OMP_NUM_THREADS`` = its share of them.
+  ``OMP_NUM_THREADS`` = its share of them. A swath piece of the line (its bursts of one swath)
+  runs a copy of the config of its own, ``<config>_IW<n>``, since the pieces run at once.
 * ``unwrap`` with snaphu: the pair is unwrapped in the tiles
   :func:`~insarflow.tasks.topsstack.snaphu_tiles.choose_tiling` picks for its size, the
   reservation and the cores, by ``isce_unwrap_tiles.py`` in ISCE2's Python. A pair no
@@ -77,7 +78,7 @@ def _pair_size(params: Mapping[str, str]) -> tuple[int, int] | None:
 def cores_wanted(line: RunLine, *, n_bursts: int, unwrap_in_tiles: bool) -> int:
     """The most cores ``line`` can use (1 for a line that runs on one core)."""
     if line.step == TOPO_STEP and _function(line, "topo") is not None:
-        return max(1, n_bursts)
+        return max(1, math.ceil(n_bursts / line.of_swaths))  # a swath piece: its share
     params = _snaphu_unwrap(line) if unwrap_in_tiles else None
     if params is None:
         return 1
@@ -156,11 +157,17 @@ def _topo_launch(line: RunLine, *, cores: int) -> Launch | None:
     changed, count = _PROCESSES.subn(f"numProcess : {processes}".encode(), text)
     if count != 1:
         return None
-    if changed != text:
+    command = line.command
+    if line.swath is not None:
+        config = config.with_name(f"{config.name}_IW{line.swath}")
+        atomic.write_bytes(config, changed)
+        at = next(i for i, arg in enumerate(command) if arg in ("-c", "--config")) + 1
+        command = (*command[:at], str(config), *command[at + 1 :])
+    elif changed != text:
         atomic.write_bytes(config, changed)
     threads = max(1, cores // processes)
     return Launch(
-        line.command,
+        command,
         f"topo in {processes} processes ({threads} OpenMP thread(s) each) on {cores} cores "
         f"(numProcess in {config.name})",
         env={"OMP_NUM_THREADS": str(threads)},

@@ -1,9 +1,11 @@
 """Run-file lines split by swath: one task per swath where ISCE2's own code loops over swaths.
 
 stackSentinel writes one line per date or pair for steps whose ISCE2 function then loops over
-the swaths, one after the other, on one core: ``Sentinel1_TOPS`` (unpack_secondary_slc, over
-its ``swaths``), ``geo2rdr``, ``resamp_withCarrier`` and ``generateIgram`` (over the ``IW<n>``
-folders ``s1a_isce_utils.getSwathList`` finds). Each pass of those loops reads and writes only
+the swaths, one after the other, on one core: ``Sentinel1_TOPS`` (the reference's and each
+secondary's unpacking, over its ``swaths``), ``geo2rdr``, ``resamp_withCarrier`` and
+``generateIgram`` (over the ``IW<n>`` folders ``s1a_isce_utils.getSwathList`` finds); ``topo``
+(the reference's line, after its unpacking) likewise collects the bursts of every swath
+``getSwathList`` finds for its process pool. Each pass of those loops reads and writes only
 its own swath's files (``<dir>/IW<n>/`` and ``<dir>/IW<n>.xml``). A piece runs the line as
 written through ``isce_swath.py`` in ISCE2's Python, which narrows the loop to one swath: the
 pass that runs is the same code on the same paths, so the files are those the whole line
@@ -23,15 +25,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from insarflow.tasks.topsstack.runfiles import RunLine
+from insarflow.tasks.topsstack.steps import config_outputs
 
 #: The launcher, run by ISCE2's Python.
 SWATH_SCRIPT = Path(__file__).with_name("isce_swath.py")
-#: Split steps -> (their ISCE2 function, whether a pass also writes ``<dir>/IW<n>.xml``).
-SPLIT_STEPS: Mapping[str, tuple[str, bool]] = {
-    "unpack_secondary_slc": ("Sentinel1_TOPS", True),
-    "fullBurst_geo2rdr": ("geo2rdr", False),
-    "fullBurst_resample": ("resamp_withCarrier", True),
-    "generate_burst_igram": ("generateIgram", True),
+#: Split steps -> their ISCE2 functions, each with whether its pass for a swath also writes
+#: ``<dir>/IW<n>.xml`` beside ``<dir>/IW<n>/``.
+SPLIT_STEPS: Mapping[str, Mapping[str, bool]] = {
+    "unpack_topo_reference": {"Sentinel1_TOPS": True, "topo": False},
+    "unpack_secondary_slc": {"Sentinel1_TOPS": True},
+    "fullBurst_geo2rdr": {"geo2rdr": False},
+    "fullBurst_resample": {"resamp_withCarrier": True},
+    "generate_burst_igram": {"generateIgram": True},
 }
 
 
@@ -45,27 +50,30 @@ def stack_swaths(lines: Sequence[RunLine]) -> tuple[int, ...]:
 
 
 def _splits(line: RunLine) -> bool:
-    """A ``SentinelWrapper.py`` line of a split step whose config calls only its function."""
-    spec = SPLIT_STEPS.get(line.step)
+    """A ``SentinelWrapper.py`` line of a split step whose config calls only its functions."""
+    functions = SPLIT_STEPS.get(line.step)
     return (
-        spec is not None
+        functions is not None
         and line.config_path is not None
         and bool(line.functions)
-        and all(fn.name == spec[0] for fn in line.functions)
+        and all(fn.name in functions for fn in line.functions)
     )
 
 
 def piece(line: RunLine, swath: int, of_swaths: int) -> RunLine:
     """The swath-``swath`` piece of ``line``."""
-    writes_xml = SPLIT_STEPS[line.step][1]
-    outputs = [out / f"IW{swath}" for out in line.outputs]
-    if writes_xml:
-        outputs += [out / f"IW{swath}.xml" for out in line.outputs]
+    writes_xml = SPLIT_STEPS[line.step]
+    outputs: list[Path] = []
+    for fn in line.functions:
+        for out in config_outputs([fn]):
+            outputs.append(out / f"IW{swath}")
+            if writes_xml[fn.name]:
+                outputs.append(out / f"IW{swath}.xml")
     return replace(
         line,
         key=f"{line.key}_IW{swath}",
         command=("python3", str(SWATH_SCRIPT), "--swath", str(swath), *line.command),
-        outputs=tuple(outputs),
+        outputs=tuple(dict.fromkeys(outputs)),
         swath=swath,
         whole=line,
         of_swaths=of_swaths,

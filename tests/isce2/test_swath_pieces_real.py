@@ -3,14 +3,14 @@ piece.
 
 Two dates made from the real SAFE in ``../shared/fixtures/safe_pixels/`` (IW1 and IW2, two
 bursts each) go through ``insarflow run config.yaml --until topsstack`` with the engine's
-default ``topsstack.split_swaths``: the secondary's unpack, geo2rdr and resample lines and the
-pair's burst interferogram line each run as one task per swath
-(``tasks/topsstack/swath_pieces.py``). Then one piece's completion marker is dropped: the rerun
-runs that piece and what needs it, and no piece of the other swath. Last, the four lines run
-again as stackSentinel wrote them (ISCE2's own loop over both swaths) and every file they
-write is compared with what the pieces wrote: byte for byte, except ISCE2's product shelves
-(``IW<n>.xml.data.*``, pickles holding the writing process's memory addresses, which differ
-between any two runs of a line), compared by the data they pickle
+default ``topsstack.split_swaths``: the reference's unpack and topo line, the secondary's
+unpack, geo2rdr and resample lines and the pair's burst interferogram line each run as one
+task per swath (``tasks/topsstack/swath_pieces.py``). Then one piece's completion marker is
+dropped: the rerun runs that piece and what needs it, and no piece of the other swath. Last,
+the five lines run again as stackSentinel wrote them (ISCE2's own loop over both swaths) and
+every file they write is compared with what the pieces wrote: byte for byte, except ISCE2's
+product shelves (``IW<n>.xml.data.*``, pickles holding the writing process's memory addresses,
+which differ between any two runs of a line), compared by the data they pickle
 (``isce_io.shelve_fingerprint``).
 """
 
@@ -36,12 +36,13 @@ BBOX = (47.05, 47.10, 11.22, 11.30)  # S N W E: two bursts of IW1 and two of IW2
 DEM_SNWE = (46.8, 47.5, 10.0, 12.6)  # both swaths' bursts
 BOWL = GaussianBowl(lat=47.07, lon=11.5, sigma_km=6.0, peak_m_per_year=-0.5)
 SECONDARY, PAIR = "20210413", "20210401_20210413"
-# step -> (key, the folder of the stack its line writes)
+# step -> (key, the folders of the stack its line writes), in run-file order
 SPLIT = {
-    "unpack_secondary_slc": (SECONDARY, f"secondarys/{SECONDARY}"),
-    "fullBurst_geo2rdr": (SECONDARY, f"coreg_secondarys/{SECONDARY}"),
-    "fullBurst_resample": (SECONDARY, f"coreg_secondarys/{SECONDARY}"),
-    "generate_burst_igram": (PAIR, f"interferograms/{PAIR}"),
+    "unpack_topo_reference": ("reference", ("reference", "geom_reference")),
+    "unpack_secondary_slc": (SECONDARY, (f"secondarys/{SECONDARY}",)),
+    "fullBurst_geo2rdr": (SECONDARY, (f"coreg_secondarys/{SECONDARY}",)),
+    "fullBurst_resample": (SECONDARY, (f"coreg_secondarys/{SECONDARY}",)),
+    "generate_burst_igram": (PAIR, (f"interferograms/{PAIR}",)),
 }
 
 
@@ -84,13 +85,14 @@ def test_lines_split_by_swath_write_the_same_bytes_and_resume_per_piece(
     from insarflow.tasks.isce2_env import probe_isce2
     from insarflow.tasks.isce_io import product_digests
     from insarflow.tasks.shell import run_command
+    from insarflow.tasks.topsstack import multicore
     from insarflow.tasks.topsstack.runfiles import parse_run_files
 
     root = two_swaths.parent
     stack_dir = root / "work" / "stack"
     log = root / "run.log"
 
-    # 1. The stage runs the four lines as one task per swath.
+    # 1. The stage runs the five lines as one task per swath.
     _run_topsstack(two_swaths, log)
     first = _markers(stack_dir)
     for step, (key, _) in SPLIT.items():
@@ -112,15 +114,18 @@ def test_lines_split_by_swath_write_the_same_bytes_and_resume_per_piece(
     assert f"fullBurst_resample-{SECONDARY}_IW2" not in reran  # the piece before it is done
 
     # 3. The lines as written (ISCE2 looping over both swaths) write the same bytes.
-    folders = sorted({stack_dir / folder for _, folder in SPLIT.values()})
+    folders = sorted({stack_dir / folder for _, written in SPLIT.values() for folder in written})
     by_pieces = {folder: product_digests(folder) for folder in folders}
     assert all(len(files) > 4 for files in by_pieces.values()), by_pieces
     for folder in folders:
         folder.rename(folder.with_name(folder.name + ".pieces"))
     isce2 = probe_isce2(isce2_env_script, log_path=root / "isce2-env.log")
     lines = {(ln.step, ln.key): ln for ln in parse_run_files(stack_dir)}
-    for step, (key, _) in SPLIT.items():  # in run-file order
+    for step, (key, _) in SPLIT.items():
         line = lines[(step, key)]
-        run_command(line.command, log_path=root / "as-written.log", cwd=stack_dir, env=isce2.env)
+        # topo on the 2 cores (numProcess changes how it runs, not what it writes)
+        how = multicore.launch(line, cores=2, memory_mb=4000, unwrap_in_tiles=False)
+        command, env = (how.command, {**isce2.env, **how.env}) if how else (line.command, isce2.env)
+        run_command(command, log_path=root / "as-written.log", cwd=stack_dir, env=env)
     for folder in folders:
         assert product_digests(folder) == by_pieces[folder], folder

@@ -259,3 +259,36 @@ def test_slots_offered_to_a_line_that_can_use_more_cores() -> None:
     assert slots_to_offer(topo, [topo], wanted, 16) == 4
     assert slots_to_offer(topo, [topo, longer], wanted, 1) == 1
     assert slots_to_offer(unpack, [unpack], wanted, 8) == 1
+
+
+def test_a_topo_piece_runs_its_own_config_with_its_share_of_the_cores(tmp_path: Path) -> None:
+    from insarflow.tasks.topsstack.swath_pieces import piece
+
+    config = tmp_path / "config_reference"
+    original = (
+        "[Function-1]\nSentinel1_TOPS : \nswaths : 1 2\noutdir : /s/reference\n"
+        "[Function-2]\ntopo : \nreference : /s/reference\ndem : /d\n"
+        "geom_referenceDir : /s/geom_reference\nnumProcess : 1\n"
+    )
+    config.write_text(original)
+    line = RunLine(
+        step_number=1,
+        step="unpack_topo_reference",
+        key="reference",
+        key_kind="reference",
+        command=("SentinelWrapper.py", "-c", str(config)),
+        run_file=tmp_path / "run_01_unpack_topo_reference",
+        config_path=config,
+        functions=(
+            ConfigFunction(1, "Sentinel1_TOPS", {"swaths": "1 2", "outdir": "/s/reference"}),
+            ConfigFunction(2, "topo", {"geom_referenceDir": "/s/geom_reference"}),
+        ),
+        outputs=(Path("/s/reference"), Path("/s/geom_reference")),
+    )
+    iw2 = piece(line, 2, 2)
+    assert multicore.cores_wanted(iw2, n_bursts=6, unwrap_in_tiles=False) == 3  # its 3 bursts
+    how = multicore.launch(iw2, cores=3, memory_mb=2000, unwrap_in_tiles=False)
+    own = tmp_path / "config_reference_IW2"
+    assert how is not None and how.command == (*iw2.command[:-1], str(own))
+    assert "numProcess : 3\n" in own.read_text()
+    assert config.read_text() == original  # the other piece may be reading it

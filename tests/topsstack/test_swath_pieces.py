@@ -57,7 +57,7 @@ def test_lines_that_loop_over_swaths_become_one_piece_per_swath(
     assert set(dag) == {p.line_id for p in pieces}
     whole = [ln for ln in lines if ln.step in SPLIT_STEPS]
     pairs = sum(ln.step == "generate_burst_igram" for ln in lines)
-    assert len(whole) == 3 * 3 + pairs > 9  # 3 secondaries x 3 steps, and the pairs
+    assert len(whole) == 1 + 3 * 3 + pairs > 10  # the reference, 3 secondaries x 3, the pairs
     assert len(pieces) == len(lines) + 2 * len(whole)
     by_id = {p.line_id: p for p in pieces}
     geo2rdr = by_id["09_fullBurst_geo2rdr:20250430_IW2"]
@@ -74,6 +74,12 @@ def test_lines_that_loop_over_swaths_become_one_piece_per_swath(
     assert by_id["02_unpack_secondary_slc:20250418_IW1"].outputs[1] == Path(
         "/data/stack/secondarys/20250418/IW1.xml"
     )
+    # the reference's line unpacks (IW<n>/ and IW<n>.xml) and runs topo (geom_reference/IW<n>/)
+    assert by_id["01_unpack_topo_reference:reference_IW2"].outputs == (
+        Path("/data/stack/reference/IW2"),
+        Path("/data/stack/reference/IW2.xml"),
+        Path("/data/stack/geom_reference/IW2"),
+    )
     # every piece has its own marker and log name
     assert len({p.label for p in pieces}) == len(pieces)
     # a stack of one swath, or lines that are not split, stay as they are
@@ -88,7 +94,7 @@ def test_pieces_need_their_own_swath_and_whole_lines_need_every_piece(
 ) -> None:
     _, dag = split
     assert dag["09_fullBurst_geo2rdr:20250430_IW2"] == {
-        "01_unpack_topo_reference:reference",
+        "01_unpack_topo_reference:reference_IW2",
         "02_unpack_secondary_slc:20250430_IW2",
         "08_timeseries_misreg:azimuth",
         "08_timeseries_misreg:range",
@@ -98,13 +104,13 @@ def test_pieces_need_their_own_swath_and_whole_lines_need_every_piece(
         "10_fullBurst_resample:20250418_IW3",
         "10_fullBurst_resample:20250430_IW3",
     }
-    # the reference's bursts are not split: its pairs need them whole
+    # the reference's pairs need the reference's piece of their swath
     assert dag["13_generate_burst_igram:20250406_20250418_IW1"] == {
-        "01_unpack_topo_reference:reference",
+        "01_unpack_topo_reference:reference_IW1",
         "10_fullBurst_resample:20250418_IW1",
     }
     assert dag["03_average_baseline:20250418"] == {
-        "01_unpack_topo_reference:reference",
+        *(f"01_unpack_topo_reference:reference_IW{s}" for s in (1, 2, 3)),
         *(f"02_unpack_secondary_slc:20250418_IW{s}" for s in (1, 2, 3)),
     }
     assert {f"10_fullBurst_resample:20250512_IW{s}" for s in (1, 2, 3)} <= dag[
