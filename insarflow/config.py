@@ -285,8 +285,9 @@ class TopsStackConfig(Model):
     use_gpu: bool = Field(default=False, description="Run topo/geo2rdr on a GPU (--useGPU).")
     split_swaths: bool = Field(
         default=True,
-        description="engine isce2: run each secondary unpack, geo2rdr, resample and burst "
-        "interferogram line as one task per swath (the same files; swaths in parallel); "
+        description="engine isce2: run the reference's unpack and topo line and each "
+        "secondary unpack, geo2rdr, resample and burst interferogram line as one task per "
+        "swath (the same files; swaths in parallel); "
         "false: each line whole, as stackSentinel wrote it.",
     )
     ion_param_file: Path | None = Field(
