@@ -293,7 +293,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     """Write run files with stackSentinel.py (or the simulator) and execute them as a DAG."""
     from insarflow.compute import memory_budget_mb, task_runner_kwargs
     from insarflow.flows.topsstack import topsstack_flow
-    from insarflow.tasks.bursts import check_area_bursts, reference_scenes
+    from insarflow.tasks.bursts import check_area_bursts, reference_scenes, stack_burst_count
     from insarflow.tasks.topsstack.stack_sentinel import (
         build_stack_sentinel_args,
         check_safe_files,
@@ -377,13 +377,23 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             extra_path=extra_path,
             env=env,
         )
+    # memory estimates scale with the bursts, topo's processes too
+    stack_bursts = (
+        config.engine == "isce2"
+        and stack_burst_count(
+            reference_scenes(acquired.safe_files, reference),
+            ts.swaths,
+            config.acquisition.polarization,
+            config.area.snwe(),
+        )
+    ) or _bursts_per_swath(config) * len(ts.swaths)
     compute = config.compute
     started = _now()
     report = topsstack_flow(
         stack_dir=paths.stack,
         log_dir=paths.logs,
         memory_budget_mb=memory_budget_mb(compute),
-        n_bursts=_bursts_per_swath(config) * len(ts.swaths),
+        n_bursts=stack_bursts,
         range_looks=ts.range_looks,
         azimuth_looks=ts.azimuth_looks,
         n_workers=compute.workers,
@@ -413,7 +423,8 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
 
 
 def _bursts_per_swath(config: StackConfig) -> int:
-    """Bursts per swath for memory estimates: the simulator's, or a full IW slice."""
+    """Bursts per swath for memory estimates: the simulator's, or a full IW slice (real ISCE2
+    before its SAFE zips are read)."""
     if config.engine == "simulator":
         return scene_spec_for(config).bursts_per_swath
     from insarflow.plan import BURSTS_PER_SWATH

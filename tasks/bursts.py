@@ -141,6 +141,17 @@ def bursts_in_area(
     return counts
 
 
+def stack_burst_count(
+    safe_zips: Iterable[Path], swaths: Sequence[int], polarization: str, area: SNWE
+) -> int | None:
+    """The bursts ISCE2 keeps over all ``swaths`` of one acquisition's SAFE zips (the stack's
+    reference date); None when the zips cannot be read or select nothing."""
+    try:
+        return sum(bursts_in_area(safe_zips, swaths, polarization, area).values()) or None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+
+
 def check_bbox_bursts(
     bursts_per_swath: Mapping[int, int], *, field: str = "area.bbox", value: object = None
 ) -> None:

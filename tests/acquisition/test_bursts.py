@@ -21,6 +21,7 @@ from insarflow.tasks.bursts import (
     burst_boxes,
     bursts_in_area,
     check_bbox_bursts,
+    stack_burst_count,
 )
 from tests.support.fake_isce2 import fake_isce2
 
@@ -86,6 +87,10 @@ def test_bursts_in_area_count_like_isce2(fixtures_dir: Path) -> None:
     # a second slice of the same acquisition repeats its bursts: counted once
     assert bursts_in_area(zips * 2, [1], "vv", TWO_BURSTS) == {1: 2}
     assert bursts_in_area(zips, [1], "vv", (10.0, 11.0, 11.6, 11.9)) == {1: 0}
+    # the stack's bursts over its swaths (the engine's memory estimates); None: unknown
+    assert stack_burst_count(zips, [1, 2], "vh", (47.15, 47.2, 11.3, 11.5)) == 4
+    assert stack_burst_count(zips, [1], "vv", (10.0, 11.0, 11.6, 11.9)) is None
+    assert stack_burst_count([fixtures_dir / "README.md"], [1], "vv", TWO_BURSTS) is None
 
 
 def test_single_burst_message_names_field_value_and_fix() -> None:
