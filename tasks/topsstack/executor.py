@@ -154,12 +154,20 @@ def classify_failure(result: CommandResult) -> FailureKind:
 # --------------------------------------------------------------------------- markers
 
 
-def line_fingerprint(line: RunLine, *, with_processes: bool = False) -> str:
+def line_fingerprint(
+    line: RunLine, *, with_processes: bool = False, as_launched: bool = False
+) -> str:
     """sha256 of the line's command and of its config file's content (when it has one), its
-    ``numProcess`` aside (:func:`~insarflow.tasks.topsstack.multicore.without_processes`);
-    ``with_processes``: that line included, as markers written before it was left out have it."""
+    ``numProcess`` aside (:func:`~insarflow.tasks.topsstack.multicore.without_processes`).
+    A swath piece counts as its whole line's command and its swath, not the launcher's path
+    (a checkout or environment moved elsewhere leaves its finished pieces done).
+    ``with_processes`` / ``as_launched``: the ``numProcess`` line included / a piece's own
+    command, as markers of earlier versions have them."""
+    command = line.command
+    if line.whole is not None and not as_launched:
+        command = (*line.whole.command, f"swath {line.swath}")
     digest = hashlib.sha256()
-    for arg in line.command:
+    for arg in command:
         digest.update(arg.encode())
         digest.update(b"\0")
     if line.config_path is not None:
@@ -239,7 +247,8 @@ def is_line_done(line: RunLine, stack_dir: Path) -> bool:
         return False
     if not isinstance(marker, dict) or marker.get("fingerprint") not in (
         line_fingerprint(line),
-        line_fingerprint(line, with_processes=True),  # a marker of an earlier version
+        line_fingerprint(line, with_processes=True),  # markers of earlier versions
+        line_fingerprint(line, with_processes=True, as_launched=True),
     ):
         return False
     if "orbits" in marker and marker["orbits"] != orbits_read(line):

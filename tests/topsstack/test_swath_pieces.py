@@ -21,6 +21,7 @@ from insarflow.tasks.shell import CommandResult
 from insarflow.tasks.topsstack.dag import build_dag, validate_dag
 from insarflow.tasks.topsstack.executor import (
     is_line_done,
+    line_fingerprint,
     line_memory_mb,
     marker_path,
     run_line,
@@ -189,6 +190,14 @@ def test_a_line_finished_whole_counts_done_for_its_pieces_until_one_runs(tmp_pat
     assert marker_path(one, tmp_path) != marker_path(two, tmp_path)
     assert run_line(two, stack_dir=tmp_path, log_dir=log_dir).status == "ran"
     assert (log_dir / "fullBurst_geo2rdr" / "20250418_IW2.log").is_file()
+    # the launcher elsewhere (the environment moved or upgraded): the pieces stay done
+    moved = replace(two, command=("python3", "/elsewhere/isce_swath.py", *two.command[2:]))
+    assert is_line_done(moved, tmp_path)
+    # a marker of an earlier version, which took the launcher's path in
+    marker = json.loads(marker_path(two, tmp_path).read_text())
+    marker["fingerprint"] = line_fingerprint(two, with_processes=True, as_launched=True)
+    marker_path(two, tmp_path).write_text(json.dumps(marker))
+    assert is_line_done(two, tmp_path)
 
 
 # ----------------------------------------------------------------------------- the launcher
