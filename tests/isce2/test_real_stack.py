@@ -112,8 +112,10 @@ def user_stack(
 
 
 def test_real_stack_runs_resumes_and_reruns_nothing(
-    user_stack: Path, isce2_env_script: Path
+    user_stack: Path, isce2_env_script: Path, prefect_harness: None
 ) -> None:
+    # prefect_harness: step 4 runs a flow in this process; without it Prefect starts a
+    # temporary server that it stops at interpreter exit, logging to a closed stream.
     root = user_stack.parent
     user = root / "user"
     before = {name: _digest(user / name) for name in ("SLC", "orbits")}
