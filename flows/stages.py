@@ -378,15 +378,12 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             env=env,
         )
     # memory estimates scale with the bursts, topo's processes too
-    stack_bursts = (
-        config.engine == "isce2"
-        and stack_burst_count(
-            reference_scenes(acquired.safe_files, reference),
-            ts.swaths,
-            config.acquisition.polarization,
-            config.area.snwe(),
-        )
-    ) or _bursts_per_swath(config) * len(ts.swaths)
+    counted = None
+    if config.engine == "isce2":
+        scenes = reference_scenes(acquired.safe_files, reference)
+        area = config.area.snwe()
+        counted = stack_burst_count(scenes, ts.swaths, config.acquisition.polarization, area)
+    stack_bursts = counted or _bursts_per_swath(config) * len(ts.swaths)
     compute = config.compute
     started = _now()
     report = topsstack_flow(

@@ -144,23 +144,30 @@ def test_the_simulator_unwraps_in_one_piece(tmp_path: Path) -> None:
     assert multicore.launch(line, cores=2, memory_mb=100, unwrap_in_tiles=False) is None
 
 
+def _topo_line(
+    config: Path, functions: tuple[ConfigFunction, ...], outputs: tuple[Path, ...]
+) -> RunLine:
+    """The reference's unpack-and-topo line of ``config``."""
+    return RunLine(
+        step_number=1,
+        step="unpack_topo_reference",
+        key="reference",
+        key_kind="reference",
+        command=("SentinelWrapper.py", "-c", str(config)),
+        run_file=config.parent / "run_01_unpack_topo_reference",
+        config_path=config,
+        functions=functions,
+        outputs=outputs,
+    )
+
+
 def test_topo_gets_its_cores_as_processes_and_stays_done(tmp_path: Path) -> None:
     config = tmp_path / "config_reference"
     config.write_text(
         "[Function-2]\ntopo : \nreference : /r\ndem : /d\ngeom_referenceDir : /g\n"
         "numProcess : 1\n##########################\n"
     )
-    line = RunLine(
-        step_number=1,
-        step="unpack_topo_reference",
-        key="reference",
-        key_kind="reference",
-        command=("SentinelWrapper.py", "-c", str(config)),
-        run_file=tmp_path / "run_01_unpack_topo_reference",
-        config_path=config,
-        functions=(ConfigFunction(2, "topo", {"numProcess": "1"}),),
-        outputs=(),
-    )
+    line = _topo_line(config, (ConfigFunction(2, "topo", {"numProcess": "1"}),), ())
     fingerprint = line_fingerprint(line)
     assert multicore.cores_wanted(line, n_bursts=4, unwrap_in_tiles=False) == 4
     how = multicore.launch(line, cores=2, memory_mb=2000, unwrap_in_tiles=False)
@@ -271,19 +278,13 @@ def test_a_topo_piece_runs_its_own_config_with_its_share_of_the_cores(tmp_path: 
         "geom_referenceDir : /s/geom_reference\nnumProcess : 1\n"
     )
     config.write_text(original)
-    line = RunLine(
-        step_number=1,
-        step="unpack_topo_reference",
-        key="reference",
-        key_kind="reference",
-        command=("SentinelWrapper.py", "-c", str(config)),
-        run_file=tmp_path / "run_01_unpack_topo_reference",
-        config_path=config,
-        functions=(
+    line = _topo_line(
+        config,
+        (
             ConfigFunction(1, "Sentinel1_TOPS", {"swaths": "1 2", "outdir": "/s/reference"}),
             ConfigFunction(2, "topo", {"geom_referenceDir": "/s/geom_reference"}),
         ),
-        outputs=(Path("/s/reference"), Path("/s/geom_reference")),
+        (Path("/s/reference"), Path("/s/geom_reference")),
     )
     iw2 = piece(line, 2, 2)
     assert multicore.cores_wanted(iw2, n_bursts=6, unwrap_in_tiles=False) == 3  # its 3 bursts
