@@ -358,14 +358,15 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             from insarflow.plan import plan_stack
             from insarflow.tasks.diskspace import check_free_space
 
-            check_area_bursts(
+            counts = check_area_bursts(
                 reference_scenes(acquired.safe_files, reference),
                 ts.swaths,
                 config.acquisition.polarization,
                 config.area.snwe(),
                 field=config.area.field_name(),
             )
-            needed = plan_stack(config, acquired.dates).processing_bytes
+            plan = plan_stack(config, acquired.dates, bursts=sum(counts.values()))
+            needed = plan.processing_bytes
             check_free_space(paths.stack, needed, what="topsStack processing")
         archived = prepare_stack_dir(paths.stack)
         if archived:

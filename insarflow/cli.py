@@ -210,16 +210,19 @@ def plan_cmd(
     config: Annotated[str, typer.Argument(help="YAML configuration file, or - for stdin.")],
 ) -> None:
     """Show what would run: dates, pairs, run-file steps and line counts, disk and memory."""
-    from insarflow.plan import plan_stack
+    from insarflow.plan import BURSTS_PER_SWATH, plan_stack
 
     with _checks_only() as prefect_root:
         cfg, report = _checked_config(config, STAGES, prefect_root=prefect_root)
-    plan = plan_stack(cfg, report.dates)
+    plan = plan_stack(cfg, report.dates, bursts=report.bursts)
     note = " (estimated: 12-day revisit; exact after search)" if plan.dates_are_estimated else ""
+    bursts = f"{plan.bursts} bursts"
+    if cfg.engine == "isce2" and report.bursts is None:
+        bursts = f"~{bursts} ({BURSTS_PER_SWATH} per swath until the SAFE zips are on disk)"
     console.print(
         f"[bold]{cfg.name}[/bold]: {len(plan.dates)} dates "
         f"{plan.dates[0]}..{plan.dates[-1]}{note}, "
-        f"reference {plan.reference}, {len(plan.pairs)} interferograms, ~{plan.bursts} bursts",
+        f"reference {plan.reference}, {len(plan.pairs)} interferograms, {bursts}",
         soft_wrap=True,
     )
     table = Table(title=f"topsStack run files ({cfg.topsstack.coregistration})")

@@ -145,8 +145,11 @@ def _simulator_bursts(config: StackConfig) -> int:
     return scene_spec_for(config).bursts_per_swath * len(config.topsstack.swaths)
 
 
-def plan_stack(config: StackConfig, dates: list[str] | None = None) -> StackPlan:
-    """Plan the stack for ``dates`` (default: :func:`expected_dates`)."""
+def plan_stack(
+    config: StackConfig, dates: list[str] | None = None, bursts: int | None = None
+) -> StackPlan:
+    """Plan the stack for ``dates`` (default: :func:`expected_dates`) and ``bursts`` over all
+    swaths (default: counted from the SAFE zips by the caller, else 9 per swath)."""
     from insarflow.tasks.topsstack.resources import estimate_memory_mb
 
     estimated = False
@@ -176,7 +179,7 @@ def plan_stack(config: StackConfig, dates: list[str] | None = None) -> StackPlan
             peak_memory_mb=SIM_LINE_MEMORY_MB,
             dates_are_estimated=estimated,
         )
-    bursts = BURSTS_PER_SWATH * len(ts.swaths)
+    bursts = bursts or BURSTS_PER_SWATH * len(ts.swaths)
     looks = ts.range_looks * ts.azimuth_looks
     # Disk: SAFE zips + coregistered full-res bursts + merged SLCs + multilooked products.
     slc_gb = len(dates) * SAFE_ZIP_GB * len(ts.swaths) / 3

@@ -28,6 +28,7 @@ class PreflightReport:
 
     dates: list[str] | None = None  # None: only known after the search
     isce2_version: str | None = None
+    bursts: int | None = None  # over all swaths, counted in the SAFE zips on disk
     issues: list[ConfigIssue] = field(default_factory=list)
 
     def raise_for_issues(self, source: str) -> None:
@@ -162,12 +163,13 @@ def preflight(
     if real and dates and inputs.orbit_dir is not None and not inputs.download_missing:
         _check_orbits(config, issue)
     if real and dates and "topsstack" in stages:
-        _check_bursts(config, issue)
+        report.bursts = _check_bursts(config, issue)
     return report
 
 
-def _check_bursts(config: StackConfig, issue: IssueSink) -> None:
-    """The area covers at least 2 bursts of every swath of the reference date's SAFE zips."""
+def _check_bursts(config: StackConfig, issue: IssueSink) -> int | None:
+    """The area covers at least 2 bursts of every swath of the reference date's SAFE zips;
+    the bursts it covers over all swaths (None when they cannot be counted)."""
     import zipfile
 
     from insarflow.tasks.bursts import SingleBurstError, check_area_bursts, reference_scenes
@@ -177,7 +179,7 @@ def _check_bursts(config: StackConfig, issue: IssueSink) -> None:
     reference = ts.reference_date.strftime("%Y%m%d") if ts.reference_date else None
     area, field_name = config.area.snwe(), config.area.field_name()
     try:
-        check_area_bursts(
+        counts = check_area_bursts(
             reference_scenes(scenes, reference),
             ts.swaths,
             config.acquisition.polarization,
@@ -188,6 +190,9 @@ def _check_bursts(config: StackConfig, issue: IssueSink) -> None:
         issue(field_name, list(area), str(exc))
     except (zipfile.BadZipFile, OSError, ValueError):
         pass  # an unreadable SAFE zip is named by the topsStack stage's own check
+    else:
+        return sum(counts.values()) or None
+    return None
 
 
 def _needs_isce2_dem(config: StackConfig, stages: Sequence[str]) -> bool:

@@ -121,30 +121,33 @@ def _config(tmp_path: Path, fixtures_dir: Path, bbox: tuple[float, ...]) -> dict
     }
 
 
+def _insarflow(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "insarflow"
+    return subprocess.run(
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            "COLUMNS": "300",
+            "PATH": str(exe.parent),
+            "HOME": str(Path.home()),
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+        },
+    )
+
+
 def test_validate_refuses_a_single_burst_bbox_before_any_work(
     tmp_path: Path, fixtures_dir: Path
 ) -> None:
     """`insarflow validate` on SAFE zips already on disk names area.bbox and the fix."""
-    exe = Path(sys.executable).parent / "insarflow"
     outputs = {}
     for name, bbox in (("one", ONE_BURST), ("two", TWO_BURSTS)):
         cfg = tmp_path / name / "stack.yaml"
         cfg.parent.mkdir()
         cfg.write_text(yaml.safe_dump(_config(cfg.parent, fixtures_dir, bbox)))
-        done = subprocess.run(
-            [str(exe), "validate", str(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env={
-                "COLUMNS": "300",
-                "PATH": str(exe.parent),
-                "HOME": str(Path.home()),
-                **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
-            },
-        )
-        outputs[name] = done
+        outputs[name] = _insarflow("validate", str(cfg))
         assert not (cfg.parent / "work" / "stack").exists()
     one, two = outputs["one"], outputs["two"]
     assert one.returncode == 2
@@ -153,6 +156,29 @@ def test_validate_refuses_a_single_burst_bbox_before_any_work(
     # the two-burst area is refused only for its single date (no time series), not its bursts
     assert "single burst" not in two.stdout + two.stderr
     assert "1 acquisition date(s)" in two.stdout + two.stderr
+
+
+def test_plan_counts_the_bursts_of_the_safe_zips_on_disk(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    from insarflow.config import StackConfig
+    from insarflow.plan import plan_stack
+
+    data = _config(tmp_path, fixtures_dir, TWO_BURSTS)
+    data["acquisition"]["end"] = "2021-06-01"  # type: ignore[index]
+    slc = tmp_path / "SLC"
+    for day in ("20210413", "20210425", "20210507"):  # the same scene again: a 4-date stack
+        (slc / Path(PIXELS).name.replace("20210401", day)).symlink_to(fixtures_dir / PIXELS)
+    cfg = tmp_path / "stack.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    done = _insarflow("plan", str(cfg))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 dates 20210401..20210507" in done.stdout and ", 2 bursts" in done.stdout
+    config = StackConfig.model_validate(data)
+    dates = ["20210401", "20210413", "20210425", "20210507"]
+    disk_gb = plan_stack(config, dates, bursts=2).disk_gb
+    assert disk_gb < plan_stack(config, dates).disk_gb  # the 9-burst default
+    assert f"estimated disk: ~{disk_gb:.1f} GB" in done.stdout
 
 
 def test_topsstack_stage_refuses_a_single_burst_bbox_before_stacksentinel(

@@ -202,6 +202,35 @@ def test_fresh_isce2_stack_too_big_for_the_disk_is_refused_before_stacksentinel(
     FIGURES["disk-full refused before work"] += 1
 
 
+def test_the_disk_need_of_a_fresh_stack_counts_the_bursts_its_area_covers(
+    tmp_path: Path,
+    fixtures_dir: Path,
+    tmpfs: Callable[[str], TinyFs | None],
+    prefect_harness: None,
+) -> None:
+    from insarflow.config import StackConfig
+    from insarflow.flows.stages import AcquireResult, topsstack_stage
+    from insarflow.plan import plan_stack
+    from tests.acquisition.test_bursts import PIXELS, TWO_BURSTS, _config
+
+    fs = tmpfs("1m")
+    if fs is None:
+        pytest.skip("needs a 1 MiB tmpfs (root) to make the disk check refuse")
+    data = _config(tmp_path, fixtures_dir, TWO_BURSTS)
+    data["work_dir"] = str(fs.path / "work")
+    config = StackConfig.model_validate(data)
+    dates = ["20210401"]
+    acquired = AcquireResult(
+        dates=dates, safe_files=[fixtures_dir / PIXELS], dem=tmp_path / "dem.wgs84"
+    )
+    with pytest.raises(InsufficientDiskSpaceError) as info:
+        topsstack_stage(config, acquired)
+    # the area keeps 2 bursts of IW1: the need is theirs, not a whole 9-burst swath's
+    needed = plan_stack(config, dates, bursts=2).processing_bytes
+    assert f"{needed} bytes" in str(info.value)
+    assert 0 < needed * 4 < plan_stack(config, dates).processing_bytes
+
+
 @dataclass
 class TinyFs:
     """A tmpfs mounted for one test."""
