@@ -103,6 +103,16 @@ def _stages(config: Any) -> tuple[float, float]:
     return t1 - t0, time.perf_counter() - t1
 
 
+def _step_seconds(config: Any) -> dict[str, float]:
+    """Seconds of each MintPy step in the latest MintPy stage of the stack's run history."""
+    from insarflow.flows.stages import history_file
+    from insarflow.tasks.report import read_history
+
+    records = [r for r in read_history(history_file(config)) if r.stage == "mintpy"]
+    latest = [r for r in records if r.run_id == records[-1].run_id]
+    return {s.name: s.duration_s for r in latest for s in r.steps}
+
+
 def mintpy_update(root: Path, n_dates: int, length: int, width: int) -> dict[str, float]:
     """Update vs full run of the MintPy and products stages for one date added to n_dates."""
     sys.path.insert(0, str(REPO))
@@ -124,10 +134,21 @@ def mintpy_update(root: Path, n_dates: int, length: int, width: int) -> dict[str
     for pair in new:  # the update: the new date's interferograms arrive
         (held / pair).rename(ifgs / pair)
     update = _stages(config)
+    update_steps = _step_seconds(config)
     full_dir = root / f"full-{n_dates}"
     full_dir.mkdir()
     shutil.copytree(stack.stack_dir, full_dir / "stack")
-    full = _stages(_stack_config(full_dir))
+    full_config = _stack_config(full_dir)
+    full = _stages(full_config)
+    full_steps = _step_seconds(full_config)
+    print(f"\n   MintPy steps, {n_dates} + 1 dates (update / full run, seconds of each process):")
+    bl.table(
+        [
+            [step, bl.fmt_s(update_steps.get(step, 0.0)), bl.fmt_s(seconds)]
+            for step, seconds in full_steps.items()
+        ],
+        ["step", "update", "full run"],
+    )
     return {
         "mintpy_s": update[0],
         "products_s": update[1],

@@ -89,13 +89,11 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def user_stack(
-    tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path, isce2_env_script: Path
-) -> Path:
+@pytest.fixture  # in tmp_path: GBs, removed when the test passes
+def user_stack(tmp_path: Path, fixtures_dir: Path, isce2_env_script: Path) -> Path:
     """A user's folders (SLC/, orbits/, dem.tif) and a config pointing at them."""
     return user_stack_config(
-        tmp_path_factory.mktemp("real-isce2"),
+        tmp_path,
         next((fixtures_dir / "safe_pixels").glob("*.zip")),
         isce2_env_script,
         name="real-isce2",

@@ -59,12 +59,10 @@ def _run_topsstack(config: Path, log: Path) -> None:
     assert done.returncode == 0, log.read_text()[-3000:]
 
 
-@pytest.fixture(scope="module")
-def two_swaths(
-    tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path, isce2_env_script: Path
-) -> Path:
+@pytest.fixture  # in tmp_path: GBs, removed when the test passes
+def two_swaths(tmp_path: Path, fixtures_dir: Path, isce2_env_script: Path) -> Path:
     return user_stack_config(
-        tmp_path_factory.mktemp("real-isce2-swaths"),
+        tmp_path,
         next((fixtures_dir / "safe_pixels").glob("*.zip")),
         isce2_env_script,
         name="real-isce2-swaths",
