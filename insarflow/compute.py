@@ -2,7 +2,9 @@
 
 Dask only runs plain functions here (a topsStack line's command); what may start when is
 decided in the flow process (:mod:`insarflow.engine`). Workers advertise ``MEMORY_MB`` (a
-line is placed on a worker with room for its estimate) and, where lines need one, ``GPU``.
+line is placed on a worker with room for its estimate), where lines need one ``GPU``, and
+on a cluster of several hosts ``SLOTS`` (their threads: a line using the cores of several
+slots holds them all on the worker that runs it, not some on another host).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from distributed import Client
 from insarflow.config import ComputeConfig, JobqueueConfig
 
 
-def worker_resources(memory_mb: int, gpus: int) -> dict[str, float]:
+def worker_resources(memory_mb: int, gpus: int, slots: int | None = None) -> dict[str, float]:
     """Resources one worker advertises."""
     resources: dict[str, float] = {"MEMORY_MB": float(memory_mb)}
     if gpus:
         resources["GPU"] = float(gpus)
+    if slots:
+        resources["SLOTS"] = float(slots)
     return resources
 
 
@@ -89,13 +93,13 @@ def jobqueue_spec(jq: JobqueueConfig, *, log_dir: Path | None = None) -> dict[st
     """A dask-jobqueue cluster of one worker per job, ``jq.cores`` threads (lines at once) each.
 
     A worker advertises 90 % of its job's memory as ``MEMORY_MB`` (the rest is the worker's
-    own), and ``GPU`` when the job asks for GPUs (``--gres=gpu:N`` on SLURM). The cluster adapts
-    between ``min_jobs`` and ``jobs`` (``"adapt"``); ``"workers"`` is what it has at most, for
-    planning before any job has started. A worker lost with its job (cancelled, out of walltime,
-    node failure) fails the lines it ran (``allowed_failures=0``), so the engine, not Dask,
-    retries them and its report says so.
+    own), its ``cores`` as ``SLOTS``, and ``GPU`` when the job asks for GPUs (``--gres=gpu:N``
+    on SLURM). The cluster adapts between ``min_jobs`` and ``jobs`` (``"adapt"``);
+    ``"workers"`` is what it has at most, for planning before any job has started. A worker
+    lost with its job (cancelled, out of walltime, node failure) fails the lines it ran
+    (``allowed_failures=0``), so the engine, not Dask, retries them and its report says so.
     """
-    per_worker = worker_resources(int(jq.memory_gb * 1024 * 0.9), jq.gpus_per_job)
+    per_worker = worker_resources(int(jq.memory_gb * 1024 * 0.9), jq.gpus_per_job, jq.cores)
     kwargs: dict[str, Any] = {
         "cores": jq.cores,
         "processes": 1,

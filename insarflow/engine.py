@@ -466,6 +466,10 @@ def execute_stack(
     # An explicit OMP_NUM_THREADS in env wins; otherwise a line uses the cores of its slots.
     explicit_threads = "OMP_NUM_THREADS" in base_env
     slot_cores = cores_per_line(client)
+    # Workers that advertise SLOTS (a jobqueue cluster's jobs, on hosts of their own): a line
+    # holds its slots on its worker, so it gets no more than the largest worker has.
+    advertised = [w.resources.get("SLOTS", 0.0) for w in workers]
+    worker_slots = int(max(advertised)) if all(advertised) else None
     slots_wanted: dict[str, int] = {}  # by line id, asked once the line is ready
     futures: dict[str, PrefectFuture[LineResult]] = {}
     # a line that finished, or a hold of API slots granted or refused
@@ -481,7 +485,10 @@ def execute_stack(
         line_env.setdefault("OMP_NUM_THREADS", str(cores))
         if grant.gpu_id is not None:
             line_env["CUDA_VISIBLE_DEVICES"] = str(grant.gpu_id)
-        resources = sub.dask_resources(gpu=grant.holds_gpu and grant.gpu_id is None)
+        resources = sub.dask_resources(
+            gpu=grant.holds_gpu and grant.gpu_id is None,
+            slots=grant.slots if worker_slots else None,
+        )
 
         def dispatch() -> LineResult:
             try:
@@ -541,7 +548,8 @@ def execute_stack(
                 cores = multicore.cores_wanted(
                     sub.line, n_bursts=n_bursts, unwrap_in_tiles=real_isce2
                 )
-                slots_wanted[sub.line.line_id] = max(1, math.ceil(cores / slot_cores))
+                wanted = max(1, math.ceil(cores / slot_cores))
+                slots_wanted[sub.line.line_id] = min(wanted, worker_slots or wanted)
         for sub in list(waiting):
             grant = admission.try_admit(
                 sub, slots_to_offer(sub, waiting, slots_wanted, admission.free_slots)

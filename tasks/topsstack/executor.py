@@ -497,11 +497,14 @@ class Submission:
     priority: int
     force: bool
 
-    def dask_resources(self, *, gpu: bool) -> dict[str, float]:
-        """Dask worker resources this attempt holds while it runs."""
+    def dask_resources(self, *, gpu: bool, slots: int | None = None) -> dict[str, float]:
+        """Dask worker resources this attempt holds while it runs (``slots``: line slots of
+        its worker, where workers advertise ``SLOTS``)."""
         resources: dict[str, float] = {"MEMORY_MB": float(self.memory_mb)}
         if gpu and self.resource_class == "gpu":
             resources["GPU"] = 1.0
+        if slots:
+            resources["SLOTS"] = float(slots)
         return resources
 
 

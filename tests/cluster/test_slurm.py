@@ -152,7 +152,8 @@ def test_every_line_ran_in_a_slurm_job(slurm_run: Run) -> None:
 
 def test_job_directives_and_worker_resources_agree(slurm_run: Run, slurm: SingleNodeSlurm) -> None:
     """Each worker job asked SLURM for the job's memory, cores, walltime and GPU, and its
-    worker advertises 90 % of that memory and the GPU; no line reserved more than that."""
+    worker advertises 90 % of that memory, the GPU and its cores (SLOTS); no line reserved
+    more than that."""
     logs = line_logs(slurm_run.config.paths.logs)
     for job in sorted({job_ids(text)[0] for text in logs.values()}):
         script = slurm.run("scontrol", "write", "batch_script", job, "-")
@@ -160,7 +161,7 @@ def test_job_directives_and_worker_resources_agree(slurm_run: Run, slurm: Single
         assert "#SBATCH --gres=gpu:1" in script
         assert "#SBATCH --cpus-per-task=2" in script
         assert "#SBATCH -t 00:10:00" in script
-        assert f"--resources MEMORY_MB={WORKER_MB},GPU=1" in script
+        assert f"--resources MEMORY_MB={WORKER_MB},GPU=1,SLOTS=2" in script
         assert f"\n{sys.executable} -m distributed.cli.dask_worker " in script
         job = slurm.run("scontrol", "show", "job", job)
         for granted in ("MinMemoryNode=2G", "NumCPUs=2", "TimeLimit=00:10:00", "gres:gpu:1"):

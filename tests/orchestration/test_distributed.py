@@ -17,7 +17,7 @@ import logging
 import stat
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -93,10 +93,12 @@ class Cluster:
     workers: dict[str, Process]
 
 
-@pytest.fixture(scope="module")
-def cluster(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A scheduler and the two workers, started as processes and stopped by PID."""
-    root = tmp_path_factory.mktemp("dask")
+@contextlib.contextmanager
+def dask_cluster(
+    processes: Processes, root: Path, workers: dict[str, str], threads: int
+) -> Iterator[Cluster]:
+    """A scheduler and ``workers`` (name -> resources), started as processes and stopped by
+    PID."""
     scheduler_file = root / "scheduler.json"
     env = clean_env(PREFECT_HOME=str(root / "prefect-home"))
     dask = [sys.executable, "-m", "dask"]
@@ -108,8 +110,8 @@ def cluster(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     wait_until(scheduler_file.is_file, timeout_s=60, what="dask scheduler", process=scheduler)
     address = json.loads(scheduler_file.read_text())["address"]
-    worker_args = ["--nthreads", str(THREADS), "--host", "127.0.0.1", "--no-nanny"]
-    workers = {
+    worker_args = ["--nthreads", str(threads), "--host", "127.0.0.1", "--no-nanny"]
+    started = {
         name: processes.start(
             name,
             [
@@ -121,22 +123,31 @@ def cluster(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> I
             ],
             {**env, "INSARFLOW_TEST_WORKER": name},
         )
-        for name, resources in WORKERS.items()
+        for name, resources in workers.items()
     }
-    with Client(address, timeout=60) as client:
-        client.wait_for_workers(len(WORKERS), timeout=90)
-        advertised = {
-            info["name"]: info["resources"]
-            for info in client.scheduler_info(n_workers=-1)["workers"].values()
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(len(workers), timeout=90)
+        yield Cluster(address, scheduler, started)
+    finally:
+        for worker in started.values():
+            processes.stop(worker)
+        processes.stop(scheduler)
+
+
+@pytest.fixture(scope="module")
+def cluster(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with dask_cluster(processes, tmp_path_factory.mktemp("dask"), WORKERS, THREADS) as started:
+        with Client(started.address, timeout=60) as client:
+            advertised = {
+                info["name"]: info["resources"]
+                for info in client.scheduler_info(n_workers=-1)["workers"].values()
+            }
+        assert advertised == {
+            "gpu-worker": {"MEMORY_MB": WORKER_MB, "GPU": 1},
+            "cpu-worker": {"MEMORY_MB": WORKER_MB},
         }
-    assert advertised == {
-        "gpu-worker": {"MEMORY_MB": WORKER_MB, "GPU": 1},
-        "cpu-worker": {"MEMORY_MB": WORKER_MB},
-    }
-    yield Cluster(address, scheduler, workers)
-    for worker in workers.values():
-        processes.stop(worker)
-    processes.stop(scheduler)
+        yield started
 
 
 @dataclass
@@ -180,14 +191,18 @@ def write_run_files(config_root: Path, make_config: MakeConfig) -> list[RunLine]
     return parse_run_files(paths.stack)
 
 
-@pytest.fixture(scope="module")
-def run(
-    cluster: Cluster,
-    prefect_harness: None,
+def run_stand_ins(
+    address: str,
+    root: Path,
     make_config: MakeConfig,
-    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    n_bursts: int,
+    use_gpu: bool,
+    sleep_s: Callable[[RunLine], float],
 ) -> Run:
-    root = tmp_path_factory.mktemp("distributed")
+    """The simulator's run files of a small stack, their programs replaced by the stand-in
+    (each line sleeping ``sleep_s(line)``), through the executor on the cluster at
+    ``address``."""
     lines = write_run_files(root / "work", make_config)
     stack_dir = root / "work" / "stack"
     bin_dir = root / "bin"
@@ -202,8 +217,7 @@ def run(
         "lines": {
             " ".join([Path(line.command[0]).name, *line.command[1:]]): {
                 "line_id": line.line_id,
-                # the GPU lines take longest, so other lines are ready while they run
-                "sleep": 0.5 if resource_class(line.step, True) == "gpu" else 0.25,
+                "sleep": sleep_s(line),
                 "outputs": [str(p) for p in line.outputs],
             }
             for line in lines
@@ -215,18 +229,36 @@ def run(
         stack_dir=stack_dir,
         log_dir=root / "logs",
         memory_budget_mb=2 * WORKER_MB,
-        n_bursts=N_BURSTS,
+        n_bursts=n_bursts,
         range_looks=9,
         azimuth_looks=3,
-        use_gpu=True,
+        use_gpu=use_gpu,
         extra_path=[bin_dir],
         env={"INSARFLOW_TEST_PLAN": str(plan_file)},
-        scheduler_address=cluster.address,
+        scheduler_address=address,
         learn_memory=False,  # the reservations below are checked against the model's estimates
         return_state=True,
     )
     records = [json.loads(x) for x in record_file.read_text().splitlines()]
     return Run(lines, state.result(), records, state.state_details.flow_run_id)
+
+
+@pytest.fixture(scope="module")
+def run(
+    cluster: Cluster,
+    prefect_harness: None,
+    make_config: MakeConfig,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Run:
+    return run_stand_ins(
+        cluster.address,
+        tmp_path_factory.mktemp("distributed"),
+        make_config,
+        n_bursts=N_BURSTS,
+        use_gpu=True,
+        # the GPU lines take longest, so other lines are ready while they run
+        sleep_s=lambda line: 0.5 if resource_class(line.step, True) == "gpu" else 0.25,
+    )
 
 
 def test_every_line_ran_once_on_a_worker_process(run: Run, cluster: Cluster) -> None:
@@ -363,6 +395,33 @@ def test_a_line_bigger_than_every_worker_stops_the_stage_naming_its_need_and_the
     assert not any(f"{line.line_id} needs" in message for line in unwrap)
 
 
+def test_a_line_of_several_slots_holds_them_all_on_its_worker(
+    processes: Processes, prefect_harness: None, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """Workers on hosts of their own advertise SLOTS (what a jobqueue job does: its cores).
+    The topo line, which could use 8 cores, gets the 2 slots of one worker and holds both
+    there: no other line shares its worker while it runs, and the other worker runs lines
+    meanwhile."""
+    (tmp_path / "dask").mkdir()
+    workers = dict.fromkeys(("host-a", "host-b"), f"MEMORY_MB={WORKER_MB},SLOTS=2")
+    with dask_cluster(processes, tmp_path / "dask", workers, threads=2) as cluster:
+        run = run_stand_ins(
+            cluster.address,
+            tmp_path,
+            make_config,
+            n_bursts=8,
+            use_gpu=False,
+            sleep_s=lambda line: 3.0 if line.step == multicore.TOPO_STEP else 0.25,
+        )
+    (topo,) = [r for r in run.records if f"_{multicore.TOPO_STEP}:" in r["line_id"]]
+    log_path = run.report.results[topo["line_id"]].log_path
+    assert log_path is not None and "topo in 2 processes" in log_path.read_text()
+    beside = [r for r in run.records if r["start"] < topo["end"] and r["end"] > topo["start"]]
+    beside.remove(topo)
+    assert beside, "no line ran beside topo: it held more slots than its worker's"
+    assert {r["worker"] for r in beside} == set(workers) - {topo["worker"]}, (topo, beside)
+
+
 def test_slurm_spec_advertises_memory_and_gpu_resources() -> None:
     from dask_jobqueue.slurm import SLURMJob
 
@@ -381,25 +440,25 @@ def test_slurm_spec_advertises_memory_and_gpu_resources() -> None:
     kwargs = task_runner_kwargs(compute)
     assert kwargs["cluster_class"] == "dask_jobqueue.SLURMCluster"
     spec = kwargs["cluster_kwargs"]
-    assert spec["worker_extra_args"] == ["--resources", "MEMORY_MB=29491,GPU=1"]
+    assert spec["worker_extra_args"] == ["--resources", "MEMORY_MB=29491,GPU=1,SLOTS=8"]
     assert spec["job_extra_directives"] == ["--gres=gpu:1"]
     assert (spec["processes"], parse_bytes(spec["memory"])) == (1, 32e9)
     assert kwargs["adapt"] == {"minimum_jobs": 1, "maximum_jobs": 3}
     # The same arguments render a job script (no cluster, nothing submitted).
     job_args = {k: v for k, v in spec.items() if k != "scheduler_options"}
     script = SLURMJob(scheduler="tcp://127.0.0.1:8786", name="insarflow", **job_args).job_script()
-    assert "--resources MEMORY_MB=29491,GPU=1" in script
+    assert "--resources MEMORY_MB=29491,GPU=1,SLOTS=8" in script
     assert "#SBATCH --gres=gpu:1" in script
     assert "#SBATCH -p gpu" in script and "#SBATCH -A insar" in script
     assert "#SBATCH -t 02:00:00" in script
 
 
-def test_pbs_and_local_specs_advertise_memory_only_without_gpus() -> None:
+def test_pbs_spec_advertises_no_gpu_and_local_workers_no_slots() -> None:
     pbs = task_runner_kwargs(
         ComputeConfig(jobqueue=JobqueueConfig(kind="pbs", memory_gb=10, gpus_per_job=0))
     )
     assert pbs["cluster_class"] == "dask_jobqueue.PBSCluster"
-    assert pbs["cluster_kwargs"]["worker_extra_args"] == ["--resources", "MEMORY_MB=9216"]
+    assert pbs["cluster_kwargs"]["worker_extra_args"] == ["--resources", "MEMORY_MB=9216,SLOTS=8"]
     assert "job_extra_directives" not in pbs["cluster_kwargs"]
     local = task_runner_kwargs(ComputeConfig(workers=2, memory_gb=8.0, gpus=1))
     assert local["cluster_kwargs"]["resources"] == {"MEMORY_MB": 4096.0, "GPU": 1.0}
