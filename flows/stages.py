@@ -351,6 +351,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
     safe_list = paths.stack / "SAFE_files.txt"
     wanted = sorted(str(p) for p in acquired.safe_files)
     have = sorted(safe_list.read_text().split()) if safe_list.is_file() else []
+    counted: int | None = None  # bursts over all swaths: disk need, memory, topo's processes
     if not run_files_complete(paths.stack) or set(wanted) - set(have):
         check_safe_files(acquired.safe_files)
         if config.engine == "isce2" and not (paths.stack / "coreg_secondarys").exists():
@@ -365,8 +366,8 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
                 config.area.snwe(),
                 field=config.area.field_name(),
             )
-            plan = plan_stack(config, acquired.dates, bursts=sum(counts.values()))
-            needed = plan.processing_bytes
+            counted = sum(counts.values()) or None
+            needed = plan_stack(config, acquired.dates, bursts=counted).processing_bytes
             check_free_space(paths.stack, needed, what="topsStack processing")
         archived = prepare_stack_dir(paths.stack)
         if archived:
@@ -378,9 +379,7 @@ def topsstack_stage(config: StackConfig, acquired: AcquireResult | None) -> Tops
             extra_path=extra_path,
             env=env,
         )
-    # memory estimates scale with the bursts, topo's processes too
-    counted = None
-    if config.engine == "isce2":
+    if config.engine == "isce2" and counted is None:
         scenes = reference_scenes(acquired.safe_files, reference)
         area = config.area.snwe()
         counted = stack_burst_count(scenes, ts.swaths, config.acquisition.polarization, area)
